@@ -1,0 +1,727 @@
+//! The `holdfast` command-line tool.
+//!
+//! Exit codes: 0 success; 1 an error (connection, refused call, bad input); 2 a usage error;
+//! 3 `ingest` finished but some items were rejected or failed; 4 `audit verify` found the
+//! chain broken.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::builder::timestamp;
+use crate::json::{location_name, move_reason_name, JsonInteraction};
+use crate::{
+    pb, BatchingIngester, ClientConfig, HoldfastClient, IngesterOptions, TlsOptions,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about = "Command-line client for holdfast")]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Print JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Server address (http://host:port, or https://... with TLS).
+    #[arg(long, env = "HOLDFAST_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
+    pub addr: String,
+    /// Bearer token. Default: --token-file, else <data-dir>/admin.token.
+    #[arg(long, env = "HOLDFAST_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "HOLDFAST_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The server's data directory, to find admin.token on the server's machine.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./holdfast-data", global = true)]
+    pub data_dir: PathBuf,
+    /// PEM CA of the server's certificate (turns TLS on).
+    #[arg(long, env = "HOLDFAST_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Name to verify the server certificate against.
+    #[arg(long, env = "HOLDFAST_TLS_DOMAIN", global = true)]
+    pub tls_domain: Option<String>,
+    /// Client certificate (PEM) for servers that verify clients.
+    #[arg(long, env = "HOLDFAST_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, env = "HOLDFAST_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest interactions from a JSON Lines file (one interaction per line, SPEC §2 names).
+    Ingest {
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Items per request.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+    },
+    /// Show one interaction.
+    Get { id: String },
+    /// List a mailbox's ACTIVE interactions, newest first.
+    List {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        thread: Option<String>,
+        /// Only items created at or after this (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only items created before this (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
+        /// Items per page (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Move a mailbox's ACTIVE interactions to the holds area (the user's "delete history").
+    DeleteHistory {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        thread: Option<String>,
+        /// Only items created before this (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        before: Option<String>,
+    },
+    /// Manage bearer tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read and verify the audit log (auditor, admin).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<RoleArg>,
+    },
+    List,
+    Revoke { name: String },
+    /// Print the SHA-256 of a token read from standard input, for the config file's [[tokens]].
+    Hash,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    Query {
+        /// Entries at or after this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// Entries before this time.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum RoleArg {
+    Ingest,
+    Ediscovery,
+    EdiscoveryAdmin,
+    RetentionAdmin,
+    Purge,
+    Auditor,
+    Admin,
+}
+
+impl From<RoleArg> for pb::Role {
+    fn from(role: RoleArg) -> pb::Role {
+        match role {
+            RoleArg::Ingest => pb::Role::Ingest,
+            RoleArg::Ediscovery => pb::Role::Ediscovery,
+            RoleArg::EdiscoveryAdmin => pb::Role::EdiscoveryAdmin,
+            RoleArg::RetentionAdmin => pb::Role::RetentionAdmin,
+            RoleArg::Purge => pb::Role::Purge,
+            RoleArg::Auditor => pb::Role::Auditor,
+            RoleArg::Admin => pb::Role::Admin,
+        }
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match pb::Role::try_from(role) {
+        Ok(pb::Role::Ingest) => "ingest",
+        Ok(pb::Role::Ediscovery) => "ediscovery",
+        Ok(pb::Role::EdiscoveryAdmin) => "ediscovery_admin",
+        Ok(pb::Role::RetentionAdmin) => "retention_admin",
+        Ok(pb::Role::Purge) => "purge",
+        Ok(pb::Role::Auditor) => "auditor",
+        Ok(pb::Role::Admin) => "admin",
+        _ => "unknown",
+    }
+}
+
+/// Entry point of the `holdfast` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Parses RFC 3339, or a bare date meaning its UTC midnight.
+pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    bail!("{text:?} is not a time (expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or 2025-03-01)")
+}
+
+fn optional_timestamp(text: &Option<String>) -> anyhow::Result<Option<prost_types::Timestamp>> {
+    text.as_deref()
+        .map(|t| parse_time(t).map(timestamp))
+        .transpose()
+}
+
+impl Connection {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.trim().to_string());
+        }
+        let path = self
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"));
+        let token = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no token given (--token, HOLDFAST_TOKEN or --token-file) and cannot read {}",
+                path.display()
+            )
+        })?;
+        Ok(token.trim().to_string())
+    }
+
+    fn config(&self) -> anyhow::Result<ClientConfig> {
+        let tls_wanted = self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.addr.starts_with("https://");
+        let addr = if self.addr.contains("://") {
+            self.addr.clone()
+        } else if tls_wanted {
+            format!("https://{}", self.addr)
+        } else {
+            format!("http://{}", self.addr)
+        };
+        Ok(ClientConfig {
+            addr,
+            token: self.token()?,
+            tls: tls_wanted.then(|| TlsOptions {
+                ca_file: self.tls_ca.clone(),
+                domain: self.tls_domain.clone(),
+                client_cert_file: self.tls_cert.clone(),
+                client_key_file: self.tls_key.clone(),
+            }),
+        })
+    }
+
+    async fn connect(&self) -> anyhow::Result<HoldfastClient> {
+        Ok(HoldfastClient::connect(self.config()?).await?)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Token(TokenCommand::Hash) => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token)?;
+            let token = token.trim();
+            if token.is_empty() {
+                bail!("no token on standard input");
+            }
+            use sha2::Digest;
+            println!("{}", hex::encode(sha2::Sha256::digest(token.as_bytes())));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { file, batch_size } => {
+            let client = cli.connection.connect().await?;
+            ingest_file(client, &file, batch_size, json).await
+        }
+        Command::Get { id } => {
+            let client = cli.connection.connect().await?;
+            let item = client.get(&id).await?;
+            print_interaction(item, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List {
+            mailbox,
+            thread,
+            from,
+            to,
+            limit,
+            page_token,
+        } => {
+            let client = cli.connection.connect().await?;
+            let request = pb::ListInteractionsRequest {
+                mailbox_id: mailbox,
+                thread_id: thread.unwrap_or_default(),
+                created_from: optional_timestamp(&from)?,
+                created_to: optional_timestamp(&to)?,
+                page_size: limit,
+                page_token: page_token.unwrap_or_default(),
+            };
+            let page = client.list(request).await?;
+            print_list(page, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeleteHistory {
+            mailbox,
+            thread,
+            before,
+        } => {
+            let client = cli.connection.connect().await?;
+            let request = pb::DeleteHistoryRequest {
+                mailbox_id: mailbox.clone(),
+                thread_id: thread.unwrap_or_default(),
+                before: optional_timestamp(&before)?,
+            };
+            let response = client.delete_history(request).await?;
+            if json {
+                println!("{}", serde_json::json!({ "num_moved": response.num_moved }));
+            } else {
+                println!(
+                    "moved {} interaction(s) of {mailbox} to the holds area",
+                    response.num_moved
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(command) => {
+            let client = cli.connection.connect().await?;
+            token_command(client, command, json).await
+        }
+        Command::Audit(command) => {
+            let client = cli.connection.connect().await?;
+            audit_command(client, command, json).await
+        }
+    }
+}
+
+async fn ingest_file(
+    client: HoldfastClient,
+    path: &PathBuf,
+    batch_size: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if !(1..=1000).contains(&batch_size) {
+        bail!("--batch-size must be within 1..=1000");
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let progress = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new(total_bytes)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .expect("valid template"),
+    );
+
+    let options = IngesterOptions {
+        batch_size,
+        ..IngesterOptions::default()
+    };
+    let ingester = BatchingIngester::start(client, options);
+    let (ticket_sender, mut tickets) = tokio::sync::mpsc::channel(100_000);
+    // Collects answers in file order, so problems are reported with their line numbers.
+    let collector = tokio::spawn(async move {
+        let mut problems: Vec<(usize, String)> = Vec::new();
+        while let Some((line, ticket)) = tickets.recv().await {
+            let ticket: crate::ingester::Ticket = ticket;
+            match ticket.wait().await {
+                Ok(result) if result.status == pb::IngestStatus::Rejected as i32 => {
+                    let field = if result.field.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", result.field)
+                    };
+                    problems.push((line, format!("rejected: {field}{}", result.reason)));
+                }
+                Ok(_) => {}
+                Err(error) => problems.push((line, format!("failed: {error}"))),
+            }
+        }
+        problems
+    });
+
+    let reader = std::io::BufReader::new(file);
+    let mut local_problems: Vec<(usize, String)> = Vec::new();
+    let mut num_lines = 0u64;
+    for (index, line) in reader.lines().enumerate() {
+        let line_number = index + 1;
+        let line = line.with_context(|| format!("cannot read line {line_number}"))?;
+        progress.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        num_lines += 1;
+        match serde_json::from_str::<JsonInteraction>(&line) {
+            Ok(item) => {
+                let ticket = ingester.submit(item.into_input()).await?;
+                if ticket_sender.send((line_number, ticket)).await.is_err() {
+                    bail!("the result collector stopped");
+                }
+            }
+            // serde_json's messages name the field and position, never the content.
+            Err(error) => local_problems.push((line_number, format!("not valid JSON: {error}"))),
+        }
+    }
+    drop(ticket_sender);
+    let summary = ingester.finish().await;
+    let mut problems = collector.await.context("result collector panicked")?;
+    progress.finish_and_clear();
+    problems.extend(local_problems);
+    problems.sort_by_key(|(line, _)| *line);
+    let num_invalid_lines = problems
+        .iter()
+        .filter(|(_, p)| p.starts_with("not valid JSON"))
+        .count() as u64;
+
+    if json {
+        let report = serde_json::json!({
+            "lines": num_lines,
+            "created": summary.created,
+            "duplicate": summary.duplicate,
+            "rejected": summary.rejected,
+            "failed": summary.failed,
+            "invalid_lines": num_invalid_lines,
+            "retries": summary.retries,
+            "problems": problems.iter().map(|(line, problem)| serde_json::json!({"line": line, "problem": problem})).collect::<Vec<_>>(),
+        });
+        println!("{report}");
+    } else {
+        let mut stderr = std::io::stderr().lock();
+        for (line, problem) in problems.iter().take(50) {
+            let _ = writeln!(stderr, "line {line}: {problem}");
+        }
+        if problems.len() > 50 {
+            let _ = writeln!(stderr, "... and {} more problem lines", problems.len() - 50);
+        }
+        println!(
+            "{num_lines} lines: {} created, {} duplicate, {} rejected, {} failed, {} not valid JSON",
+            summary.created, summary.duplicate, summary.rejected, summary.failed, num_invalid_lines
+        );
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn format_time(timestamp: Option<prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_interaction(item: pb::Interaction, json: bool) {
+    if json {
+        let value = JsonInteraction::from_stored(item);
+        println!("{}", serde_json::to_string(&value).expect("serialisable"));
+        return;
+    }
+    let model = item.model.clone().unwrap_or_default();
+    println!("id:          {}", item.id);
+    println!("mailbox:     {}", item.mailbox_id);
+    println!("client key:  {}", item.client_key);
+    println!("thread:      {}", item.thread_id);
+    println!("app:         {}", item.app);
+    println!("created at:  {}", format_time(item.created_at));
+    println!("received at: {}", format_time(item.received_at));
+    print!("location:    {}", location_name(item.location));
+    if item.location == pb::Location::HoldsArea as i32 {
+        print!(
+            " ({}, since {})",
+            move_reason_name(item.move_reason),
+            format_time(item.moved_at)
+        );
+    }
+    println!();
+    println!("model:       {} {} {}", model.provider, model.name, model.version);
+    for plugin in &item.plugins {
+        println!("plugin:      {} {} {}", plugin.id, plugin.name, plugin.version);
+    }
+    for resource in &item.accessed_resources {
+        println!(
+            "resource:    {} {} [{}] {} {}",
+            resource.r#type, resource.name, resource.sensitivity_label, resource.action, resource.url
+        );
+    }
+    for context in &item.contexts {
+        println!("context:     {} {}", context.r#type, context.id);
+    }
+    if let Some(safety) = &item.safety {
+        println!(
+            "safety:      jailbreak={} xpia={} filtered={} {}",
+            safety.jailbreak_detected,
+            safety.cross_prompt_injection_detected,
+            safety.content_filtered,
+            safety.categories.join(",")
+        );
+    }
+    if !item.sensitivity_label.is_empty() {
+        println!("label:       {}", item.sensitivity_label);
+    }
+    let mut attributes: Vec<_> = item.attributes.iter().collect();
+    attributes.sort();
+    for (key, value) in attributes {
+        println!("attribute:   {key}={value}");
+    }
+    println!("sha256:      {}", item.content_sha256);
+    println!("--- prompt\n{}", item.prompt);
+    println!("--- response\n{}", item.response);
+}
+
+fn preview(text: &str, width: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= width {
+        flat
+    } else {
+        let cut: String = flat.chars().take(width - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_list(page: pb::ListInteractionsResponse, json: bool) {
+    if json {
+        let items: Vec<JsonInteraction> = page
+            .interactions
+            .into_iter()
+            .map(JsonInteraction::from_stored)
+            .collect();
+        let value = serde_json::json!({
+            "interactions": items,
+            "next_page_token": page.next_page_token,
+        });
+        println!("{value}");
+        return;
+    }
+    println!("{:<26}  {:<24}  {:<8}  {:<16}  PROMPT", "ID", "CREATED", "APP", "THREAD");
+    for item in &page.interactions {
+        println!(
+            "{:<26}  {:<24}  {:<8}  {:<16}  {}",
+            item.id,
+            format_time(item.created_at),
+            preview(&item.app, 8),
+            preview(&item.thread_id, 16),
+            preview(&item.prompt, 50)
+        );
+    }
+    if !page.next_page_token.is_empty() {
+        println!("next page: --page-token {}", page.next_page_token);
+    }
+}
+
+async fn token_command(
+    client: HoldfastClient,
+    command: TokenCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { name, roles } => {
+            let created = client
+                .create_token(&name, roles.into_iter().map(pb::Role::from).collect())
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({ "name": name, "token": created.token }));
+            } else {
+                eprintln!("token for {name} (shown once; store it safely):");
+                println!("{}", created.token);
+            }
+        }
+        TokenCommand::List => {
+            let tokens = client.list_tokens().await?;
+            if json {
+                let rows: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "name": t.name,
+                            "roles": t.roles.iter().map(|r| role_name(*r)).collect::<Vec<_>>(),
+                            "created_at": format_time(t.created_at),
+                            "created_by": t.created_by,
+                            "hash_prefix": t.hash_prefix,
+                            "source": t.source,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<24}  {:<32}  {:<7}  {:<12}  CREATED", "NAME", "ROLES", "SOURCE", "HASH");
+                for t in tokens {
+                    let roles: Vec<&str> = t.roles.iter().map(|r| role_name(*r)).collect();
+                    println!(
+                        "{:<24}  {:<32}  {:<7}  {:<12}  {} by {}",
+                        t.name,
+                        roles.join(","),
+                        t.source,
+                        t.hash_prefix,
+                        format_time(t.created_at),
+                        t.created_by
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            client.revoke_token(&name).await?;
+            if json {
+                println!("{}", serde_json::json!({ "revoked": name }));
+            } else {
+                println!("revoked {name}");
+            }
+        }
+        TokenCommand::Hash => unreachable!("handled before connecting"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_command(
+    client: HoldfastClient,
+    command: AuditCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Query {
+            from,
+            to,
+            actor,
+            action,
+            limit,
+            page_token,
+        } => {
+            let request = pb::QueryAuditLogRequest {
+                time_from: optional_timestamp(&from)?,
+                time_to: optional_timestamp(&to)?,
+                actor: actor.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                page_size: limit,
+                page_token: page_token.unwrap_or_default(),
+            };
+            let page = client.query_audit_log(request).await?;
+            if json {
+                let entries: Vec<_> = page
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "sequence": e.sequence,
+                            "time": format_time(e.time),
+                            "actor": e.actor,
+                            "action": e.action,
+                            "target": e.target,
+                            "parameters": serde_json::from_str::<serde_json::Value>(&e.parameters_json).unwrap_or(serde_json::Value::Null),
+                            "result": e.result,
+                            "previous_hash": e.previous_hash,
+                            "hash": e.hash,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "entries": entries, "next_page_token": page.next_page_token })
+                );
+            } else {
+                println!("{:>6}  {:<24}  {:<16}  {:<16}  {:<24}  RESULT", "SEQ", "TIME", "ACTOR", "ACTION", "TARGET");
+                for e in &page.entries {
+                    println!(
+                        "{:>6}  {:<24}  {:<16}  {:<16}  {:<24}  {} {}",
+                        e.sequence,
+                        format_time(e.time),
+                        e.actor,
+                        e.action,
+                        e.target,
+                        e.result,
+                        e.parameters_json
+                    );
+                }
+                if !page.next_page_token.is_empty() {
+                    println!("next page: --page-token {}", page.next_page_token);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify => {
+            let verification = client.verify_audit_log().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "intact": verification.intact,
+                        "num_entries": verification.num_entries,
+                        "head_hash": verification.head_hash,
+                        "first_bad_sequence": verification.first_bad_sequence,
+                        "problem": verification.problem,
+                    })
+                );
+            } else if verification.intact {
+                println!(
+                    "audit log intact: {} entries, head hash {}",
+                    verification.num_entries, verification.head_hash
+                );
+            } else {
+                println!(
+                    "audit log BROKEN at entry {}: {} ({} entries verified before it)",
+                    verification.first_bad_sequence, verification.problem, verification.num_entries
+                );
+            }
+            Ok(if verification.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Generates the holdfast.v1 code with `protox` (a pure-Rust protobuf compiler), so building
+//! needs no `protoc` binary. The file descriptor set is also written for server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/holdfast/v1/holdfast.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let file_descriptors = protox::compile([proto], ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("holdfast_descriptor.bin"),
+        prost::Message::encode_to_vec(&file_descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(file_descriptors)?;
+    Ok(())
+}

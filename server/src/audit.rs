@@ -1,0 +1,250 @@
+//! The audit log: append-only, hash-chained entries of every compliance action and every
+//! refused call. Nobody can edit it through the API; `verify` proves the chain is intact.
+//!
+//! Each entry's `hash` is the SHA-256 of the canonical JSON of its other fields (including
+//! `previous_hash`), so changing, inserting or removing an entry breaks the chain from there
+//! on. Truncating the tail is detectable only against a head hash recorded elsewhere, which
+//! is why `verify` reports it.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub sequence: u64,
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// Parameters of the action; never interaction content.
+    pub parameters: serde_json::Value,
+    pub result: String,
+    pub previous_hash: String,
+    pub hash: String,
+}
+
+/// The fields covered by an entry's hash, in a fixed order.
+#[derive(Serialize)]
+struct HashedFields<'a> {
+    sequence: u64,
+    time: &'a DateTime<Utc>,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    parameters: &'a serde_json::Value,
+    result: &'a str,
+    previous_hash: &'a str,
+}
+
+impl AuditRecord {
+    pub fn compute_hash(&self) -> String {
+        let fields = HashedFields {
+            sequence: self.sequence,
+            time: &self.time,
+            actor: &self.actor,
+            action: &self.action,
+            target: &self.target,
+            parameters: &self.parameters,
+            result: &self.result,
+            previous_hash: &self.previous_hash,
+        };
+        let canonical = serde_json::to_vec(&fields).expect("audit fields serialise");
+        hex::encode(Sha256::digest(canonical))
+    }
+}
+
+/// One action to record.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub parameters: serde_json::Value,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub num_entries: u64,
+    pub head_hash: String,
+    /// The first entry that fails and why; `None` when the chain is intact.
+    pub problem: Option<(u64, String)>,
+}
+
+/// Filters of `QueryAuditLog`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub time_from: Option<DateTime<Utc>>,
+    pub time_to: Option<DateTime<Utc>>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+}
+
+struct Head {
+    next_sequence: u64,
+    last_hash: String,
+}
+
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    head: Mutex<Head>,
+}
+
+/// Entries scanned per read while querying or verifying.
+const SCAN_CHUNK: usize = 1024;
+
+impl AuditLog {
+    pub fn open(store: Arc<dyn Store>) -> Result<AuditLog, StoreError> {
+        let head = match store.last_audit_record()? {
+            Some(last) => Head {
+                next_sequence: last.sequence + 1,
+                last_hash: last.hash,
+            },
+            None => Head {
+                next_sequence: 1,
+                last_hash: String::new(),
+            },
+        };
+        Ok(AuditLog {
+            store,
+            head: Mutex::new(head),
+        })
+    }
+
+    /// Appends an entry durably (blocking: call from a blocking context).
+    pub fn append_blocking(
+        &self,
+        event: AuditEvent,
+        now: DateTime<Utc>,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = AuditRecord {
+            sequence: head.next_sequence,
+            time: now,
+            actor: event.actor,
+            action: event.action.to_string(),
+            target: event.target,
+            parameters: event.parameters,
+            result: event.result,
+            previous_hash: head.last_hash.clone(),
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        self.store.append_audit_record(&record)?;
+        head.next_sequence += 1;
+        head.last_hash = record.hash.clone();
+        Ok(record)
+    }
+
+    /// Appends from async code, off the runtime's worker threads. A failure to audit is logged
+    /// and returned: a compliance action that cannot be audited must not be reported as done.
+    pub async fn append(self: &Arc<Self>, event: AuditEvent) -> Result<AuditRecord, StoreError> {
+        let log = Arc::clone(self);
+        let action = event.action;
+        let result = tokio::task::spawn_blocking(move || log.append_blocking(event, Utc::now()))
+            .await
+            .unwrap_or_else(|join_error| Err(StoreError::Engine(join_error.to_string())));
+        if let Err(error) = &result {
+            tracing::error!(action, %error, "cannot append to the audit log");
+        }
+        result
+    }
+
+    /// Entries matching `query`, from sequence `from_sequence` on, at most `limit`. Returns the
+    /// page and the sequence to continue from, if there may be more.
+    pub fn query_blocking(
+        &self,
+        query: &AuditQuery,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<(Vec<AuditRecord>, Option<u64>), StoreError> {
+        let mut found = Vec::new();
+        let mut next = from_sequence.max(1);
+        loop {
+            let chunk = self.store.scan_audit_records(next, SCAN_CHUNK)?;
+            let Some(last) = chunk.last() else {
+                return Ok((found, None));
+            };
+            next = last.sequence + 1;
+            let chunk_len = chunk.len();
+            for record in chunk {
+                if query.matches(&record) {
+                    if found.len() == limit {
+                        return Ok((found, Some(record.sequence)));
+                    }
+                    found.push(record);
+                }
+            }
+            if chunk_len < SCAN_CHUNK {
+                return Ok((found, None));
+            }
+        }
+    }
+
+    /// Recomputes every hash and link of the chain.
+    pub fn verify_blocking(&self) -> Result<Verification, StoreError> {
+        let mut expected_sequence = 1u64;
+        let mut previous_hash = String::new();
+        loop {
+            let chunk = match self.store.scan_audit_records(expected_sequence, SCAN_CHUNK) {
+                Ok(chunk) => chunk,
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    return Ok(Verification {
+                        num_entries: expected_sequence - 1,
+                        head_hash: previous_hash,
+                        problem: Some((
+                            expected_sequence,
+                            format!("an entry at or after this one is unreadable: {error}"),
+                        )),
+                    })
+                }
+                Err(error) => return Err(error),
+            };
+            let chunk_len = chunk.len();
+            for record in chunk {
+                let problem = if record.sequence != expected_sequence {
+                    Some(format!(
+                        "expected entry {expected_sequence}, found {}",
+                        record.sequence
+                    ))
+                } else if record.previous_hash != previous_hash {
+                    Some("previous_hash does not match the entry before it".to_string())
+                } else if record.compute_hash() != record.hash {
+                    Some("hash does not match the entry's contents".to_string())
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    return Ok(Verification {
+                        num_entries: expected_sequence - 1,
+                        head_hash: previous_hash,
+                        problem: Some((expected_sequence, problem)),
+                    });
+                }
+                previous_hash = record.hash;
+                expected_sequence += 1;
+            }
+            if chunk_len < SCAN_CHUNK {
+                return Ok(Verification {
+                    num_entries: expected_sequence - 1,
+                    head_hash: previous_hash,
+                    problem: None,
+                });
+            }
+        }
+    }
+}
+
+impl AuditQuery {
+    fn matches(&self, record: &AuditRecord) -> bool {
+        self.time_from.is_none_or(|from| record.time >= from)
+            && self.time_to.is_none_or(|to| record.time < to)
+            && self.actor.as_ref().is_none_or(|actor| &record.actor == actor)
+            && self.action.as_ref().is_none_or(|action| &record.action == action)
+    }
+}

@@ -1,0 +1,289 @@
+//! The server's configuration: one struct read from a TOML file (unknown keys are errors),
+//! then overridden by environment variables and command-line flags (flags win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+
+/// Limits on what a caller may send (SPEC §2). Defaults are the spec's.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest prompt, in bytes of UTF-8.
+    pub max_prompt_bytes: usize,
+    /// Largest response, in bytes of UTF-8.
+    pub max_response_bytes: usize,
+    /// Most attributes per interaction.
+    pub max_attributes: usize,
+    /// Largest other text field (ids, names, urls, attribute keys and values), in bytes.
+    pub max_field_bytes: usize,
+    /// Most entries in each list field (plugins, accessed resources, contexts, categories).
+    pub max_list_items: usize,
+    /// Most interactions in one ingest request.
+    pub max_batch_items: usize,
+    /// Largest ingest request, in bytes on the wire.
+    pub max_request_bytes: usize,
+    /// How far in the future `created_at` may be, in seconds.
+    pub max_future_skew_seconds: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_prompt_bytes: 1 << 20,
+            max_response_bytes: 1 << 20,
+            max_attributes: 64,
+            max_field_bytes: 8 << 10,
+            max_list_items: 1000,
+            max_batch_items: 1000,
+            max_request_bytes: 16 << 20,
+            max_future_skew_seconds: 300,
+        }
+    }
+}
+
+/// TLS for the gRPC listener (rustls).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate signed by it.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// A token defined in the config file. Only the SHA-256 of the token is written here.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigToken {
+    pub name: String,
+    /// Hex SHA-256 of the bearer token (`holdfast token hash` prints it).
+    pub sha256: String,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where RocksDB, the admin token and (later) the index live.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus metrics listen address; `None` disables the endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Refuse to listen on a non-loopback address without TLS unless this is set.
+    pub allow_plaintext_non_loopback: bool,
+    pub log_format: LogFormat,
+    /// Most interactions written by one group commit (one WAL sync).
+    pub max_group_commit_items: usize,
+    pub tls: Option<TlsConfig>,
+    pub tokens: Vec<ConfigToken>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./holdfast-data"),
+            listen: "127.0.0.1:50051".parse().expect("valid default address"),
+            metrics_listen: Some("127.0.0.1:9464".parse().expect("valid default address")),
+            allow_plaintext_non_loopback: false,
+            log_format: LogFormat::Text,
+            max_group_commit_items: 20_000,
+            tls: None,
+            tokens: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Command-line flags; each may also come from the environment variable it names.
+#[derive(Debug, Parser, Default)]
+#[command(name = "holdfast-server", version, about = "holdfast gRPC server")]
+pub struct Flags {
+    /// TOML config file; unknown keys are errors.
+    #[arg(long, short, env = "HOLDFAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./holdfast-data).
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:50051).
+    #[arg(long, env = "HOLDFAST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus metrics address (default 127.0.0.1:9464); `off` disables it.
+    #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log format.
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid metrics address {0:?} (expected host:port or `off`)")]
+    MetricsAddress(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file, then environment variables and flags.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let mut config = match &flags.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &flags.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(listen) = flags.listen {
+            config.listen = listen;
+        }
+        if let Some(metrics) = &flags.metrics_listen {
+            config.metrics_listen = match metrics.as_str() {
+                "off" | "" => None,
+                other => Some(
+                    other
+                        .parse()
+                        .map_err(|_| ConfigError::MetricsAddress(other.to_string()))?,
+                ),
+            };
+        }
+        if let Some(format) = flags.log_format {
+            config.log_format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| Err(ConfigError::Invalid(reason));
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.allow_plaintext_non_loopback
+        {
+            return invalid(format!(
+                "listen address {} is not loopback and no [tls] is configured; bearer tokens \
+                 would cross the network in plain text (set allow_plaintext_non_loopback = true \
+                 to accept that)",
+                self.listen
+            ));
+        }
+        if self.max_group_commit_items == 0 {
+            return invalid("max_group_commit_items must be at least 1".into());
+        }
+        let limits = &self.limits;
+        if limits.max_batch_items == 0 || limits.max_request_bytes == 0 {
+            return invalid("limits.max_batch_items and max_request_bytes must be positive".into());
+        }
+        if limits.max_future_skew_seconds < 0 {
+            return invalid("limits.max_future_skew_seconds must not be negative".into());
+        }
+        for token in &self.tokens {
+            if crate::auth::parse_token_hash(&token.sha256).is_none() {
+                return invalid(format!(
+                    "token {:?}: sha256 must be 64 hex digits",
+                    token.name
+                ));
+            }
+            if token.roles.is_empty() {
+                return invalid(format!("token {:?}: roles must not be empty", token.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let error = toml::from_str::<Config>("data_dir = \"x\"\nlisten_port = 1\n").unwrap_err();
+        assert!(error.to_string().contains("listen_port"), "{error}");
+        let error = toml::from_str::<Config>("[limits]\nmax_prompt = 3\n").unwrap_err();
+        assert!(error.to_string().contains("max_prompt"), "{error}");
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.data_dir, PathBuf::from("./holdfast-data"));
+        assert_eq!(config.limits.max_prompt_bytes, 1 << 20);
+        assert_eq!(config.limits.max_batch_items, 1000);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_attributes = 3\n")
+            .unwrap();
+        let flags = Flags {
+            config: Some(path),
+            listen: Some("127.0.0.1:7001".parse().unwrap()),
+            metrics_listen: Some("off".into()),
+            ..Flags::default()
+        };
+        let config = Config::load(&flags).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.limits.max_attributes, 3);
+    }
+
+    #[test]
+    fn plaintext_on_a_public_address_is_refused() {
+        let config = Config {
+            listen: "0.0.0.0:50051".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_config_token_needs_a_real_hash() {
+        let config: Config =
+            toml::from_str("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nroles = [\"ingest\"]\n")
+                .unwrap();
+        assert!(config.validate().is_err());
+    }
+}

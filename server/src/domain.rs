@@ -1,0 +1,236 @@
+//! Validated domain types. Generated prost types are converted into these in `convert`; the
+//! store and the services' logic never see prost types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use holdfast_retention::ItemLocation;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+
+/// Longest mailbox id, in bytes (SPEC §2).
+pub const MAX_MAILBOX_ID_BYTES: usize = 320;
+
+/// A mailbox id: 1–320 bytes, no control characters, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MailboxId(String);
+
+impl MailboxId {
+    pub fn parse(raw: &str) -> Result<MailboxId, String> {
+        if raw.is_empty() {
+            return Err("must not be empty".into());
+        }
+        let lowered = raw.to_lowercase();
+        if lowered.len() > MAX_MAILBOX_ID_BYTES {
+            return Err(format!("longer than {MAX_MAILBOX_ID_BYTES} bytes"));
+        }
+        if lowered.chars().any(char::is_control) {
+            return Err("contains a control character".into());
+        }
+        Ok(MailboxId(lowered))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MailboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Server-assigned id: a ULID, sortable by receive time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InteractionId(pub Ulid);
+
+impl InteractionId {
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> InteractionId {
+        InteractionId(Ulid::from_bytes(bytes))
+    }
+}
+
+impl fmt::Display for InteractionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for InteractionId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s)
+            .map(InteractionId)
+            .map_err(|_| "not a valid interaction id (26-character ULID)".to_string())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub provider: String,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plugin {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessedResource {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub url: String,
+    pub action: String,
+    pub sensitivity_label: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub context_type: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Safety {
+    pub jailbreak_detected: bool,
+    pub cross_prompt_injection_detected: bool,
+    pub content_filtered: bool,
+    pub categories: Vec<String>,
+}
+
+/// What the caller sent, validated. Immutable once stored. Empty strings mean "not given".
+///
+/// Its canonical encoding (the input of `content_sha256`) is the compact JSON of this struct:
+/// fields in declaration order, attributes sorted by key, `created_at` in RFC 3339 with the
+/// caller's sub-second precision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InteractionContent {
+    pub client_key: String,
+    pub mailbox_id: MailboxId,
+    pub thread_id: String,
+    pub app: String,
+    pub created_at: DateTime<Utc>,
+    pub prompt: String,
+    pub response: String,
+    pub model: Model,
+    pub plugins: Vec<Plugin>,
+    pub accessed_resources: Vec<AccessedResource>,
+    pub contexts: Vec<Context>,
+    pub safety: Safety,
+    pub sensitivity_label: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl InteractionContent {
+    pub fn canonical_encoding(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("interaction content always serialises")
+    }
+
+    pub fn digest(canonical: &[u8]) -> [u8; 32] {
+        Sha256::digest(canonical).into()
+    }
+}
+
+/// An interaction as stored: content plus what the server recorded when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInteraction {
+    pub id: InteractionId,
+    pub received_at: DateTime<Utc>,
+    pub content_sha256: [u8; 32],
+    pub content: InteractionContent,
+    pub location: ItemLocation,
+}
+
+/// Which items `DeleteHistory` moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySelector {
+    pub mailbox_id: MailboxId,
+    /// Empty: every thread.
+    pub thread_id: String,
+    /// Only items created strictly before this.
+    pub before: Option<DateTime<Utc>>,
+}
+
+/// The user's view of one mailbox: ACTIVE items, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub mailbox_id: MailboxId,
+    /// Empty: every thread.
+    pub thread_id: String,
+    /// created_at >= created_from.
+    pub created_from: Option<DateTime<Utc>>,
+    /// created_at < created_to.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// Where a page of a listing ends: the (created_at, id) of its last item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_micros: i64,
+    pub id: InteractionId,
+}
+
+impl ListCursor {
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.created_micros.to_be_bytes());
+        bytes.extend_from_slice(&self.id.to_bytes());
+        hex::encode(bytes)
+    }
+
+    pub fn decode(token: &str) -> Result<ListCursor, String> {
+        let bytes = hex::decode(token).map_err(|_| "not a page token from this server")?;
+        if bytes.len() != 24 {
+            return Err("not a page token from this server".into());
+        }
+        let created_micros = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let id = InteractionId::from_bytes(bytes[8..].try_into().expect("16 bytes"));
+        Ok(ListCursor { created_micros, id })
+    }
+}
+
+/// Upper-case hex of a digest, as shown on the wire.
+pub fn digest_hex(digest: &[u8; 32]) -> String {
+    hex::encode(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_ids_are_lower_cased_and_checked() {
+        assert_eq!(MailboxId::parse("Alice@Contoso.COM").unwrap().as_str(), "alice@contoso.com");
+        assert!(MailboxId::parse("").is_err());
+        assert!(MailboxId::parse("a\u{7}b").is_err());
+        assert!(MailboxId::parse(&"a".repeat(321)).is_err());
+        assert!(MailboxId::parse(&"a".repeat(320)).is_ok());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = ListCursor {
+            created_micros: -5,
+            id: InteractionId(Ulid::new()),
+        };
+        assert_eq!(ListCursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert!(ListCursor::decode("zz").is_err());
+        assert!(ListCursor::decode("00").is_err());
+    }
+}

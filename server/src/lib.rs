@@ -1,0 +1,17 @@
+//! holdfast-server: the gRPC services, the RocksDB store, authentication, the audit log and
+//! the wiring that runs them. See ARCHITECTURE.md.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod ingest;
+pub mod program;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, RunningServer};

@@ -1,0 +1,48 @@
+//! The `holdfast-server` program, kept in the library so that `src/main.rs` is one line.
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, Flags, LogFormat};
+
+/// The `holdfast-server` program: parses flags, loads the config, serves until SIGTERM/SIGINT.
+pub fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let config = Config::load(&flags)?;
+    if flags.print_config {
+        print!("{}", toml::to_string(&config).context("cannot print the config")?);
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("holdfast")
+        .build()?;
+    runtime.block_on(async move {
+        let server = crate::start(config).await?;
+        let stop = server.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            stop.cancel();
+        });
+        server.wait().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,200 @@
+//! Wiring: opens the store, loads tokens, starts the writer, serves gRPC (with health and
+//! reflection) and metrics, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use holdfast_proto::v1::admin_service_server::AdminServiceServer;
+use holdfast_proto::v1::audit_service_server::AuditServiceServer;
+use holdfast_proto::v1::interaction_service_server::InteractionServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::audit::AuditLog;
+use crate::auth::{bootstrap_admin_token, TokenRegistry};
+use crate::config::Config;
+use crate::ingest::GroupCommitter;
+use crate::service::{AdminApi, AuditApi, InteractionApi, Shared};
+use crate::store::{RocksStore, Store};
+
+/// How long shutdown waits for the writer to finish queued writes.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Starts graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Waits until the server stops (after `trigger` is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+fn create_data_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create data directory {}", path.display()))
+}
+
+/// Opens everything and starts serving; returns once the listener is bound.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    config.validate()?;
+    create_data_dir(&config.data_dir)?;
+    let store_path = config.data_dir.join("store");
+    let store: Arc<dyn Store> = Arc::new(
+        RocksStore::open(&store_path)
+            .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
+    );
+    let tokens = Arc::new(TokenRegistry::load(Arc::clone(&store), &config.tokens)?);
+    if let Some(path) = bootstrap_admin_token(&tokens, &config.data_dir, chrono::Utc::now())? {
+        tracing::warn!(
+            path = %path.display(),
+            "no tokens were configured: generated an admin token (mode 0600)"
+        );
+    }
+    let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
+    let (committer, writer) = GroupCommitter::start(Arc::clone(&store), config.max_group_commit_items);
+    let shutdown = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        store,
+        tokens,
+        audit,
+        committer,
+        limits: config.limits.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    if let Some(metrics_addr) = config.metrics_listen {
+        install_metrics(metrics_addr)?;
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<InteractionServiceServer<InteractionApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(holdfast_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+
+    // Room for protobuf framing around the largest allowed request.
+    let max_message = config.limits.max_request_bytes + (64 << 10);
+    let interactions = InteractionServiceServer::new(InteractionApi::new(Arc::clone(&shared)))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let admin = AdminServiceServer::new(AdminApi::new(Arc::clone(&shared)));
+    let audit_service = AuditServiceServer::new(AuditApi::new(Arc::clone(&shared)));
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        let cert = read(&tls.cert_file)?;
+        let key = read(&tls.key_file)?;
+        let mut tls_config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        if let Some(ca) = &tls.client_ca_file {
+            tls_config = tls_config.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        builder = builder
+            .tls_config(tls_config)
+            .context("invalid TLS configuration")?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(interactions)
+        .add_service(admin)
+        .add_service(audit_service);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(
+        address = %local_addr,
+        tls = config.tls.is_some(),
+        data_dir = %config.data_dir.display(),
+        "holdfast-server listening"
+    );
+
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = router
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        health_reporter
+            .set_not_serving::<InteractionServiceServer<InteractionApi>>()
+            .await;
+        drop(shared);
+        // Every sender is gone once in-flight requests have finished: the writer drains the
+        // queue and stops.
+        let joined = tokio::time::timeout(
+            WRITER_DRAIN_TIMEOUT,
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::error!("the ingest writer did not stop in time");
+        }
+        served.context("gRPC server failed")?;
+        tracing::info!("holdfast-server stopped");
+        Ok(())
+    });
+    Ok(RunningServer {
+        local_addr,
+        shutdown,
+        task,
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    let latency_buckets = [
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let size_buckets = [1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 20000.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &latency_buckets,
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_items".into()),
+            &size_buckets,
+        )?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_requests".into()),
+            &size_buckets,
+        )?
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    tracing::info!(address = %addr, "prometheus metrics listening");
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! gRPC services. Each handler authorises first (auditing refusals), converts the request
+//! into domain types, does its work off the async workers when it blocks, and maps errors to
+//! `Status` through `Error`'s one mapping.
+
+mod admin;
+mod audit;
+mod interactions;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+
+pub use admin::AdminApi;
+pub use audit::AuditApi;
+pub use interactions::InteractionApi;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::auth::{Principal, Role, TokenRegistry};
+use crate::config::Limits;
+use crate::error::Error;
+use crate::ingest::GroupCommitter;
+use crate::store::Store;
+
+/// What every service shares.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenRegistry>,
+    pub audit: Arc<AuditLog>,
+    pub committer: GroupCommitter,
+    pub limits: Limits,
+    /// Cancelled when the server begins to shut down: streams stop taking new batches.
+    pub shutdown: CancellationToken,
+}
+
+/// Actor name recorded for calls without a valid token.
+pub const ANONYMOUS: &str = "anonymous";
+
+impl Shared {
+    /// Authenticates the caller and checks that it holds one of `allowed`. Refusals are
+    /// audited and answered with UNAUTHENTICATED or PERMISSION_DENIED.
+    pub async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: &'static str,
+        allowed: &[Role],
+    ) -> Result<Principal, Status> {
+        let refusal = match bearer_token(request) {
+            Err(reason) => Err((ANONYMOUS.to_string(), Error::Unauthenticated(reason))),
+            Ok(token) => match self.tokens.authenticate(token) {
+                None => Err((
+                    ANONYMOUS.to_string(),
+                    Error::Unauthenticated("unknown bearer token".into()),
+                )),
+                Some(principal) if principal.has_any(allowed) => Ok(principal),
+                Some(principal) => {
+                    let needed: Vec<&str> = allowed.iter().map(|role| role.as_str()).collect();
+                    let name = principal.name.clone();
+                    Err((
+                        name,
+                        Error::PermissionDenied(format!(
+                            "{action} needs one of the roles {}",
+                            needed.join(", ")
+                        )),
+                    ))
+                }
+            },
+        };
+        match refusal {
+            Ok(principal) => Ok(principal),
+            Err((actor, error)) => {
+                tracing::info!(actor, action, %error, "refused call");
+                metrics::counter!("holdfast_refused_calls_total", "action" => action).increment(1);
+                let _ = self
+                    .audit
+                    .append(AuditEvent {
+                        actor,
+                        action,
+                        target: String::new(),
+                        parameters: json!({}),
+                        result: format!("denied: {error}"),
+                    })
+                    .await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Records a completed compliance action. If the entry cannot be written the caller gets
+    /// an error saying so, so that an unaudited action is never reported as a plain success.
+    pub async fn audit_done(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        target: String,
+        parameters: serde_json::Value,
+        result: String,
+    ) -> Result<(), Status> {
+        self.audit
+            .append(AuditEvent {
+                actor: principal.name.clone(),
+                action,
+                target,
+                parameters,
+                result,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                Status::unavailable(format!(
+                    "{action} was carried out but could not be audited: {error}"
+                ))
+            })
+    }
+}
+
+fn bearer_token<T>(request: &Request<T>) -> Result<&str, String> {
+    let value = request
+        .metadata()
+        .get("authorization")
+        .ok_or("missing authorization metadata (expected `Bearer <token>`)")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "authorization metadata is not ASCII")?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| "authorization metadata must be `Bearer <token>`".to_string())
+}
+
+/// Runs blocking work (RocksDB scans, syncs) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| Err(Error::Internal(join_error.to_string())))
+}
+
+pub fn now() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+/// Page sizes: 0 means the default of 100; more than 1,000 is refused.
+pub fn page_size(requested: u32) -> Result<usize, Error> {
+    match requested {
+        0 => Ok(100),
+        1..=1000 => Ok(requested as usize),
+        _ => Err(Error::invalid("page_size", "must be at most 1000")),
+    }
+}

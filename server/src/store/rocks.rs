@@ -1,0 +1,525 @@
+//! RocksDB implementation of `Store`. Every write that acknowledges something to a caller is
+//! synced to the write-ahead log first.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use holdfast_retention::{ItemLocation, MoveReason};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, *};
+use super::{NewInteraction, Store, StoreError, WriteOutcome};
+use crate::audit::AuditRecord;
+use crate::auth::TokenRecord;
+use crate::domain::{
+    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
+};
+
+/// Items moved per write batch by `move_to_holds_area`, so memory stays bounded.
+const MOVE_CHUNK: usize = 10_000;
+/// First byte of every `interactions` value.
+const RECORD_VERSION: u8 = 1;
+
+/// The stored form of an interaction (after the version byte): JSON of this struct.
+#[derive(Serialize, Deserialize)]
+struct InteractionRecord {
+    received_at: DateTime<Utc>,
+    content_sha256: String,
+    content: InteractionContent,
+}
+
+pub struct RocksStore {
+    db: DB,
+    sync_write: WriteOptions,
+    /// Serialises moves so that two concurrent deletions never move one item twice.
+    move_lock: Mutex<()>,
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(error: rocksdb::Error) -> Self {
+        StoreError::Engine(error.into_string())
+    }
+}
+
+fn corrupt(column_family: &'static str, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        column_family,
+        reason: reason.to_string(),
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store under `path`.
+    pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        let cache = Cache::new_lru_cache(64 << 20);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        db_options.set_bytes_per_sync(1 << 20);
+        // Bound memtable memory across all column families.
+        db_options.set_db_write_buffer_size(128 << 20);
+
+        let descriptors = ALL_CFS.iter().map(|&name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            let mut options = Options::default();
+            options.set_compression_type(DBCompressionType::Zstd);
+            options.set_bottommost_compression_type(DBCompressionType::Zstd);
+            match name {
+                CF_INTERACTIONS => {
+                    // Large values: bigger blocks compress better.
+                    table.set_block_size(32 << 10);
+                    options.set_write_buffer_size(64 << 20);
+                }
+                CF_CLIENT_KEYS => {
+                    // Every ingest probes here, usually for a key that does not exist.
+                    table.set_bloom_filter(10.0, false);
+                    options.set_write_buffer_size(16 << 20);
+                }
+                _ => options.set_write_buffer_size(16 << 20),
+            }
+            options.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(name, options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors)?;
+
+        let mut sync_write = WriteOptions::default();
+        sync_write.set_sync(true);
+        let store = RocksStore {
+            db,
+            sync_write,
+            move_lock: Mutex::new(()),
+        };
+        store.check_format_version(path)?;
+        Ok(store)
+    }
+
+    fn check_format_version(&self, path: &Path) -> Result<(), StoreError> {
+        let meta = self.cf(CF_META);
+        match self.db.get_cf(meta, META_FORMAT_VERSION)? {
+            None => {
+                let version = FORMAT_VERSION.to_be_bytes();
+                self.db
+                    .put_cf_opt(meta, META_FORMAT_VERSION, version, &self.sync_write)?;
+                Ok(())
+            }
+            Some(found) if found.as_slice() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(found) => Err(StoreError::UnsupportedFormat {
+                path: path.display().to_string(),
+                found: hex::encode(found),
+            }),
+        }
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is opened at start")
+    }
+
+    fn decode_record(
+        id: InteractionId,
+        bytes: &[u8],
+        location: ItemLocation,
+    ) -> Result<StoredInteraction, StoreError> {
+        let (version, json) = bytes
+            .split_first()
+            .ok_or_else(|| corrupt(CF_INTERACTIONS, format!("empty record for {id}")))?;
+        if *version != RECORD_VERSION {
+            return Err(corrupt(
+                CF_INTERACTIONS,
+                format!("record {id} has unknown version {version}"),
+            ));
+        }
+        let record: InteractionRecord = serde_json::from_slice(json)
+            .map_err(|error| corrupt(CF_INTERACTIONS, format!("record {id}: {error}")))?;
+        let mut content_sha256 = [0u8; 32];
+        hex::decode_to_slice(&record.content_sha256, &mut content_sha256)
+            .map_err(|_| corrupt(CF_INTERACTIONS, format!("record {id}: bad digest")))?;
+        Ok(StoredInteraction {
+            id,
+            received_at: record.received_at,
+            content_sha256,
+            content: record.content,
+            location,
+        })
+    }
+
+    fn encode_record(item: &NewInteraction) -> Vec<u8> {
+        let record = InteractionRecord {
+            received_at: item.received_at,
+            content_sha256: hex::encode(item.content_sha256),
+            content: item.content.clone(),
+        };
+        let mut bytes = vec![RECORD_VERSION];
+        serde_json::to_writer(&mut bytes, &record).expect("records always serialise");
+        bytes
+    }
+
+    fn decode_client_key_value(bytes: &[u8]) -> Result<(InteractionId, [u8; 32]), StoreError> {
+        if bytes.len() != 48 {
+            return Err(corrupt(CF_CLIENT_KEYS, "value is not 48 bytes"));
+        }
+        let id = InteractionId::from_bytes(bytes[..16].try_into().expect("16 bytes"));
+        let digest = bytes[16..].try_into().expect("32 bytes");
+        Ok((id, digest))
+    }
+
+    fn location_of(&self, id: InteractionId) -> Result<ItemLocation, StoreError> {
+        match self.db.get_cf(self.cf(CF_LOCATIONS), keys::interaction_key(id))? {
+            None => Ok(ItemLocation::Active),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
+        }
+    }
+
+    /// Collects up to `limit` index keys under `prefix`, from `resume_after` (exclusive) on,
+    /// with time < `before` when given.
+    fn scan_index_chunk(
+        &self,
+        cf: &ColumnFamily,
+        prefix: &[u8],
+        resume_after: Option<&[u8]>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let lower = match resume_after {
+            Some(key) => [key, &[0u8]].concat(),
+            None => prefix.to_vec(),
+        };
+        let upper = match before {
+            Some(micros) => [prefix, &keys::encode_time(micros)].concat(),
+            None => keys::prefix_end(prefix),
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower.clone());
+        options.set_iterate_upper_bound(upper);
+        self.db
+            .iterator_cf_opt(cf, options, IteratorMode::From(&lower, Direction::Forward))
+            .take(limit)
+            .map(|entry| {
+                entry
+                    .map(|(key, value)| (key.into_vec(), value.into_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+}
+
+fn time_micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+impl Store for RocksStore {
+    fn write_interactions(
+        &self,
+        items: &[NewInteraction],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let client_keys_cf = self.cf(CF_CLIENT_KEYS);
+        let lookup_keys: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| keys::client_key_key(&item.content.mailbox_id, &item.content.client_key))
+            .collect();
+        let existing = self
+            .db
+            .batched_multi_get_cf(client_keys_cf, lookup_keys.iter(), false);
+
+        let mut batch = WriteBatch::default();
+        let mut in_this_group: HashMap<&[u8], (InteractionId, [u8; 32])> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for ((item, lookup_key), existing) in items.iter().zip(&lookup_keys).zip(existing) {
+            let earlier = match in_this_group.get(lookup_key.as_slice()) {
+                Some(earlier) => Some(*earlier),
+                None => match existing? {
+                    Some(bytes) => Some(Self::decode_client_key_value(&bytes)?),
+                    None => None,
+                },
+            };
+            if let Some((earlier_id, earlier_digest)) = earlier {
+                outcomes.push(if earlier_digest == item.content_sha256 {
+                    WriteOutcome::Duplicate(earlier_id)
+                } else {
+                    WriteOutcome::Conflict(earlier_id)
+                });
+                continue;
+            }
+            let content = &item.content;
+            let created = time_micros(content.created_at);
+            batch.put_cf(
+                self.cf(CF_INTERACTIONS),
+                keys::interaction_key(item.id),
+                Self::encode_record(item),
+            );
+            batch.put_cf(
+                client_keys_cf,
+                lookup_key,
+                [&item.id.to_bytes()[..], &item.content_sha256[..]].concat(),
+            );
+            let mailbox_prefix = keys::mailbox_prefix(&content.mailbox_id);
+            batch.put_cf(
+                self.cf(CF_ACTIVE_BY_MAILBOX),
+                keys::timed_key(&mailbox_prefix, created, item.id),
+                content.thread_id.as_bytes(),
+            );
+            if !content.thread_id.is_empty() {
+                let thread_prefix = keys::thread_prefix(&content.mailbox_id, &content.thread_id);
+                batch.put_cf(
+                    self.cf(CF_ACTIVE_BY_THREAD),
+                    keys::timed_key(&thread_prefix, created, item.id),
+                    [],
+                );
+            }
+            in_this_group.insert(lookup_key, (item.id, item.content_sha256));
+            outcomes.push(WriteOutcome::Created(item.id));
+        }
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &self.sync_write)?;
+        }
+        Ok(outcomes)
+    }
+
+    fn get_interaction(&self, id: InteractionId) -> Result<Option<StoredInteraction>, StoreError> {
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(self.cf(CF_INTERACTIONS), keys::interaction_key(id))?
+        else {
+            return Ok(None);
+        };
+        let location = self.location_of(id)?;
+        Self::decode_record(id, &bytes, location).map(Some)
+    }
+
+    fn list_active(
+        &self,
+        query: &ListQuery,
+        cursor: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<(Vec<StoredInteraction>, Option<ListCursor>), StoreError> {
+        let (cf, prefix) = if query.thread_id.is_empty() {
+            (
+                self.cf(CF_ACTIVE_BY_MAILBOX),
+                keys::mailbox_prefix(&query.mailbox_id),
+            )
+        } else {
+            (
+                self.cf(CF_ACTIVE_BY_THREAD),
+                keys::thread_prefix(&query.mailbox_id, &query.thread_id),
+            )
+        };
+        let lower = match query.created_from {
+            Some(from) => [&prefix[..], &keys::encode_time(time_micros(from))].concat(),
+            None => prefix.clone(),
+        };
+        // Exclusive upper bound: the cursor's key, else the end of the created range.
+        let upper = match (cursor, query.created_to) {
+            (Some(cursor), _) => keys::timed_key(&prefix, cursor.created_micros, cursor.id),
+            (None, Some(to)) => [&prefix[..], &keys::encode_time(time_micros(to))].concat(),
+            (None, None) => keys::prefix_end(&prefix),
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(lower);
+        options.set_iterate_upper_bound(upper.clone());
+        let mut ids = Vec::with_capacity(limit + 1);
+        for entry in self
+            .db
+            .iterator_cf_opt(cf, options, IteratorMode::From(&upper, Direction::Reverse))
+        {
+            let (key, _) = entry?;
+            if key.as_ref() >= upper.as_slice() {
+                continue;
+            }
+            let (micros, id) = keys::split_timed_key(&key)
+                .ok_or_else(|| corrupt("active index", "key too short"))?;
+            ids.push(ListCursor {
+                created_micros: micros,
+                id,
+            });
+            if ids.len() > limit {
+                break;
+            }
+        }
+        let next = if ids.len() > limit {
+            ids.truncate(limit);
+            ids.last().copied()
+        } else {
+            None
+        };
+        let record_keys: Vec<[u8; 16]> = ids
+            .iter()
+            .map(|entry| keys::interaction_key(entry.id))
+            .collect();
+        let records =
+            self.db
+                .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
+        let mut page = Vec::with_capacity(ids.len());
+        for (entry, record) in ids.iter().zip(records) {
+            let bytes = record?.ok_or_else(|| {
+                corrupt(
+                    CF_INTERACTIONS,
+                    format!("index names {} but no record exists", entry.id),
+                )
+            })?;
+            page.push(Self::decode_record(entry.id, &bytes, ItemLocation::Active)?);
+        }
+        Ok((page, next))
+    }
+
+    fn move_to_holds_area(
+        &self,
+        selector: &HistorySelector,
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let by_mailbox = self.cf(CF_ACTIVE_BY_MAILBOX);
+        let by_thread = self.cf(CF_ACTIVE_BY_THREAD);
+        let (scan_cf, prefix) = if selector.thread_id.is_empty() {
+            (by_mailbox, keys::mailbox_prefix(&selector.mailbox_id))
+        } else {
+            (
+                by_thread,
+                keys::thread_prefix(&selector.mailbox_id, &selector.thread_id),
+            )
+        };
+        let mailbox_prefix = keys::mailbox_prefix(&selector.mailbox_id);
+        let location = ItemLocation::Active.move_to_holds_area(reason, now);
+        let location_json = serde_json::to_vec(&location).expect("locations serialise");
+        let reason_json = serde_json::to_vec(&reason).expect("reasons serialise");
+        let moved_micros = time_micros(now);
+        let before = selector.before.map(time_micros);
+
+        let mut num_moved = 0u64;
+        let mut resume_after: Option<Vec<u8>> = None;
+        loop {
+            let chunk = self.scan_index_chunk(
+                scan_cf,
+                &prefix,
+                resume_after.as_deref(),
+                before,
+                MOVE_CHUNK,
+            )?;
+            let Some((last_key, _)) = chunk.last() else {
+                break;
+            };
+            resume_after = Some(last_key.clone());
+            let mut batch = WriteBatch::default();
+            for (key, value) in &chunk {
+                let (created, id) = keys::split_timed_key(key)
+                    .ok_or_else(|| corrupt("active index", "key too short"))?;
+                let thread = if selector.thread_id.is_empty() {
+                    String::from_utf8(value.clone())
+                        .map_err(|_| corrupt(CF_ACTIVE_BY_MAILBOX, "thread id is not UTF-8"))?
+                } else {
+                    selector.thread_id.clone()
+                };
+                batch.delete_cf(by_mailbox, keys::timed_key(&mailbox_prefix, created, id));
+                if !thread.is_empty() {
+                    let thread_prefix = keys::thread_prefix(&selector.mailbox_id, &thread);
+                    batch.delete_cf(by_thread, keys::timed_key(&thread_prefix, created, id));
+                }
+                batch.put_cf(
+                    self.cf(CF_LOCATIONS),
+                    keys::interaction_key(id),
+                    &location_json,
+                );
+                batch.put_cf(
+                    self.cf(CF_HOLDS_AREA),
+                    keys::timed_key(&mailbox_prefix, moved_micros, id),
+                    &reason_json,
+                );
+            }
+            self.db.write_opt(batch, &self.sync_write)?;
+            num_moved += chunk.len() as u64;
+            if chunk.len() < MOVE_CHUNK {
+                break;
+            }
+        }
+        Ok(num_moved)
+    }
+
+    fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value)
+                    .map(Some)
+                    .map_err(|error| corrupt(CF_AUDIT, error))
+            }
+        }
+    }
+
+    fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record).expect("audit records serialise");
+        self.db.put_cf_opt(
+            self.cf(CF_AUDIT),
+            keys::audit_key(record.sequence),
+            value,
+            &self.sync_write,
+        )?;
+        Ok(())
+    }
+
+    fn scan_audit_records(
+        &self,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let start = keys::audit_key(from_sequence);
+        let mut records = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(
+                self.cf(CF_AUDIT),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let record: AuditRecord = serde_json::from_slice(&value).map_err(|error| {
+                corrupt(
+                    CF_AUDIT,
+                    format!("entry at key {}: {error}", hex::encode(&key)),
+                )
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record).expect("token records serialise");
+        self.db
+            .put_cf_opt(self.cf(CF_TOKENS), token_sha256, value, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_TOKENS), token_sha256, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {
+        let mut tokens = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_TOKENS), IteratorMode::Start) {
+            let (key, value) = entry?;
+            let hash: [u8; 32] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_TOKENS, "key is not 32 bytes"))?;
+            let record = serde_json::from_slice(&value).map_err(|error| corrupt(CF_TOKENS, error))?;
+            tokens.push((hash, record));
+        }
+        Ok(tokens)
+    }
+}

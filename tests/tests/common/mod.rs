@@ -1,0 +1,270 @@
+//! Starting, stopping and killing the real server binary for tests.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_holdfast-server-under-test");
+pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_holdfast-cli-under-test");
+
+/// Tokens the test config defines, one per role under test.
+pub const ADMIN_TOKEN: &str = "hf_test_admin_token";
+pub const INGEST_TOKEN: &str = "hf_test_ingest_token";
+pub const AUDITOR_TOKEN: &str = "hf_test_auditor_token";
+pub const EDISCOVERY_TOKEN: &str = "hf_test_ediscovery_token";
+
+pub fn sha256_hex(text: &str) -> String {
+    holdfast_server::auth::hash_token(text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// The config file the tests use, unless a test writes its own.
+pub fn default_config() -> String {
+    format!(
+        r#"
+metrics_listen = "127.0.0.1:{metrics}"
+
+[[tokens]]
+name = "test-admin"
+sha256 = "{admin}"
+roles = ["admin"]
+
+[[tokens]]
+name = "backend"
+sha256 = "{ingest}"
+roles = ["ingest"]
+
+[[tokens]]
+name = "auditor"
+sha256 = "{auditor}"
+roles = ["auditor"]
+
+[[tokens]]
+name = "reviewer"
+sha256 = "{ediscovery}"
+roles = ["ediscovery"]
+"#,
+        metrics = free_port(),
+        admin = sha256_hex(ADMIN_TOKEN),
+        ingest = sha256_hex(INGEST_TOKEN),
+        auditor = sha256_hex(AUDITOR_TOKEN),
+        ediscovery = sha256_hex(EDISCOVERY_TOKEN),
+    )
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: String,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with_config(default_config()).await
+    }
+
+    pub async fn start_with_config(config: String) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer {
+            dir,
+            port: 0,
+            config,
+            child: None,
+        };
+        server.launch().await;
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the binary with the same data directory, config and port as before.
+    pub async fn launch(&mut self) {
+        let config_path = self.dir.path().join("holdfast.toml");
+        std::fs::write(&config_path, &self.config).expect("write config");
+        if self.port == 0 {
+            self.port = free_port();
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(SERVER_BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn holdfast-server");
+        self.child = Some(child);
+        self.wait_until_ready().await;
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("server exited early with {status}:\n{}", self.log());
+                }
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn client(&self, token: &str) -> HoldfastClient {
+        HoldfastClient::connect(ClientConfig {
+            addr: self.addr(),
+            token: token.to_string(),
+            tls: None,
+        })
+        .await
+        .expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "send SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the real CLI against this server.
+    pub fn cli(&self, token: &str, args: &[&str]) -> CliOutput {
+        run_cli(
+            args,
+            &[
+                ("HOLDFAST_ADDR", self.addr().as_str()),
+                ("HOLDFAST_TOKEN", token),
+            ],
+            None,
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> CliOutput {
+    let mut command = Command::new(CLI_BIN);
+    command
+        .args(args)
+        .env_remove("HOLDFAST_TOKEN")
+        .env_remove("HOLDFAST_ADDR")
+        .env_remove("HOLDFAST_DATA_DIR");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let output = command.output().expect("run holdfast CLI");
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A minimal valid interaction.
+pub fn item(mailbox: &str, client_key: &str) -> pb::InteractionInput {
+    InteractionBuilder::new(mailbox, client_key)
+        .app("Word")
+        .prompt(format!("prompt of {client_key}"))
+        .response(format!("response of {client_key}"))
+        .build()
+}
+
+pub fn status_of(result: &pb::IngestResult) -> pb::IngestStatus {
+    pb::IngestStatus::try_from(result.status).expect("known status")
+}
+
+/// Every ACTIVE item of a mailbox, through the user's view, following pages.
+pub async fn list_all(client: &HoldfastClient, mailbox: &str) -> Vec<pb::Interaction> {
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list(pb::ListInteractionsRequest {
+                mailbox_id: mailbox.into(),
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        items.extend(page.interactions);
+        if page.next_page_token.is_empty() {
+            return items;
+        }
+        token = page.next_page_token;
+    }
+}

@@ -24,7 +24,10 @@ enum Mode {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "holdfast-bench", about = "Durable-ingest load generator for holdfast")]
+#[command(
+    name = "holdfast-bench",
+    about = "Durable-ingest load generator for holdfast"
+)]
 struct Args {
     #[arg(long, env = "HOLDFAST_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
@@ -64,12 +67,19 @@ struct Args {
 
 /// Text pairs of 1–4 KB made by joining consecutive conversation turns.
 fn load_texts(args: &Args) -> anyhow::Result<Vec<(String, String, String)>> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {} (run ../shared/data/fetch-chitchat.sh)", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file).with_context(|| {
+        format!(
+            "cannot read {} (run ../shared/data/fetch-chitchat.sh)",
+            args.file.display()
+        )
+    })?;
     let mut turns = Vec::new();
     for line in text.lines() {
         let value: serde_json::Value = serde_json::from_str(line)?;
-        let mailbox = value["mailbox_id"].as_str().unwrap_or("bench@example.com").to_string();
+        let mailbox = value["mailbox_id"]
+            .as_str()
+            .unwrap_or("bench@example.com")
+            .to_string();
         turns.push((
             mailbox,
             value["prompt"].as_str().unwrap_or_default().to_string(),
@@ -102,7 +112,12 @@ fn load_texts(args: &Args) -> anyhow::Result<Vec<(String, String, String)>> {
     Ok(pairs)
 }
 
-fn make_batch(texts: &[(String, String, String)], run_id: &str, first: u64, count: u64) -> Vec<pb::InteractionInput> {
+fn make_batch(
+    texts: &[(String, String, String)],
+    run_id: &str,
+    first: u64,
+    count: u64,
+) -> Vec<pb::InteractionInput> {
     let base = Utc.with_ymd_and_hms(2018, 1, 1, 0, 0, 0).unwrap();
     (first..first + count)
         .map(|n| {
@@ -209,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 Mode::Stream => {
-                    let (sender, receiver) = tokio::sync::mpsc::channel::<pb::IngestRequest>(window);
+                    let (sender, receiver) =
+                        tokio::sync::mpsc::channel::<pb::IngestRequest>(window);
                     let sent_at = Arc::new(Mutex::new(std::collections::HashMap::new()));
                     let mut responses = client
                         .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -222,7 +238,10 @@ async fn main() -> anyhow::Result<()> {
                             while let Some(items) = take() {
                                 permits.acquire().await.expect("open").forget();
                                 sent_at.lock().unwrap().insert(sequence, Instant::now());
-                                let request = pb::IngestRequest { interactions: items, sequence };
+                                let request = pb::IngestRequest {
+                                    interactions: items,
+                                    sequence,
+                                };
                                 if sender.send(request).await.is_err() {
                                     break;
                                 }

@@ -15,9 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::builder::timestamp;
 use crate::json::{location_name, move_reason_name, JsonInteraction};
-use crate::{
-    pb, BatchingIngester, ClientConfig, HoldfastClient, IngesterOptions, TlsOptions,
-};
+use crate::{pb, BatchingIngester, ClientConfig, HoldfastClient, IngesterOptions, TlsOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "holdfast", version, about = "Command-line client for holdfast")]
@@ -34,7 +32,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Connection {
     /// Server address (http://host:port, or https://... with TLS).
-    #[arg(long, env = "HOLDFAST_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "HOLDFAST_ADDR",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub addr: String,
     /// Bearer token. Default: --token-file, else <data-dir>/admin.token.
     #[arg(long, env = "HOLDFAST_TOKEN", hide_env_values = true, global = true)]
@@ -43,7 +46,12 @@ pub struct Connection {
     #[arg(long, env = "HOLDFAST_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// The server's data directory, to find admin.token on the server's machine.
-    #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./holdfast-data", global = true)]
+    #[arg(
+        long,
+        env = "HOLDFAST_DATA_DIR",
+        default_value = "./holdfast-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// PEM CA of the server's certificate (turns TLS on).
     #[arg(long, env = "HOLDFAST_TLS_CA", global = true)]
@@ -117,7 +125,9 @@ pub enum TokenCommand {
         roles: Vec<RoleArg>,
     },
     List,
-    Revoke { name: String },
+    Revoke {
+        name: String,
+    },
     /// Print the SHA-256 of a token read from standard input, for the config file's [[tokens]].
     Hash,
 }
@@ -207,7 +217,10 @@ pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
         return Ok(time.with_timezone(&Utc));
     }
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc());
     }
     bail!("{text:?} is not a time (expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or 2025-03-01)")
 }
@@ -237,9 +250,8 @@ impl Connection {
     }
 
     fn config(&self) -> anyhow::Result<ClientConfig> {
-        let tls_wanted = self.tls_ca.is_some()
-            || self.tls_cert.is_some()
-            || self.addr.starts_with("https://");
+        let tls_wanted =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.addr.starts_with("https://");
         let addr = if self.addr.contains("://") {
             self.addr.clone()
         } else if tls_wanted {
@@ -351,7 +363,8 @@ async fn ingest_file(
     if !(1..=1000).contains(&batch_size) {
         bail!("--batch-size must be within 1..=1000");
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let total_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::hidden())
@@ -487,14 +500,24 @@ fn print_interaction(item: pb::Interaction, json: bool) {
         );
     }
     println!();
-    println!("model:       {} {} {}", model.provider, model.name, model.version);
+    println!(
+        "model:       {} {} {}",
+        model.provider, model.name, model.version
+    );
     for plugin in &item.plugins {
-        println!("plugin:      {} {} {}", plugin.id, plugin.name, plugin.version);
+        println!(
+            "plugin:      {} {} {}",
+            plugin.id, plugin.name, plugin.version
+        );
     }
     for resource in &item.accessed_resources {
         println!(
             "resource:    {} {} [{}] {} {}",
-            resource.r#type, resource.name, resource.sensitivity_label, resource.action, resource.url
+            resource.r#type,
+            resource.name,
+            resource.sensitivity_label,
+            resource.action,
+            resource.url
         );
     }
     for context in &item.contexts {
@@ -549,7 +572,10 @@ fn print_list(page: pb::ListInteractionsResponse, json: bool) {
         println!("{value}");
         return;
     }
-    println!("{:<26}  {:<24}  {:<8}  {:<16}  PROMPT", "ID", "CREATED", "APP", "THREAD");
+    println!(
+        "{:<26}  {:<24}  {:<8}  {:<16}  PROMPT",
+        "ID", "CREATED", "APP", "THREAD"
+    );
     for item in &page.interactions {
         println!(
             "{:<26}  {:<24}  {:<8}  {:<16}  {}",
@@ -576,7 +602,10 @@ async fn token_command(
                 .create_token(&name, roles.into_iter().map(pb::Role::from).collect())
                 .await?;
             if json {
-                println!("{}", serde_json::json!({ "name": name, "token": created.token }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "name": name, "token": created.token })
+                );
             } else {
                 eprintln!("token for {name} (shown once; store it safely):");
                 println!("{}", created.token);
@@ -600,7 +629,10 @@ async fn token_command(
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<24}  {:<32}  {:<7}  {:<12}  CREATED", "NAME", "ROLES", "SOURCE", "HASH");
+                println!(
+                    "{:<24}  {:<32}  {:<7}  {:<12}  CREATED",
+                    "NAME", "ROLES", "SOURCE", "HASH"
+                );
                 for t in tokens {
                     let roles: Vec<&str> = t.roles.iter().map(|r| role_name(*r)).collect();
                     println!(
@@ -674,7 +706,10 @@ async fn audit_command(
                     serde_json::json!({ "entries": entries, "next_page_token": page.next_page_token })
                 );
             } else {
-                println!("{:>6}  {:<24}  {:<16}  {:<16}  {:<24}  RESULT", "SEQ", "TIME", "ACTOR", "ACTION", "TARGET");
+                println!(
+                    "{:>6}  {:<24}  {:<16}  {:<16}  {:<24}  RESULT",
+                    "SEQ", "TIME", "ACTOR", "ACTION", "TARGET"
+                );
                 for e in &page.entries {
                     println!(
                         "{:>6}  {:<24}  {:<16}  {:<16}  {:<24}  {} {}",

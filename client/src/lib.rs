@@ -149,8 +149,8 @@ impl HoldfastClient {
             }
             match (&tls.client_cert_file, &tls.client_key_file) {
                 (Some(cert), Some(key)) => {
-                    tls_config = tls_config
-                        .identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+                    tls_config =
+                        tls_config.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
                 }
                 (None, None) => {}
                 _ => {
@@ -192,7 +192,12 @@ impl HoldfastClient {
             interactions,
             sequence: 0,
         };
-        Ok(self.interactions.clone().ingest(request).await?.into_inner())
+        Ok(self
+            .interactions
+            .clone()
+            .ingest(request)
+            .await?
+            .into_inner())
     }
 
     /// Opens a bidirectional ingest stream. Send batches on the returned sender; read one

@@ -244,7 +244,13 @@ impl AuditQuery {
     fn matches(&self, record: &AuditRecord) -> bool {
         self.time_from.is_none_or(|from| record.time >= from)
             && self.time_to.is_none_or(|to| record.time < to)
-            && self.actor.as_ref().is_none_or(|actor| &record.actor == actor)
-            && self.action.as_ref().is_none_or(|action| &record.action == action)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| &record.actor == actor)
+            && self
+                .action
+                .as_ref()
+                .is_none_or(|action| &record.action == action)
     }
 }

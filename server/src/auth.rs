@@ -160,7 +160,10 @@ impl TokenRegistry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tokens.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Looks up the principal of a bearer token.
@@ -257,15 +260,10 @@ pub fn bootstrap_admin_token(
         return Ok(None);
     }
     let path = data_dir.join("admin.token");
-    let (token, _) = registry.create_blocking(
-        "admin",
-        BTreeSet::from([Role::Admin]),
-        "bootstrap",
-        now,
-    )?;
-    write_private_file(&path, format!("{token}\n").as_bytes()).map_err(|error| {
-        Error::Internal(format!("cannot write {}: {error}", path.display()))
-    })?;
+    let (token, _) =
+        registry.create_blocking("admin", BTreeSet::from([Role::Admin]), "bootstrap", now)?;
+    write_private_file(&path, format!("{token}\n").as_bytes())
+        .map_err(|error| Error::Internal(format!("cannot write {}: {error}", path.display())))?;
     Ok(Some(path))
 }
 

@@ -196,7 +196,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |reason: String| Err(ConfigError::Invalid(reason));
-        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.allow_plaintext_non_loopback
+        if !self.listen.ip().is_loopback()
+            && self.tls.is_none()
+            && !self.allow_plaintext_non_loopback
         {
             return invalid(format!(
                 "listen address {} is not loopback and no [tls] is configured; bearer tokens \
@@ -256,8 +258,11 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("holdfast.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\n[limits]\nmax_attributes = 3\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\n[limits]\nmax_attributes = 3\n",
+        )
+        .unwrap();
         let flags = Flags {
             config: Some(path),
             listen: Some("127.0.0.1:7001".parse().unwrap()),

@@ -14,7 +14,10 @@ use crate::domain::{
 };
 use crate::error::Error;
 
-pub fn timestamp_to_time(field: &str, timestamp: &prost_types::Timestamp) -> Result<DateTime<Utc>, Error> {
+pub fn timestamp_to_time(
+    field: &str,
+    timestamp: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, Error> {
     if !(0..1_000_000_000).contains(&timestamp.nanos) {
         return Err(Error::invalid(field, "nanos must be within 0..1e9"));
     }
@@ -45,7 +48,10 @@ fn check_text(field: &str, value: &str, max_bytes: usize, plain: bool) -> Result
     if value.len() > max_bytes {
         return Err(Error::invalid(
             field,
-            format!("is {} bytes, more than the limit of {max_bytes}", value.len()),
+            format!(
+                "is {} bytes, more than the limit of {max_bytes}",
+                value.len()
+            ),
         ));
     }
     if plain && value.chars().any(char::is_control) {
@@ -62,7 +68,11 @@ fn check_list<T>(field: &str, items: &[T], limits: &Limits) -> Result<(), Error>
     if items.len() > limits.max_list_items {
         return Err(Error::invalid(
             field,
-            format!("has {} entries, more than the limit of {}", items.len(), limits.max_list_items),
+            format!(
+                "has {} entries, more than the limit of {}",
+                items.len(),
+                limits.max_list_items
+            ),
         ));
     }
     Ok(())
@@ -107,7 +117,12 @@ pub fn interaction_content(
         return Err(Error::invalid("prompt", "must not be empty"));
     }
     check_text("prompt", &input.prompt, limits.max_prompt_bytes, false)?;
-    check_text("response", &input.response, limits.max_response_bytes, false)?;
+    check_text(
+        "response",
+        &input.response,
+        limits.max_response_bytes,
+        false,
+    )?;
 
     let model = input.model.unwrap_or_default();
     for (field, value) in [
@@ -144,7 +159,10 @@ pub fn interaction_content(
             ("accessed_resources.type", &resource.r#type),
             ("accessed_resources.url", &resource.url),
             ("accessed_resources.action", &resource.action),
-            ("accessed_resources.sensitivity_label", &resource.sensitivity_label),
+            (
+                "accessed_resources.sensitivity_label",
+                &resource.sensitivity_label,
+            ),
         ] {
             check_text(field, value, field_limit, true)?;
         }
@@ -175,7 +193,12 @@ pub fn interaction_content(
         check_text("safety.categories", category, field_limit, true)?;
     }
 
-    check_text("sensitivity_label", &input.sensitivity_label, field_limit, true)?;
+    check_text(
+        "sensitivity_label",
+        &input.sensitivity_label,
+        field_limit,
+        true,
+    )?;
 
     if input.attributes.len() > limits.max_attributes {
         return Err(Error::invalid(
@@ -367,7 +390,10 @@ mod tests {
             i.created_at = Some(time_to_timestamp(Utc::now() + TimeDelta::minutes(6)))
         });
         rejects("created_at", |i| {
-            i.created_at = Some(prost_types::Timestamp { seconds: 0, nanos: -1 })
+            i.created_at = Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            })
         });
         rejects("prompt", |i| i.prompt.clear());
         rejects("prompt", |i| i.prompt = "x".repeat((1 << 20) + 1));
@@ -390,7 +416,10 @@ mod tests {
         input.created_at = Some(time_to_timestamp(Utc::now() + TimeDelta::minutes(4)));
         assert!(interaction_content(input, &Limits::default(), Utc::now()).is_ok());
         let mut input = valid();
-        input.created_at = Some(prost_types::Timestamp { seconds: 1_500_000_000, nanos: 0 });
+        input.created_at = Some(prost_types::Timestamp {
+            seconds: 1_500_000_000,
+            nanos: 0,
+        });
         assert!(interaction_content(input, &Limits::default(), Utc::now()).is_ok());
     }
 }

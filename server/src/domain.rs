@@ -216,7 +216,10 @@ mod tests {
 
     #[test]
     fn mailbox_ids_are_lower_cased_and_checked() {
-        assert_eq!(MailboxId::parse("Alice@Contoso.COM").unwrap().as_str(), "alice@contoso.com");
+        assert_eq!(
+            MailboxId::parse("Alice@Contoso.COM").unwrap().as_str(),
+            "alice@contoso.com"
+        );
         assert!(MailboxId::parse("").is_err());
         assert!(MailboxId::parse("a\u{7}b").is_err());
         assert!(MailboxId::parse(&"a".repeat(321)).is_err());

@@ -122,10 +122,11 @@ fn run_writer(
     }
 }
 
-/// The per-item result of an ingest request before it is written.
-pub enum Prepared {
-    Valid(NewInteraction),
-    Rejected { field: String, reason: String },
+/// Why an item of an ingest request was refused before it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub field: String,
+    pub reason: String,
 }
 
 /// Validates, assigns ids and computes digests. CPU-bound: call off the async workers.
@@ -133,23 +134,25 @@ pub fn prepare(
     inputs: Vec<pb::InteractionInput>,
     limits: &Limits,
     now: DateTime<Utc>,
-) -> Vec<Prepared> {
+) -> Vec<Result<NewInteraction, Rejection>> {
     let mut generator = ulid::Generator::new();
     inputs
         .into_iter()
-        .map(|input| match convert::interaction_content(input, limits, now) {
-            Ok(content) => {
-                let id = generator
-                    .generate_from_datetime(now.into())
-                    .unwrap_or_else(|_| Ulid::new());
-                Prepared::Valid(new_interaction(InteractionId(id), now, content))
-            }
-            Err(Error::InvalidArgument { field, reason }) => Prepared::Rejected { field, reason },
-            Err(other) => Prepared::Rejected {
-                field: String::new(),
-                reason: other.to_string(),
+        .map(
+            |input| match convert::interaction_content(input, limits, now) {
+                Ok(content) => {
+                    let id = generator
+                        .generate_from_datetime(now.into())
+                        .unwrap_or_else(|_| Ulid::new());
+                    Ok(new_interaction(InteractionId(id), now, content))
+                }
+                Err(Error::InvalidArgument { field, reason }) => Err(Rejection { field, reason }),
+                Err(other) => Err(Rejection {
+                    field: String::new(),
+                    reason: other.to_string(),
+                }),
             },
-        })
+        )
         .collect()
 }
 

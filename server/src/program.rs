@@ -11,15 +11,22 @@ pub fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let config = Config::load(&flags)?;
     if flags.print_config {
-        print!("{}", toml::to_string(&config).context("cannot print the config")?);
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the config")?
+        );
         return Ok(());
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_writer(std::io::stderr)
             .init(),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

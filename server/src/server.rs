@@ -76,7 +76,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         );
     }
     let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
-    let (committer, writer) = GroupCommitter::start(Arc::clone(&store), config.max_group_commit_items);
+    let (committer, writer) =
+        GroupCommitter::start(Arc::clone(&store), config.max_group_commit_items);
     let shutdown = CancellationToken::new();
     let shared = Arc::new(Shared {
         store,

@@ -37,7 +37,10 @@ async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
     let backend = server.client(INGEST_TOKEN).await;
     let error = backend.verify_audit_log().await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::PermissionDenied));
-    let error = backend.create_token("x", vec![pb::Role::Admin]).await.unwrap_err();
+    let error = backend
+        .create_token("x", vec![pb::Role::Admin])
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::PermissionDenied));
     let auditor = server.client(AUDITOR_TOKEN).await;
     let error = auditor
@@ -91,25 +94,47 @@ async fn tokens_are_created_listed_used_and_revoked() {
     assert_eq!(info.created_by, "test-admin");
 
     let backend2 = server.client(&created.token).await;
-    let result = backend2.ingest(vec![item("z@contoso.com", "k")]).await.unwrap();
+    let result = backend2
+        .ingest(vec![item("z@contoso.com", "k")])
+        .await
+        .unwrap();
     assert_eq!(status_of(&result.results[0]), pb::IngestStatus::Created);
 
-    let names: Vec<String> = admin.list_tokens().await.unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = admin
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert!(names.contains(&"backend-2".to_string()), "{names:?}");
     // Only hashes are stored: the plaintext appears nowhere in the data directory's files.
-    let error = admin.create_token("backend-2", vec![pb::Role::Ingest]).await.unwrap_err();
+    let error = admin
+        .create_token("backend-2", vec![pb::Role::Ingest])
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::AlreadyExists));
-    let error = admin.create_token("bad name!", vec![pb::Role::Ingest]).await.unwrap_err();
+    let error = admin
+        .create_token("bad name!", vec![pb::Role::Ingest])
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::InvalidArgument));
     let error = admin.create_token("no-roles", vec![]).await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::InvalidArgument));
     let error = admin.revoke_token("backend").await.unwrap_err();
-    assert_eq!(error.code(), Some(tonic::Code::FailedPrecondition), "config tokens stay");
+    assert_eq!(
+        error.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "config tokens stay"
+    );
     let error = admin.revoke_token("nobody").await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::NotFound));
 
     admin.revoke_token("backend-2").await.unwrap();
-    let error = backend2.ingest(vec![item("z@contoso.com", "k2")]).await.unwrap_err();
+    let error = backend2
+        .ingest(vec![item("z@contoso.com", "k2")])
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::Unauthenticated));
 
     let auditor = server.client(AUDITOR_TOKEN).await;
@@ -124,11 +149,14 @@ async fn tokens_are_created_listed_used_and_revoked() {
         .into_iter()
         .map(|e| (e.action, e.target, e.result))
         .collect();
-    assert_eq!(actions.len(), 6, "{actions:?}");
+    assert_eq!(actions.len(), 7, "{actions:?}");
     assert_eq!(actions[0].0, "CreateToken");
     assert_eq!(actions[0].2, "ok");
     assert!(actions[1].2.starts_with("error"), "{actions:?}");
-    assert_eq!(actions[5], ("RevokeToken".into(), "backend-2".into(), "ok".into()));
+    assert_eq!(
+        actions[6],
+        ("RevokeToken".into(), "backend-2".into(), "ok".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,7 +173,14 @@ async fn first_start_without_tokens_writes_a_private_admin_token() {
     assert_eq!(tokens[0].name, "admin");
     // The CLI finds the token file through --data-dir.
     let output = run_cli(
-        &["--addr", &server.addr(), "--data-dir", server.data_dir().to_str().unwrap(), "token", "list"],
+        &[
+            "--addr",
+            &server.addr(),
+            "--data-dir",
+            server.data_dir().to_str().unwrap(),
+            "token",
+            "list",
+        ],
         &[],
         None,
     );

@@ -33,21 +33,44 @@ async fn ingest_a_jsonl_file_then_list_get_and_delete() {
     let file = write_jsonl(server.dir.path(), &lines);
     let output = server.cli(INGEST_TOKEN, &["ingest", "--file", file.to_str().unwrap()]);
     assert_eq!(output.code, 3, "{}{}", output.stdout, output.stderr);
-    assert!(output.stdout.contains("5 lines: 3 created, 0 duplicate, 1 rejected, 0 failed, 1 not valid JSON"), "{}", output.stdout);
-    assert!(output.stderr.contains("line 3: not valid JSON"), "{}", output.stderr);
-    assert!(output.stderr.contains("line 4: rejected: created_at"), "{}", output.stderr);
+    assert!(
+        output
+            .stdout
+            .contains("5 lines: 3 created, 0 duplicate, 1 rejected, 0 failed, 1 not valid JSON"),
+        "{}",
+        output.stdout
+    );
+    assert!(
+        output.stderr.contains("line 3: not valid JSON"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("line 4: rejected: created_at"),
+        "{}",
+        output.stderr
+    );
 
     // Again: everything already there is a duplicate.
-    let output = server.cli(INGEST_TOKEN, &["--json", "ingest", "--file", file.to_str().unwrap()]);
+    let output = server.cli(
+        INGEST_TOKEN,
+        &["--json", "ingest", "--file", file.to_str().unwrap()],
+    );
     let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(report["duplicate"], 3);
     assert_eq!(report["created"], 0);
 
-    let output = server.cli(INGEST_TOKEN, &["--json", "list", "--mailbox", "lee@contoso.com"]);
+    let output = server.cli(
+        INGEST_TOKEN,
+        &["--json", "list", "--mailbox", "lee@contoso.com"],
+    );
     assert_eq!(output.code, 0, "{}", output.stderr);
     let page: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     let items = page["interactions"].as_array().unwrap();
-    let keys: Vec<&str> = items.iter().map(|i| i["client_key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = items
+        .iter()
+        .map(|i| i["client_key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["d", "b", "a"]);
     let id = items[0]["id"].as_str().unwrap().to_string();
 
@@ -60,45 +83,95 @@ async fn ingest_a_jsonl_file_then_list_get_and_delete() {
     assert_eq!(item["attributes"]["source"], "cli-test");
     assert_eq!(item["model"]["name"], "gpt-4o");
 
-    let output = server.cli(INGEST_TOKEN, &["list", "--mailbox", "lee@contoso.com", "--limit", "2"]);
-    assert!(output.stdout.contains("next page: --page-token"), "{}", output.stdout);
+    let output = server.cli(
+        INGEST_TOKEN,
+        &["list", "--mailbox", "lee@contoso.com", "--limit", "2"],
+    );
+    assert!(
+        output.stdout.contains("next page: --page-token"),
+        "{}",
+        output.stdout
+    );
 
     let output = server.cli(
         INGEST_TOKEN,
-        &["delete-history", "--mailbox", "lee@contoso.com", "--before", "2018-03-03"],
+        &[
+            "delete-history",
+            "--mailbox",
+            "lee@contoso.com",
+            "--before",
+            "2018-03-03",
+        ],
     );
     assert_eq!(output.code, 0, "{}", output.stderr);
-    assert!(output.stdout.contains("moved 2 interaction(s)"), "{}", output.stdout);
+    assert!(
+        output.stdout.contains("moved 2 interaction(s)"),
+        "{}",
+        output.stdout
+    );
     let output = server.cli(ADMIN_TOKEN, &["get", &id]);
     assert!(output.stdout.contains("location:    active"));
 
     // Bad input: a clear message and exit code 1.
-    let output = server.cli(INGEST_TOKEN, &["list", "--mailbox", "lee@contoso.com", "--from", "yesterday"]);
+    let output = server.cli(
+        INGEST_TOKEN,
+        &[
+            "list",
+            "--mailbox",
+            "lee@contoso.com",
+            "--from",
+            "yesterday",
+        ],
+    );
     assert_eq!(output.code, 1);
     assert!(output.stderr.contains("not a time"), "{}", output.stderr);
     let output = server.cli(INGEST_TOKEN, &["get", "nope"]);
     assert_eq!(output.code, 1);
-    assert!(output.stderr.contains("INVALID_ARGUMENT"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("INVALID_ARGUMENT"),
+        "{}",
+        output.stderr
+    );
     let output = server.cli(EDISCOVERY_TOKEN, &["list", "--mailbox", "lee@contoso.com"]);
     assert_eq!(output.code, 1);
-    assert!(output.stderr.contains("PERMISSION_DENIED"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("PERMISSION_DENIED"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_and_audit_commands() {
     let server = TestServer::start().await;
-    let output = server.cli(ADMIN_TOKEN, &["token", "create", "--name", "bot", "--role", "ingest", "--role", "auditor"]);
+    let output = server.cli(
+        ADMIN_TOKEN,
+        &[
+            "token", "create", "--name", "bot", "--role", "ingest", "--role", "auditor",
+        ],
+    );
     assert_eq!(output.code, 0, "{}", output.stderr);
     let token = output.stdout.trim().to_string();
     assert!(token.starts_with("hf_"));
 
     let output = server.cli(&token, &["audit", "verify"]);
     assert_eq!(output.code, 0, "{}", output.stderr);
-    assert!(output.stdout.contains("audit log intact"), "{}", output.stdout);
+    assert!(
+        output.stdout.contains("audit log intact"),
+        "{}",
+        output.stdout
+    );
 
     let output = server.cli(ADMIN_TOKEN, &["token", "list"]);
-    assert!(output.stdout.contains("bot") && output.stdout.contains("ingest,auditor"), "{}", output.stdout);
-    let output = server.cli(ADMIN_TOKEN, &["--json", "audit", "query", "--action", "CreateToken"]);
+    assert!(
+        output.stdout.contains("bot") && output.stdout.contains("ingest,auditor"),
+        "{}",
+        output.stdout
+    );
+    let output = server.cli(
+        ADMIN_TOKEN,
+        &["--json", "audit", "query", "--action", "CreateToken"],
+    );
     let page: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(page["entries"][0]["target"], "bot");
     assert_eq!(page["entries"][0]["parameters"]["roles"][0], "ingest");
@@ -107,9 +180,16 @@ async fn token_and_audit_commands() {
     assert_eq!(output.code, 0, "{}", output.stderr);
     let output = server.cli(&token, &["audit", "verify"]);
     assert_eq!(output.code, 1);
-    assert!(output.stderr.contains("UNAUTHENTICATED"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("UNAUTHENTICATED"),
+        "{}",
+        output.stderr
+    );
 
-    let output = server.cli(ADMIN_TOKEN, &["token", "create", "--name", "x", "--role", "superuser"]);
+    let output = server.cli(
+        ADMIN_TOKEN,
+        &["token", "create", "--name", "x", "--role", "superuser"],
+    );
     assert_eq!(output.code, 2, "clap usage error");
 }
 
@@ -122,10 +202,18 @@ fn token_hash_prints_the_sha256_for_the_config_file() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hf_secret\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hf_secret\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), sha256_hex("hf_secret"));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim(),
+        sha256_hex("hf_secret")
+    );
 }
 
 #[test]
@@ -133,5 +221,9 @@ fn no_token_anywhere_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let output = run_cli(&["list", "--mailbox", "a@b.c"], &[], Some(dir.path()));
     assert_eq!(output.code, 1);
-    assert!(output.stderr.contains("no token given"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("no token given"),
+        "{}",
+        output.stderr
+    );
 }

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::*;
 use holdfast_client::builder::timestamp;
-use holdfast_client::{pb, BatchingIngester, InteractionBuilder, IngesterOptions};
+use holdfast_client::{pb, BatchingIngester, IngesterOptions, InteractionBuilder};
 
 fn full_item() -> pb::InteractionInput {
     InteractionBuilder::new("Alice@Contoso.com", "req-42")
         .thread("thread-7")
         .app("Teams")
-        .created_at(Utc.with_ymd_and_hms(2025, 3, 1, 9, 30, 15).unwrap() + Duration::microseconds(123_456))
+        .created_at(
+            Utc.with_ymd_and_hms(2025, 3, 1, 9, 30, 15).unwrap() + Duration::microseconds(123_456),
+        )
         .prompt("Summarise the Q3 budget, please. Résumé: 予算の要約")
         .response("")
         .model("openai", "gpt-4o", "2024-08-06")
@@ -94,7 +96,10 @@ async fn idempotent_retry_and_conflicting_duplicate() {
     assert_eq!(status_of(&conflict), pb::IngestStatus::Rejected);
     assert_eq!(conflict.code, pb::RejectCode::AlreadyExists as i32);
     assert_eq!(conflict.id, first.id);
-    assert!(!conflict.reason.contains("something else"), "no content in errors");
+    assert!(
+        !conflict.reason.contains("something else"),
+        "no content in errors"
+    );
 
     let stored = client.get(&first.id).await.unwrap();
     assert_eq!(stored.prompt, original.prompt);
@@ -183,7 +188,9 @@ async fn each_validation_rule_rejects_with_nothing_stored() {
     c.prompt = String::new();
     cases.push(("prompt", c));
     let mut c = base();
-    c.attributes = (0..65).map(|n| (format!("k{n}"), "v".into())).collect::<HashMap<_, _>>();
+    c.attributes = (0..65)
+        .map(|n| (format!("k{n}"), "v".into()))
+        .collect::<HashMap<_, _>>();
     cases.push(("attributes", c));
     let mut c = base();
     c.app = String::new();
@@ -191,16 +198,37 @@ async fn each_validation_rule_rejects_with_nothing_stored() {
 
     for (index, (field, input)) in cases.into_iter().enumerate() {
         let mut input = input;
-        input.client_key = if field == "client_key" { String::new() } else { format!("k{index}") };
+        input.client_key = if field == "client_key" {
+            String::new()
+        } else {
+            format!("k{index}")
+        };
         let result = client.ingest(vec![input]).await.unwrap().results[0].clone();
-        assert_eq!(status_of(&result), pb::IngestStatus::Rejected, "case {field}");
-        assert_eq!(result.code, pb::RejectCode::InvalidArgument as i32, "case {field}");
+        assert_eq!(
+            status_of(&result),
+            pb::IngestStatus::Rejected,
+            "case {field}"
+        );
+        assert_eq!(
+            result.code,
+            pb::RejectCode::InvalidArgument as i32,
+            "case {field}"
+        );
         assert_eq!(result.field, field, "case {field}: {}", result.reason);
         assert!(result.id.is_empty());
-        assert!(!result.reason.contains(secret), "content leaked into an error");
+        assert!(
+            !result.reason.contains(secret),
+            "content leaked into an error"
+        );
     }
-    assert!(list_all(&client, mailbox).await.is_empty(), "nothing stored");
-    assert!(!server.log().contains(secret), "content leaked into the log");
+    assert!(
+        list_all(&client, mailbox).await.is_empty(),
+        "nothing stored"
+    );
+    assert!(
+        !server.log().contains(secret),
+        "content leaked into the log"
+    );
 
     // One bad item never fails the others.
     let mut bad = item(mailbox, "bad");
@@ -213,9 +241,16 @@ async fn each_validation_rule_rejects_with_nothing_stored() {
     let statuses: Vec<_> = results.iter().map(status_of).collect();
     assert_eq!(
         statuses,
-        [pb::IngestStatus::Created, pb::IngestStatus::Rejected, pb::IngestStatus::Created]
+        [
+            pb::IngestStatus::Created,
+            pb::IngestStatus::Rejected,
+            pb::IngestStatus::Created
+        ]
     );
-    assert_eq!(results.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        results.iter().map(|r| r.index).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
     assert_eq!(list_all(&client, mailbox).await.len(), 2);
 }
 
@@ -223,7 +258,9 @@ async fn each_validation_rule_rejects_with_nothing_stored() {
 async fn an_oversized_batch_is_refused_whole() {
     let server = TestServer::start().await;
     let client = server.client(INGEST_TOKEN).await;
-    let batch: Vec<_> = (0..1001).map(|n| item("erin@contoso.com", &format!("k{n}"))).collect();
+    let batch: Vec<_> = (0..1001)
+        .map(|n| item("erin@contoso.com", &format!("k{n}")))
+        .collect();
     let error = client.ingest(batch).await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::InvalidArgument), "{error}");
     assert!(error.to_string().contains("1001"), "{error}");
@@ -290,7 +327,11 @@ async fn listing_is_newest_first_with_stable_paging_and_filters() {
         })
         .await
         .unwrap();
-    let keys: Vec<_> = page.interactions.iter().map(|i| i.client_key.as_str()).collect();
+    let keys: Vec<_> = page
+        .interactions
+        .iter()
+        .map(|i| i.client_key.as_str())
+        .collect();
     assert_eq!(keys, ["k09", "k07", "k05"], "from inclusive, to exclusive");
 
     for (request, field) in [
@@ -349,7 +390,10 @@ async fn delete_history_moves_items_to_the_holds_area() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    client.ingest(vec![item("other@contoso.com", "x")]).await.unwrap();
+    client
+        .ingest(vec![item("other@contoso.com", "x")])
+        .await
+        .unwrap();
 
     // Thread t-b, created before day 5: k3 and k4.
     let moved = client
@@ -361,7 +405,11 @@ async fn delete_history_moves_items_to_the_holds_area() {
         .await
         .unwrap();
     assert_eq!(moved.num_moved, 2);
-    let listed: Vec<_> = list_all(&client, mailbox).await.into_iter().map(|i| i.client_key).collect();
+    let listed: Vec<_> = list_all(&client, mailbox)
+        .await
+        .into_iter()
+        .map(|i| i.client_key)
+        .collect();
     assert_eq!(listed, ["k5", "k2", "k1", "k0"]);
     let thread_b = client
         .list(pb::ListInteractionsRequest {
@@ -425,7 +473,11 @@ async fn delete_history_moves_items_to_the_holds_area() {
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0].actor, "backend");
     assert_eq!(entries[0].target, mailbox);
-    assert!(entries[0].result.contains("moved 2"), "{}", entries[0].result);
+    assert!(
+        entries[0].result.contains("moved 2"),
+        "{}",
+        entries[0].result
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -457,7 +509,10 @@ async fn the_ingest_stream_answers_every_batch_in_order() {
     let mut sequences = Vec::new();
     while let Some(response) = responses.message().await.unwrap() {
         assert_eq!(response.results.len(), 50);
-        assert!(response.results.iter().all(|r| status_of(r) == pb::IngestStatus::Created));
+        assert!(response
+            .results
+            .iter()
+            .all(|r| status_of(r) == pb::IngestStatus::Created));
         sequences.push(response.sequence);
     }
     assert_eq!(sequences, (0..20).collect::<Vec<_>>());
@@ -477,11 +532,20 @@ async fn the_batching_ingester_never_duplicates_on_resend() {
         let ingester = BatchingIngester::start(client.clone(), options.clone());
         let mut tickets = Vec::new();
         for n in 0..500 {
-            tickets.push(ingester.submit(item("ivan@contoso.com", &format!("k{n}"))).await.unwrap());
+            tickets.push(
+                ingester
+                    .submit(item("ivan@contoso.com", &format!("k{n}")))
+                    .await
+                    .unwrap(),
+            );
         }
         for ticket in tickets {
             let result = ticket.wait().await.unwrap();
-            let expected = if round == 0 { pb::IngestStatus::Created } else { pb::IngestStatus::Duplicate };
+            let expected = if round == 0 {
+                pb::IngestStatus::Created
+            } else {
+                pb::IngestStatus::Duplicate
+            };
             assert_eq!(status_of(&result), expected);
         }
         let summary = ingester.finish().await;

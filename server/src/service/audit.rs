@@ -65,7 +65,9 @@ impl AuditService for AuditApi {
             blocking(move || Ok(audit.query_blocking(&query, from_sequence, limit)?)).await?;
         Ok(Response::new(pb::QueryAuditLogResponse {
             entries: entries.into_iter().map(entry_to_proto).collect(),
-            next_page_token: next.map(|sequence| sequence.to_string()).unwrap_or_default(),
+            next_page_token: next
+                .map(|sequence| sequence.to_string())
+                .unwrap_or_default(),
         }))
     }
 

@@ -16,7 +16,7 @@ use crate::auth::Role;
 use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
 use crate::error::Error;
-use crate::ingest::{self, Prepared};
+use crate::ingest::{self, Rejection};
 use crate::store::WriteOutcome;
 
 /// Batches of one stream processed at once; more wait in HTTP/2 flow control.
@@ -47,8 +47,7 @@ impl InteractionApi {
         }
         let batch_limits = limits.clone();
         let inputs = request.interactions;
-        let prepared =
-            blocking(move || Ok(ingest::prepare(inputs, &batch_limits, now()))).await?;
+        let prepared = blocking(move || Ok(ingest::prepare(inputs, &batch_limits, now()))).await?;
 
         let mut results: Vec<pb::IngestResult> = Vec::with_capacity(num_items);
         let mut valid = Vec::with_capacity(num_items);
@@ -59,11 +58,11 @@ impl InteractionApi {
                 ..Default::default()
             };
             match item {
-                Prepared::Valid(item) => {
+                Ok(item) => {
                     valid_positions.push(index);
                     valid.push(item);
                 }
-                Prepared::Rejected { field, reason } => {
+                Err(Rejection { field, reason }) => {
                     result.status = pb::IngestStatus::Rejected as i32;
                     result.code = pb::RejectCode::InvalidArgument as i32;
                     result.field = field;
@@ -130,7 +129,9 @@ impl InteractionService for InteractionApi {
         self.shared
             .authorize(&request, "Ingest", &[Role::Ingest])
             .await?;
-        Ok(Response::new(self.ingest_batch(request.into_inner()).await?))
+        Ok(Response::new(
+            self.ingest_batch(request.into_inner()).await?,
+        ))
     }
 
     type IngestStreamStream = IngestResponseStream;
@@ -224,10 +225,12 @@ impl InteractionService for InteractionApi {
             ),
         };
         let store = Arc::clone(&self.shared.store);
-        let (page, next) =
-            blocking(move || Ok(store.list_active(&query, cursor, limit)?)).await?;
+        let (page, next) = blocking(move || Ok(store.list_active(&query, cursor, limit)?)).await?;
         Ok(Response::new(pb::ListInteractionsResponse {
-            interactions: page.into_iter().map(convert::interaction_to_proto).collect(),
+            interactions: page
+                .into_iter()
+                .map(convert::interaction_to_proto)
+                .collect(),
             next_page_token: next.map(|cursor| cursor.encode()).unwrap_or_default(),
         }))
     }

@@ -53,10 +53,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a group of interactions atomically and durably (the write-ahead log is synced
     /// before this returns), with the idempotency rule of SPEC §2 applied per item, including
     /// between items of the same group. Callers serialise calls (see `ingest::GroupCommitter`).
-    fn write_interactions(
-        &self,
-        items: &[NewInteraction],
-    ) -> Result<Vec<WriteOutcome>, StoreError>;
+    fn write_interactions(&self, items: &[NewInteraction])
+        -> Result<Vec<WriteOutcome>, StoreError>;
 
     fn get_interaction(&self, id: InteractionId) -> Result<Option<StoredInteraction>, StoreError>;
 

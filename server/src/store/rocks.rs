@@ -21,6 +21,9 @@ use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
 };
 
+/// A raw (key, value) pair of an index column family.
+type IndexEntry = (Vec<u8>, Vec<u8>);
+
 /// Items moved per write batch by `move_to_holds_area`, so memory stays bounded.
 const MOVE_CHUNK: usize = 10_000;
 /// First byte of every `interactions` value.
@@ -174,7 +177,10 @@ impl RocksStore {
     }
 
     fn location_of(&self, id: InteractionId) -> Result<ItemLocation, StoreError> {
-        match self.db.get_cf(self.cf(CF_LOCATIONS), keys::interaction_key(id))? {
+        match self
+            .db
+            .get_cf(self.cf(CF_LOCATIONS), keys::interaction_key(id))?
+        {
             None => Ok(ItemLocation::Active),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
@@ -190,7 +196,7 @@ impl RocksStore {
         resume_after: Option<&[u8]>,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<IndexEntry>, StoreError> {
         let lower = match resume_after {
             Some(key) => [key, &[0u8]].concat(),
             None => prefix.to_vec(),
@@ -328,9 +334,9 @@ impl Store for RocksStore {
         options.set_iterate_lower_bound(lower);
         options.set_iterate_upper_bound(upper.clone());
         let mut ids = Vec::with_capacity(limit + 1);
-        for entry in self
-            .db
-            .iterator_cf_opt(cf, options, IteratorMode::From(&upper, Direction::Reverse))
+        for entry in
+            self.db
+                .iterator_cf_opt(cf, options, IteratorMode::From(&upper, Direction::Reverse))
         {
             let (key, _) = entry?;
             if key.as_ref() >= upper.as_slice() {
@@ -517,7 +523,8 @@ impl Store for RocksStore {
                 .as_ref()
                 .try_into()
                 .map_err(|_| corrupt(CF_TOKENS, "key is not 32 bytes"))?;
-            let record = serde_json::from_slice(&value).map_err(|error| corrupt(CF_TOKENS, error))?;
+            let record =
+                serde_json::from_slice(&value).map_err(|error| corrupt(CF_TOKENS, error))?;
             tokens.push((hash, record));
         }
         Ok(tokens)

@@ -234,9 +234,11 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> CliOu
     }
 }
 
-/// A minimal valid interaction.
+/// A minimal valid interaction; the same arguments always give the same content.
 pub fn item(mailbox: &str, client_key: &str) -> pb::InteractionInput {
+    use chrono::TimeZone;
     InteractionBuilder::new(mailbox, client_key)
+        .created_at(chrono::Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap())
         .app("Word")
         .prompt(format!("prompt of {client_key}"))
         .response(format!("response of {client_key}"))

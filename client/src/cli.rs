@@ -7,6 +7,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -15,7 +16,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::builder::timestamp;
 use crate::json::{location_name, move_reason_name, JsonInteraction};
-use crate::{pb, BatchingIngester, ClientConfig, HoldfastClient, IngesterOptions, TlsOptions};
+use crate::{
+    pb, BatchingIngester, ClientConfig, ClientError, HoldfastClient, IngesterOptions, TlsOptions,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "holdfast", version, about = "Command-line client for holdfast")]
@@ -384,6 +387,9 @@ async fn ingest_file(
     };
     let ingester = BatchingIngester::start(client, options);
     let (ticket_sender, mut tickets) = tokio::sync::mpsc::channel(100_000);
+    // A refusal of the whole request (bad token, wrong role) will refuse every line: stop.
+    let fatal: Arc<Mutex<Option<ClientError>>> = Arc::default();
+    let collector_fatal = Arc::clone(&fatal);
     // Collects answers in file order, so problems are reported with their line numbers.
     let collector = tokio::spawn(async move {
         let mut problems: Vec<(usize, String)> = Vec::new();
@@ -399,7 +405,18 @@ async fn ingest_file(
                     problems.push((line, format!("rejected: {field}{}", result.reason)));
                 }
                 Ok(_) => {}
-                Err(error) => problems.push((line, format!("failed: {error}"))),
+                Err(error) => {
+                    if matches!(
+                        error.code(),
+                        Some(tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+                    ) {
+                        collector_fatal
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(error.clone());
+                    }
+                    problems.push((line, format!("failed: {error}")));
+                }
             }
         }
         problems
@@ -410,6 +427,9 @@ async fn ingest_file(
     let mut num_lines = 0u64;
     for (index, line) in reader.lines().enumerate() {
         let line_number = index + 1;
+        if let Some(error) = fatal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(error).context("the server refused the ingest");
+        }
         let line = line.with_context(|| format!("cannot read line {line_number}"))?;
         progress.inc(line.len() as u64 + 1);
         if line.trim().is_empty() {
@@ -431,6 +451,9 @@ async fn ingest_file(
     let summary = ingester.finish().await;
     let mut problems = collector.await.context("result collector panicked")?;
     progress.finish_and_clear();
+    if let Some(error) = fatal.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Err(error).context("the server refused the ingest");
+    }
     problems.extend(local_problems);
     problems.sort_by_key(|(line, _)| *line);
     let num_invalid_lines = problems

@@ -30,9 +30,15 @@ pub enum ClientError {
     #[error("invalid client configuration: {0}")]
     Config(String),
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] Status),
+    Status(Status),
     #[error("the ingest helper stopped before answering")]
     IngesterStopped,
+}
+
+impl From<Status> for ClientError {
+    fn from(status: Status) -> Self {
+        ClientError::Status(status)
+    }
 }
 
 fn code_name(code: tonic::Code) -> &'static str {

@@ -113,9 +113,6 @@ pub fn interaction_content(
         return Err(Error::invalid("created_at", "is before 1970-01-01"));
     }
 
-    if input.prompt.is_empty() {
-        return Err(Error::invalid("prompt", "must not be empty"));
-    }
     check_text("prompt", &input.prompt, limits.max_prompt_bytes, false)?;
     check_text(
         "response",
@@ -395,7 +392,6 @@ mod tests {
                 nanos: -1,
             })
         });
-        rejects("prompt", |i| i.prompt.clear());
         rejects("prompt", |i| i.prompt = "x".repeat((1 << 20) + 1));
         rejects("response", |i| i.response = "x".repeat((1 << 20) + 1));
         rejects("attributes", |i| {

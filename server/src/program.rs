@@ -22,6 +22,7 @@ pub fn main() -> anyhow::Result<()> {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
@@ -32,6 +33,9 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("holdfast")
+        // Validation and RocksDB calls run on blocking threads; a small pool keeps memory
+        // (one malloc arena per busy thread) bounded under load.
+        .max_blocking_threads(16)
         .build()?;
     runtime.block_on(async move {
         let server = crate::start(config).await?;

@@ -227,3 +227,28 @@ fn no_token_anywhere_is_a_clear_error() {
         output.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_with_the_wrong_role_stops_at_once() {
+    let server = TestServer::start().await;
+    let lines: Vec<String> = (0..5000)
+        .map(|n| line("mo@contoso.com", &format!("k{n}"), "2018-03-01T10:00:00Z"))
+        .collect();
+    let file = write_jsonl(server.dir.path(), &lines);
+    let output = server.cli(AUDITOR_TOKEN, &["ingest", "--file", file.to_str().unwrap()]);
+    assert_eq!(output.code, 1, "{}{}", output.stdout, output.stderr);
+    assert!(
+        output.stderr.contains("the server refused the ingest"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("PERMISSION_DENIED"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.lines().count() < 10,
+        "one clear error, not one per line"
+    );
+}

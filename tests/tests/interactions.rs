@@ -185,9 +185,6 @@ async fn each_validation_rule_rejects_with_nothing_stored() {
     c.client_key = String::new();
     cases.push(("client_key", c));
     let mut c = base();
-    c.prompt = String::new();
-    cases.push(("prompt", c));
-    let mut c = base();
     c.attributes = (0..65)
         .map(|n| (format!("k{n}"), "v".into()))
         .collect::<HashMap<_, _>>();

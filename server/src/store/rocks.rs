@@ -60,15 +60,16 @@ fn corrupt(column_family: &'static str, reason: impl ToString) -> StoreError {
 impl RocksStore {
     /// Opens (creating if needed) the store under `path`.
     pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
-        let cache = Cache::new_lru_cache(64 << 20);
+        let cache = Cache::new_lru_cache(32 << 20);
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
         db_options.set_bytes_per_sync(1 << 20);
-        // Bound memtable memory across all column families.
-        db_options.set_db_write_buffer_size(128 << 20);
+        // Bound memtable memory across all column families (the server's RSS budget is
+        // 300 MB; see BENCHMARKS.md).
+        db_options.set_db_write_buffer_size(96 << 20);
 
         let descriptors = ALL_CFS.iter().map(|&name| {
             let mut table = BlockBasedOptions::default();
@@ -80,7 +81,7 @@ impl RocksStore {
                 CF_INTERACTIONS => {
                     // Large values: bigger blocks compress better.
                     table.set_block_size(32 << 10);
-                    options.set_write_buffer_size(64 << 20);
+                    options.set_write_buffer_size(32 << 20);
                 }
                 CF_CLIENT_KEYS => {
                     // Every ingest probes here, usually for a key that does not exist.

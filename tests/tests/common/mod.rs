@@ -34,6 +34,10 @@ pub fn free_port() -> u16 {
 
 /// The config file the tests use, unless a test writes its own.
 pub fn default_config() -> String {
+    config_with_metrics_port(free_port())
+}
+
+pub fn config_with_metrics_port(metrics: u16) -> String {
     format!(
         r#"
 metrics_listen = "127.0.0.1:{metrics}"
@@ -58,7 +62,6 @@ name = "reviewer"
 sha256 = "{ediscovery}"
 roles = ["ediscovery"]
 "#,
-        metrics = free_port(),
         admin = sha256_hex(ADMIN_TOKEN),
         ingest = sha256_hex(INGEST_TOKEN),
         auditor = sha256_hex(AUDITOR_TOKEN),

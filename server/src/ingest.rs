@@ -18,7 +18,7 @@ use ulid::Ulid;
 
 use crate::config::Limits;
 use crate::convert;
-use crate::domain::{InteractionContent, InteractionId};
+use crate::domain::InteractionId;
 use crate::error::Error;
 use crate::store::{NewInteraction, Store, StoreError, WriteOutcome};
 
@@ -144,7 +144,7 @@ pub fn prepare(
                     let id = generator
                         .generate_from_datetime(now.into())
                         .unwrap_or_else(|_| Ulid::new());
-                    Ok(new_interaction(InteractionId(id), now, content))
+                    Ok(NewInteraction::new(InteractionId(id), now, content))
                 }
                 Err(Error::InvalidArgument { field, reason }) => Err(Rejection { field, reason }),
                 Err(other) => Err(Rejection {
@@ -154,18 +154,4 @@ pub fn prepare(
             },
         )
         .collect()
-}
-
-pub fn new_interaction(
-    id: InteractionId,
-    received_at: DateTime<Utc>,
-    content: InteractionContent,
-) -> NewInteraction {
-    let content_sha256 = InteractionContent::digest(&content.canonical_encoding());
-    NewInteraction {
-        id,
-        received_at,
-        content_sha256,
-        content,
-    }
 }

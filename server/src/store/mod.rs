@@ -28,14 +28,49 @@ pub enum StoreError {
     UnsupportedFormat { path: String, found: String },
 }
 
-/// A validated interaction ready to be written: the server has assigned its id and computed
-/// its digest from the canonical encoding.
+/// First byte of every `interactions` value: the record format version.
+pub const RECORD_VERSION: u8 = 1;
+
+/// A validated interaction ready to be written: the server has assigned its id, computed its
+/// digest from the canonical encoding, and encoded the stored record.
 #[derive(Debug, Clone)]
 pub struct NewInteraction {
     pub id: InteractionId,
     pub received_at: DateTime<Utc>,
     pub content_sha256: [u8; 32],
     pub content: InteractionContent,
+    /// The `interactions` value: `RECORD_VERSION`, then the JSON object
+    /// `{"received_at":…,"content_sha256":…,"content":<canonical encoding>}`.
+    pub record: Vec<u8>,
+}
+
+impl NewInteraction {
+    /// Encodes the content once, for both its digest and its stored record. CPU-bound; callers
+    /// run it on request threads so that the single writer thread only writes.
+    pub fn new(
+        id: InteractionId,
+        received_at: DateTime<Utc>,
+        content: InteractionContent,
+    ) -> NewInteraction {
+        let canonical = content.canonical_encoding();
+        let content_sha256 = InteractionContent::digest(&canonical);
+        let mut record = Vec::with_capacity(canonical.len() + 128);
+        record.push(RECORD_VERSION);
+        record.extend_from_slice(b"{\"received_at\":");
+        serde_json::to_writer(&mut record, &received_at).expect("times serialise");
+        record.extend_from_slice(b",\"content_sha256\":\"");
+        record.extend_from_slice(hex::encode(content_sha256).as_bytes());
+        record.extend_from_slice(b"\",\"content\":");
+        record.extend_from_slice(&canonical);
+        record.push(b'}');
+        NewInteraction {
+            id,
+            received_at,
+            content_sha256,
+            content,
+            record,
+        }
+    }
 }
 
 /// What happened to one item of a write.
@@ -89,4 +124,129 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;
     fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use ulid::Ulid;
+
+    use super::*;
+    use crate::domain::{MailboxId, Model, Safety};
+
+    fn content(client_key: &str, day: u32, thread: &str) -> InteractionContent {
+        InteractionContent {
+            client_key: client_key.into(),
+            mailbox_id: MailboxId::parse("alice@contoso.com").unwrap(),
+            thread_id: thread.into(),
+            app: "Word".into(),
+            created_at: Utc.with_ymd_and_hms(2025, 3, day, 0, 0, 0).unwrap(),
+            prompt: "p \"quoted\" \u{e9}".into(),
+            response: String::new(),
+            model: Model::default(),
+            plugins: Vec::new(),
+            accessed_resources: Vec::new(),
+            contexts: Vec::new(),
+            safety: Safety::default(),
+            sensitivity_label: String::new(),
+            attributes: Default::default(),
+        }
+    }
+
+    fn new_item(content: InteractionContent) -> NewInteraction {
+        NewInteraction::new(InteractionId(Ulid::new()), Utc::now(), content)
+    }
+
+    fn open() -> (tempfile::TempDir, RocksStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn records_round_trip_with_their_digest() {
+        let (_dir, store) = open();
+        let item = new_item(content("k1", 1, "t"));
+        assert_eq!(
+            store
+                .write_interactions(std::slice::from_ref(&item))
+                .unwrap(),
+            [WriteOutcome::Created(item.id)]
+        );
+        let stored = store.get_interaction(item.id).unwrap().unwrap();
+        assert_eq!(stored.content, item.content);
+        assert_eq!(stored.received_at, item.received_at);
+        assert_eq!(
+            stored.content_sha256,
+            InteractionContent::digest(&item.content.canonical_encoding())
+        );
+        assert!(stored.location.is_visible_to_user());
+    }
+
+    #[test]
+    fn idempotency_holds_within_a_group_and_across_groups() {
+        let (_dir, store) = open();
+        let first = new_item(content("k", 1, ""));
+        let same = new_item(content("k", 1, ""));
+        let changed = new_item(content("k", 2, ""));
+        let outcomes = store
+            .write_interactions(&[first.clone(), same.clone(), changed.clone()])
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                WriteOutcome::Created(first.id),
+                WriteOutcome::Duplicate(first.id),
+                WriteOutcome::Conflict(first.id)
+            ]
+        );
+        assert_eq!(
+            store.write_interactions(&[changed]).unwrap(),
+            [WriteOutcome::Conflict(first.id)]
+        );
+        assert!(store.get_interaction(same.id).unwrap().is_none());
+    }
+
+    #[test]
+    fn moving_hides_items_from_the_listing_only() {
+        let (_dir, store) = open();
+        let items: Vec<_> = (1..=5)
+            .map(|day| new_item(content(&format!("k{day}"), day, "t")))
+            .collect();
+        store.write_interactions(&items).unwrap();
+        let mailbox = MailboxId::parse("alice@contoso.com").unwrap();
+        let query = ListQuery {
+            mailbox_id: mailbox.clone(),
+            thread_id: String::new(),
+            created_from: None,
+            created_to: None,
+        };
+        let (page, next) = store.list_active(&query, None, 2).unwrap();
+        assert_eq!(page[0].content.client_key, "k5");
+        let (page, _) = store.list_active(&query, next, 10).unwrap();
+        assert_eq!(page.len(), 3);
+        assert_eq!(page[0].content.client_key, "k3");
+
+        let selector = HistorySelector {
+            mailbox_id: mailbox,
+            thread_id: "t".into(),
+            before: Some(Utc.with_ymd_and_hms(2025, 3, 3, 0, 0, 0).unwrap()),
+        };
+        let now = Utc::now();
+        let moved = store
+            .move_to_holds_area(&selector, MoveReason::UserDeleted, now)
+            .unwrap();
+        assert_eq!(moved, 2);
+        let (page, _) = store.list_active(&query, None, 10).unwrap();
+        let keys: Vec<_> = page.iter().map(|i| i.content.client_key.as_str()).collect();
+        assert_eq!(keys, ["k5", "k4", "k3"]);
+        let held = store.get_interaction(items[0].id).unwrap().unwrap();
+        assert_eq!(
+            held.location,
+            holdfast_retention::ItemLocation::HoldsArea {
+                reason: MoveReason::UserDeleted,
+                moved_at: now
+            }
+        );
+    }
 }

@@ -11,10 +11,10 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::keys::{self, *};
-use super::{NewInteraction, Store, StoreError, WriteOutcome};
+use super::{NewInteraction, Store, StoreError, WriteOutcome, RECORD_VERSION};
 use crate::audit::AuditRecord;
 use crate::auth::TokenRecord;
 use crate::domain::{
@@ -26,11 +26,9 @@ type IndexEntry = (Vec<u8>, Vec<u8>);
 
 /// Items moved per write batch by `move_to_holds_area`, so memory stays bounded.
 const MOVE_CHUNK: usize = 10_000;
-/// First byte of every `interactions` value.
-const RECORD_VERSION: u8 = 1;
-
-/// The stored form of an interaction (after the version byte): JSON of this struct.
-#[derive(Serialize, Deserialize)]
+/// The stored form of an interaction (after the version byte): JSON of this struct. It is
+/// written by `NewInteraction::new`, which splices in the canonical encoding of the content.
+#[derive(Deserialize)]
 struct InteractionRecord {
     received_at: DateTime<Utc>,
     content_sha256: String,
@@ -157,17 +155,6 @@ impl RocksStore {
         })
     }
 
-    fn encode_record(item: &NewInteraction) -> Vec<u8> {
-        let record = InteractionRecord {
-            received_at: item.received_at,
-            content_sha256: hex::encode(item.content_sha256),
-            content: item.content.clone(),
-        };
-        let mut bytes = vec![RECORD_VERSION];
-        serde_json::to_writer(&mut bytes, &record).expect("records always serialise");
-        bytes
-    }
-
     fn decode_client_key_value(bytes: &[u8]) -> Result<(InteractionId, [u8; 32]), StoreError> {
         if bytes.len() != 48 {
             return Err(corrupt(CF_CLIENT_KEYS, "value is not 48 bytes"));
@@ -263,7 +250,7 @@ impl Store for RocksStore {
             batch.put_cf(
                 self.cf(CF_INTERACTIONS),
                 keys::interaction_key(item.id),
-                Self::encode_record(item),
+                &item.record,
             );
             batch.put_cf(
                 client_keys_cf,

@@ -304,3 +304,39 @@ async fn unreachable_server_is_a_clear_error() {
     };
     assert!(error.to_string().contains("cannot connect"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_reading_a_users_history_is_audited() {
+    let server = TestServer::start().await;
+    let backend = server.client(INGEST_TOKEN).await;
+    let result = backend
+        .ingest(vec![item("nina@contoso.com", "k")])
+        .await
+        .unwrap();
+    let id = result.results[0].id.clone();
+    // The backend acting for its user: not audited.
+    list_all(&backend, "nina@contoso.com").await;
+    backend.get(&id).await.unwrap();
+    let admin = server.client(ADMIN_TOKEN).await;
+    list_all(&admin, "nina@contoso.com").await;
+    admin.get(&id).await.unwrap();
+    let entries = server
+        .client(AUDITOR_TOKEN)
+        .await
+        .query_audit_log(pb::QueryAuditLogRequest::default())
+        .await
+        .unwrap()
+        .entries;
+    let seen: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("test-admin", "ListInteractions", "nina@contoso.com"),
+            ("test-admin", "GetInteraction", id.as_str()),
+        ]
+    );
+    assert!(!entries[1].parameters_json.contains("prompt of k"));
+}

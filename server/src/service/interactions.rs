@@ -201,7 +201,8 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
-        self.shared
+        let principal = self
+            .shared
             .authorize(&request, "ListInteractions", &[Role::Ingest, Role::Admin])
             .await?;
         let request = request.into_inner();
@@ -224,6 +225,18 @@ impl InteractionService for InteractionApi {
                 ListCursor::decode(token).map_err(|reason| Error::invalid("page_token", reason))?,
             ),
         };
+        if !principal.has_any(&[Role::Ingest]) {
+            // An administrator reading a user's history is a compliance action.
+            self.shared
+                .audit_done(
+                    &principal,
+                    "ListInteractions",
+                    query.mailbox_id.to_string(),
+                    json!({ "thread_id": query.thread_id, "page_token": request.page_token }),
+                    "ok".into(),
+                )
+                .await?;
+        }
         let store = Arc::clone(&self.shared.store);
         let (page, next) = blocking(move || Ok(store.list_active(&query, cursor, limit)?)).await?;
         Ok(Response::new(pb::ListInteractionsResponse {

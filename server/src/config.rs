@@ -83,7 +83,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// Prometheus metrics listen address; `None` disables the endpoint.
+    /// Prometheus metrics listen address; `"off"` in the file (`None`) disables the endpoint.
+    #[serde(with = "optional_address")]
     pub metrics_listen: Option<SocketAddr>,
     /// Refuse to listen on a non-loopback address without TLS unless this is set.
     pub allow_plaintext_non_loopback: bool,
@@ -167,14 +168,8 @@ impl Config {
             config.listen = listen;
         }
         if let Some(metrics) = &flags.metrics_listen {
-            config.metrics_listen = match metrics.as_str() {
-                "off" | "" => None,
-                other => Some(
-                    other
-                        .parse()
-                        .map_err(|_| ConfigError::MetricsAddress(other.to_string()))?,
-                ),
-            };
+            config.metrics_listen = optional_address::parse(metrics)
+                .map_err(|_| ConfigError::MetricsAddress(metrics.clone()))?;
         }
         if let Some(format) = flags.log_format {
             config.log_format = format;
@@ -232,6 +227,41 @@ impl Config {
     }
 }
 
+/// An address that may be `"off"`, since TOML has no null.
+mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(text: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match text {
+            "off" | "" => Ok(None),
+            other => other.parse().map(Some),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(
+        address: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match address {
+            Some(address) => serializer.collect_str(address),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address {text:?} (expected host:port or \"off\")"
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +303,20 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.limits.max_attributes, 3);
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_in_the_file_and_the_config_prints_back() {
+        let config: Config = toml::from_str("metrics_listen = \"off\"\n").unwrap();
+        assert_eq!(config.metrics_listen, None);
+        let printed = toml::to_string(&config).unwrap();
+        assert_eq!(toml::from_str::<Config>(&printed).unwrap(), config);
+        let printed = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(
+            toml::from_str::<Config>(&printed).unwrap(),
+            Config::default()
+        );
+        assert!(toml::from_str::<Config>("metrics_listen = \"nowhere\"\n").is_err());
     }
 
     #[test]

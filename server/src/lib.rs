@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod program;
+pub mod search;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -14,6 +14,7 @@
 //! | `holds_area`        | mailbox 0x00 moved_at µs (8) id (16)             | move reason (JSON)     |
 //! | `audit`             | sequence (8)                                     | audit entry (JSON)     |
 //! | `tokens`            | sha256 of the token (32)                         | token record (JSON)    |
+//! | `index_queue`       | sequence (8)                                     | id (16)                |
 //! | `meta`              | name                                             | value                  |
 
 use crate::domain::{InteractionId, MailboxId};
@@ -26,6 +27,7 @@ pub const CF_LOCATIONS: &str = "locations";
 pub const CF_HOLDS_AREA: &str = "holds_area";
 pub const CF_AUDIT: &str = "audit";
 pub const CF_TOKENS: &str = "tokens";
+pub const CF_INDEX_QUEUE: &str = "index_queue";
 pub const CF_META: &str = "meta";
 
 pub const ALL_CFS: &[&str] = &[
@@ -37,12 +39,15 @@ pub const ALL_CFS: &[&str] = &[
     CF_HOLDS_AREA,
     CF_AUDIT,
     CF_TOKENS,
+    CF_INDEX_QUEUE,
     CF_META,
 ];
 
 /// `meta` key holding the on-disk format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
 pub const FORMAT_VERSION: u32 = 1;
+/// `meta` key holding the last index-queue sequence handed out (the queue itself is trimmed).
+pub const META_INDEX_SEQUENCE: &[u8] = b"index_sequence";
 
 const SEPARATOR: u8 = 0x00;
 
@@ -99,6 +104,10 @@ pub fn split_timed_key(key: &[u8]) -> Option<(i64, InteractionId)> {
     let micros = decode_time(suffix[..8].try_into().ok()?);
     let id = InteractionId::from_bytes(suffix[8..].try_into().ok()?);
     Some((micros, id))
+}
+
+pub fn index_queue_key(sequence: u64) -> [u8; 8] {
+    sequence.to_be_bytes()
 }
 
 pub fn audit_key(sequence: u64) -> [u8; 8] {

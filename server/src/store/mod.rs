@@ -110,6 +110,31 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
+    /// Index work, oldest first: every write that changes what the search index must show
+    /// (a new item, a move) appends `(sequence, id)` in the same atomic write, with sequences
+    /// in commit order. Returns up to `limit` entries with sequence > `after`.
+    fn index_queue_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InteractionId)>, StoreError>;
+    /// Forgets index work up to and including `sequence` (the index committed it).
+    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError>;
+    /// The last sequence handed out (0 when none).
+    fn last_index_sequence(&self) -> u64;
+    /// Up to `limit` interactions in id order, after `after` (exclusive), with locations:
+    /// a full scan, for rebuilding the index.
+    fn scan_interactions(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<StoredInteraction>, StoreError>;
+    /// Several interactions at once, in the order asked; `None` for unknown ids.
+    fn get_interactions(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Option<StoredInteraction>>, StoreError>;
+
     /// The last audit entry, if any.
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError>;
     /// Appends one audit entry durably. The caller assigns sequence and hashes.
@@ -248,5 +273,82 @@ mod tests {
                 moved_at: now
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod index_queue_tests {
+    use chrono::TimeZone;
+    use ulid::Ulid;
+
+    use super::*;
+    use crate::domain::{MailboxId, Model, Safety};
+
+    fn item(client_key: &str) -> NewInteraction {
+        NewInteraction::new(
+            InteractionId(Ulid::new()),
+            Utc::now(),
+            InteractionContent {
+                client_key: client_key.into(),
+                mailbox_id: MailboxId::parse("q@contoso.com").unwrap(),
+                thread_id: String::new(),
+                app: "Word".into(),
+                created_at: Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(),
+                prompt: "p".into(),
+                response: String::new(),
+                model: Model::default(),
+                plugins: Vec::new(),
+                accessed_resources: Vec::new(),
+                contexts: Vec::new(),
+                safety: Safety::default(),
+                sensitivity_label: String::new(),
+                attributes: Default::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn writes_and_moves_queue_index_work_in_order_and_survive_trimming() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let (a, b) = (item("a"), item("b"));
+        {
+            let store = RocksStore::open(&path).unwrap();
+            store.write_interactions(&[a.clone(), b.clone()]).unwrap();
+            // A duplicate queues nothing.
+            store.write_interactions(std::slice::from_ref(&a)).unwrap();
+            let selector = HistorySelector {
+                mailbox_id: MailboxId::parse("q@contoso.com").unwrap(),
+                thread_id: String::new(),
+                before: None,
+            };
+            store
+                .move_to_holds_area(&selector, MoveReason::UserDeleted, Utc::now())
+                .unwrap();
+            let work = store.index_queue_after(0, 100).unwrap();
+            let sequences: Vec<u64> = work.iter().map(|(s, _)| *s).collect();
+            assert_eq!(sequences, [1, 2, 3, 4]);
+            assert_eq!(work[0].1, a.id);
+            assert_eq!(store.index_queue_after(2, 100).unwrap().len(), 2);
+            store.trim_index_queue(4).unwrap();
+            assert!(store.index_queue_after(0, 100).unwrap().is_empty());
+            assert_eq!(store.last_index_sequence(), 4);
+        }
+        // Reopened with an empty queue, sequences go on from where they were.
+        let store = RocksStore::open(&path).unwrap();
+        assert_eq!(store.last_index_sequence(), 4);
+        let c = item("c");
+        store.write_interactions(std::slice::from_ref(&c)).unwrap();
+        assert_eq!(store.index_queue_after(0, 100).unwrap(), [(5, c.id)]);
+
+        let all = store.scan_interactions(None, 10).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(!all[0].location.is_visible_to_user());
+        let rest = store.scan_interactions(Some(all[0].id), 10).unwrap();
+        assert_eq!(rest.len(), 2);
+        let got = store
+            .get_interactions(&[c.id, InteractionId(Ulid::new())])
+            .unwrap();
+        assert!(got[0].is_some() && got[1].is_none());
     }
 }

@@ -40,6 +40,9 @@ pub struct RocksStore {
     sync_write: WriteOptions,
     /// Serialises moves so that two concurrent deletions never move one item twice.
     move_lock: Mutex<()>,
+    /// The last index-queue sequence handed out. Held while a write that appends to the
+    /// queue is built and committed, so that sequences commit in order.
+    index_sequence: Mutex<u64>,
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -99,8 +102,14 @@ impl RocksStore {
             db,
             sync_write,
             move_lock: Mutex::new(()),
+            index_sequence: Mutex::new(0),
         };
         store.check_format_version(path)?;
+        let last = store.load_index_sequence()?;
+        *store
+            .index_sequence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = last;
         Ok(store)
     }
 
@@ -119,6 +128,78 @@ impl RocksStore {
                 found: hex::encode(found),
             }),
         }
+    }
+
+    fn load_index_sequence(&self) -> Result<u64, StoreError> {
+        let recorded = match self.db.get_cf(self.cf(CF_META), META_INDEX_SEQUENCE)? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(CF_META, "index sequence is not 8 bytes"))?,
+            ),
+        };
+        let queued = match self
+            .db
+            .iterator_cf(self.cf(CF_INDEX_QUEUE), IteratorMode::End)
+            .next()
+        {
+            None => 0,
+            Some(entry) => {
+                let (key, _) = entry?;
+                u64::from_be_bytes(
+                    key.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt(CF_INDEX_QUEUE, "key is not 8 bytes"))?,
+                )
+            }
+        };
+        Ok(recorded.max(queued))
+    }
+
+    /// Appends index work for `ids` to `batch`, writes it durably, and only then advances the
+    /// sequence. The sequence lock is held throughout, so sequences commit in order.
+    fn write_with_index_work(
+        &self,
+        mut batch: WriteBatch,
+        ids: &[InteractionId],
+    ) -> Result<(), StoreError> {
+        let mut last = self
+            .index_sequence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut sequence = *last;
+        let queue = self.cf(CF_INDEX_QUEUE);
+        for id in ids {
+            sequence += 1;
+            batch.put_cf(queue, keys::index_queue_key(sequence), id.to_bytes());
+        }
+        if !ids.is_empty() {
+            batch.put_cf(
+                self.cf(CF_META),
+                META_INDEX_SEQUENCE,
+                sequence.to_be_bytes(),
+            );
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        *last = sequence;
+        Ok(())
+    }
+
+    fn locations_of(&self, ids: &[InteractionId]) -> Result<Vec<ItemLocation>, StoreError> {
+        let location_keys: Vec<[u8; 16]> =
+            ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_LOCATIONS), location_keys.iter(), false)
+            .into_iter()
+            .zip(ids)
+            .map(|(found, id)| match found? {
+                None => Ok(ItemLocation::Active),
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
+            })
+            .collect()
     }
 
     fn cf(&self, name: &'static str) -> &ColumnFamily {
@@ -229,6 +310,7 @@ impl Store for RocksStore {
         let mut batch = WriteBatch::default();
         let mut in_this_group: HashMap<&[u8], (InteractionId, [u8; 32])> = HashMap::new();
         let mut outcomes = Vec::with_capacity(items.len());
+        let mut created_ids = Vec::with_capacity(items.len());
         for ((item, lookup_key), existing) in items.iter().zip(&lookup_keys).zip(existing) {
             let earlier = match in_this_group.get(lookup_key.as_slice()) {
                 Some(earlier) => Some(*earlier),
@@ -273,9 +355,10 @@ impl Store for RocksStore {
             }
             in_this_group.insert(lookup_key, (item.id, item.content_sha256));
             outcomes.push(WriteOutcome::Created(item.id));
+            created_ids.push(item.id);
         }
         if !batch.is_empty() {
-            self.db.write_opt(batch, &self.sync_write)?;
+            self.write_with_index_work(batch, &created_ids)?;
         }
         Ok(outcomes)
     }
@@ -405,6 +488,7 @@ impl Store for RocksStore {
             };
             resume_after = Some(last_key.clone());
             let mut batch = WriteBatch::default();
+            let mut moved = Vec::with_capacity(chunk.len());
             for (key, value) in &chunk {
                 let (created, id) = keys::split_timed_key(key)
                     .ok_or_else(|| corrupt("active index", "key too short"))?;
@@ -429,14 +513,114 @@ impl Store for RocksStore {
                     keys::timed_key(&mailbox_prefix, moved_micros, id),
                     &reason_json,
                 );
+                moved.push(id);
             }
-            self.db.write_opt(batch, &self.sync_write)?;
+            self.write_with_index_work(batch, &moved)?;
             num_moved += chunk.len() as u64;
             if chunk.len() < MOVE_CHUNK {
                 break;
             }
         }
         Ok(num_moved)
+    }
+
+    fn index_queue_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InteractionId)>, StoreError> {
+        let start = keys::index_queue_key(after.saturating_add(1));
+        let mut work = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(
+                self.cf(CF_INDEX_QUEUE),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let sequence = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(CF_INDEX_QUEUE, "key is not 8 bytes"))?,
+            );
+            let id: [u8; 16] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_INDEX_QUEUE, "value is not 16 bytes"))?;
+            work.push((sequence, InteractionId::from_bytes(id)));
+        }
+        Ok(work)
+    }
+
+    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError> {
+        let queue = self.cf(CF_INDEX_QUEUE);
+        self.db.delete_range_cf(
+            queue,
+            keys::index_queue_key(0),
+            keys::index_queue_key(sequence.saturating_add(1)),
+        )?;
+        Ok(())
+    }
+
+    fn last_index_sequence(&self) -> u64 {
+        *self
+            .index_sequence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn scan_interactions(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<StoredInteraction>, StoreError> {
+        let start = after.map(|id| [&keys::interaction_key(id)[..], &[0u8]].concat());
+        let mode = match &start {
+            Some(start) => IteratorMode::From(start, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut records = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_INTERACTIONS), mode)
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let id: [u8; 16] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_INTERACTIONS, "key is not 16 bytes"))?;
+            records.push((InteractionId::from_bytes(id), value));
+        }
+        let ids: Vec<InteractionId> = records.iter().map(|(id, _)| *id).collect();
+        let locations = self.locations_of(&ids)?;
+        records
+            .into_iter()
+            .zip(locations)
+            .map(|((id, bytes), location)| Self::decode_record(id, &bytes, location))
+            .collect()
+    }
+
+    fn get_interactions(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Option<StoredInteraction>>, StoreError> {
+        let record_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        let records =
+            self.db
+                .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
+        let locations = self.locations_of(ids)?;
+        records
+            .into_iter()
+            .zip(locations)
+            .zip(ids)
+            .map(|((record, location), id)| match record? {
+                None => Ok(None),
+                Some(bytes) => Self::decode_record(*id, &bytes, location).map(Some),
+            })
+            .collect()
     }
 
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {

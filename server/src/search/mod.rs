@@ -1,5 +1,11 @@
-//! eDiscovery search: text analysis shared by index and queries, and the keyword query
-//! language (KQL). The tantivy index and the search service build on these.
+//! eDiscovery search: text analysis shared by index and queries, the keyword query language
+//! (KQL), the tantivy index derived from the store, and query execution.
 
 pub mod analysis;
+pub mod index;
 pub mod kql;
+pub mod query;
+pub mod schema;
+pub mod searcher;
+#[cfg(test)]
+mod tests;

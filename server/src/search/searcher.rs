@@ -1,0 +1,219 @@
+//! Running a search: scope to mailboxes, exact total, counts per mailbox/app/location, one
+//! sorted page. Pages come from a pinned snapshot of the index so that paging is stable while
+//! ingest goes on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::columnar::StrColumn;
+use tantivy::query::{BooleanQuery, Occur, Query as TantivyQuery, TermSetQuery};
+use tantivy::schema::Value;
+use tantivy::{DocAddress, DocId, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
+
+use super::kql::Query;
+use super::query::{translate, QueryError};
+use super::schema::Fields;
+use crate::domain::{InteractionId, MailboxId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sort {
+    Relevance,
+    Newest,
+    Oldest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: InteractionId,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Results {
+    /// Exact number of matching interactions.
+    pub total: u64,
+    pub hits: Vec<Hit>,
+    pub by_mailbox: BTreeMap<String, u64>,
+    pub by_app: BTreeMap<String, u64>,
+    pub by_location: BTreeMap<String, u64>,
+}
+
+/// Counts matching documents per value of a few string fast fields.
+struct CountsCollector;
+
+struct SegmentCounts {
+    columns: Vec<Option<StrColumn>>,
+    counts: Vec<HashMap<u64, u64>>,
+}
+
+const COUNTED: [&str; 3] = ["mailbox", "app_name", "location"];
+
+impl Collector for CountsCollector {
+    type Fruit = Vec<BTreeMap<String, u64>>;
+    type Child = SegmentCounts;
+
+    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentCounts> {
+        let fast = segment.fast_fields();
+        let columns = COUNTED
+            .iter()
+            .map(|name| fast.str(name))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        Ok(SegmentCounts {
+            counts: vec![HashMap::new(); columns.len()],
+            columns,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Vec<BTreeMap<String, u64>>>,
+    ) -> tantivy::Result<Self::Fruit> {
+        let mut merged = vec![BTreeMap::new(); COUNTED.len()];
+        for fruit in fruits {
+            for (total, part) in merged.iter_mut().zip(fruit) {
+                for (key, count) in part {
+                    *total.entry(key).or_insert(0) += count;
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+impl SegmentCollector for SegmentCounts {
+    type Fruit = Vec<BTreeMap<String, u64>>;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        for (column, counts) in self.columns.iter().zip(self.counts.iter_mut()) {
+            if let Some(column) = column {
+                for ord in column.term_ords(doc) {
+                    *counts.entry(ord).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        self.columns
+            .iter()
+            .zip(self.counts)
+            .map(|(column, counts)| {
+                let mut named = BTreeMap::new();
+                if let Some(column) = column {
+                    for (ord, count) in counts {
+                        let mut name = String::new();
+                        if column.ord_to_str(ord, &mut name).unwrap_or(false) {
+                            named.insert(name, count);
+                        }
+                    }
+                }
+                named
+            })
+            .collect()
+    }
+}
+
+/// Runs `query` over `mailboxes` and returns page `[offset, offset + limit)` in `sort` order.
+pub fn execute(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &Query,
+    mailboxes: &[MailboxId],
+    sort: Sort,
+    offset: usize,
+    limit: usize,
+) -> Result<Results, QueryError> {
+    let scope = TermSetQuery::new(
+        mailboxes
+            .iter()
+            .map(|m| Term::from_field_text(fields.mailbox, m.as_str())),
+    );
+    let full = BooleanQuery::new(vec![
+        (Occur::Must, translate(query, fields, searcher)?),
+        (Occur::Must, Box::new(scope) as Box<dyn TantivyQuery>),
+    ]);
+    let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
+    let (total, counts) = searcher
+        .search(&full, &(Count, CountsCollector))
+        .map_err(index_error)?;
+    let top = TopDocs::with_limit(limit.max(1)).and_offset(offset);
+    let addresses: Vec<(f32, DocAddress)> = match sort {
+        Sort::Relevance => searcher.search(&full, &top).map_err(index_error)?,
+        Sort::Newest | Sort::Oldest => {
+            let order = if sort == Sort::Newest {
+                Order::Desc
+            } else {
+                Order::Asc
+            };
+            searcher
+                .search(&full, &top.order_by_fast_field::<i64>("created", order))
+                .map_err(index_error)?
+                .into_iter()
+                .map(|(_, address)| (0.0, address))
+                .collect()
+        }
+    };
+    let mut hits = Vec::with_capacity(addresses.len());
+    for (score, address) in addresses.into_iter().take(limit) {
+        let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
+        let id = doc
+            .get_first(fields.id)
+            .and_then(|value| value.as_str())
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| QueryError::Index("a document has no valid id".into()))?;
+        hits.push(Hit { id, score });
+    }
+    let mut counts = counts.into_iter();
+    Ok(Results {
+        total: total as u64,
+        hits,
+        by_mailbox: counts.next().unwrap_or_default(),
+        by_app: counts.next().unwrap_or_default(),
+        by_location: counts.next().unwrap_or_default(),
+    })
+}
+
+/// Index snapshots pinned for paging, by id. A snapshot unused for `ttl` is released.
+pub struct Snapshots {
+    ttl: Duration,
+    next_id: AtomicU64,
+    pinned: Mutex<HashMap<u64, (Searcher, Instant)>>,
+}
+
+impl Snapshots {
+    pub fn new(ttl: Duration) -> Snapshots {
+        Snapshots {
+            ttl,
+            next_id: AtomicU64::new(1),
+            pinned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Pins `searcher` and returns its id.
+    pub fn pin(&self, searcher: Searcher) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        pinned.retain(|_, (_, used)| used.elapsed() < ttl);
+        pinned.insert(id, (searcher, Instant::now()));
+        id
+    }
+
+    /// The pinned snapshot `id`, if it has not expired.
+    pub fn get(&self, id: u64) -> Option<Searcher> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        pinned.retain(|_, (_, used)| used.elapsed() < ttl);
+        pinned.get_mut(&id).map(|(searcher, used)| {
+            *used = Instant::now();
+            searcher.clone()
+        })
+    }
+}

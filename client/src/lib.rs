@@ -21,6 +21,7 @@ pub use ingester::{BatchingIngester, IngestSummary, IngesterOptions};
 
 use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;
+use pb::discovery_service_client::DiscoveryServiceClient;
 use pb::interaction_service_client::InteractionServiceClient;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -130,6 +131,7 @@ pub struct HoldfastClient {
     interactions: InteractionServiceClient<Authed>,
     admin: AdminServiceClient<Authed>,
     audit: AuditServiceClient<Authed>,
+    discovery: DiscoveryServiceClient<Authed>,
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
@@ -186,7 +188,9 @@ impl HoldfastClient {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             admin: AdminServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            audit: AuditServiceClient::with_interceptor(channel, auth),
+            audit: AuditServiceClient::with_interceptor(channel.clone(), auth.clone()),
+            discovery: DiscoveryServiceClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(max),
         }
     }
 
@@ -294,6 +298,74 @@ impl HoldfastClient {
             .query_audit_log(request)
             .await?
             .into_inner())
+    }
+
+    pub async fn create_case(
+        &self,
+        request: pb::CreateCaseRequest,
+    ) -> Result<pb::Case, ClientError> {
+        Ok(self
+            .discovery
+            .clone()
+            .create_case(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_case(&self, case_id: &str) -> Result<pb::Case, ClientError> {
+        let request = pb::GetCaseRequest {
+            case_id: case_id.to_string(),
+        };
+        Ok(self.discovery.clone().get_case(request).await?.into_inner())
+    }
+
+    pub async fn list_cases(&self) -> Result<Vec<pb::Case>, ClientError> {
+        Ok(self
+            .discovery
+            .clone()
+            .list_cases(pb::ListCasesRequest {})
+            .await?
+            .into_inner()
+            .cases)
+    }
+
+    pub async fn update_case(
+        &self,
+        request: pb::UpdateCaseRequest,
+    ) -> Result<pb::Case, ClientError> {
+        Ok(self
+            .discovery
+            .clone()
+            .update_case(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn close_case(&self, case_id: &str) -> Result<pb::Case, ClientError> {
+        let request = pb::CloseCaseRequest {
+            case_id: case_id.to_string(),
+        };
+        Ok(self
+            .discovery
+            .clone()
+            .close_case(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn search(
+        &self,
+        request: pb::SearchRequest,
+    ) -> Result<pb::SearchResponse, ClientError> {
+        Ok(self.discovery.clone().search(request).await?.into_inner())
+    }
+
+    /// Streams every matching item, then a trailer.
+    pub async fn export(
+        &self,
+        request: pb::ExportRequest,
+    ) -> Result<tonic::Streaming<pb::ExportMessage>, ClientError> {
+        Ok(self.discovery.clone().export(request).await?.into_inner())
     }
 
     pub async fn verify_audit_log(&self) -> Result<pb::VerifyAuditLogResponse, ClientError> {

@@ -46,6 +46,25 @@ impl Default for Limits {
     }
 }
 
+/// The search index (SPEC §5).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Longest time between an acknowledged write and its index commit, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Ingest waits while more than this many writes are not yet indexed.
+    pub max_lag: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            commit_interval_ms: 500,
+            max_lag: 200_000,
+        }
+    }
+}
+
 /// TLS for the gRPC listener (rustls).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +113,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub tokens: Vec<ConfigToken>,
     pub limits: Limits,
+    pub index: IndexConfig,
 }
 
 impl Default for Config {
@@ -108,6 +128,7 @@ impl Default for Config {
             tls: None,
             tokens: Vec::new(),
             limits: Limits::default(),
+            index: IndexConfig::default(),
         }
     }
 }
@@ -201,6 +222,9 @@ impl Config {
                  to accept that)",
                 self.listen
             ));
+        }
+        if self.index.commit_interval_ms == 0 || self.index.commit_interval_ms > 60_000 {
+            return invalid("index.commit_interval_ms must be within 1..=60000".into());
         }
         if self.max_group_commit_items == 0 {
             return invalid("max_group_commit_items must be at least 1".into());

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cases;
 pub mod config;
 pub mod convert;
 pub mod domain;

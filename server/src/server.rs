@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use holdfast_proto::v1::admin_service_server::AdminServiceServer;
 use holdfast_proto::v1::audit_service_server::AuditServiceServer;
+use holdfast_proto::v1::discovery_service_server::DiscoveryServiceServer;
 use holdfast_proto::v1::interaction_service_server::InteractionServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -20,8 +21,14 @@ use crate::audit::AuditLog;
 use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
 use crate::ingest::GroupCommitter;
-use crate::service::{AdminApi, AuditApi, InteractionApi, Shared};
+use crate::search;
+use crate::search::index::IndexSettings;
+use crate::search::searcher::Snapshots;
+use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, Shared};
 use crate::store::{RocksStore, Store};
+
+/// How long an unused page of search results stays pinned.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
 
 /// How long shutdown waits for the writer to finish queued writes.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,14 +83,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         );
     }
     let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
+    let shutdown = CancellationToken::new();
+    let index_settings = IndexSettings {
+        commit_interval: Duration::from_millis(config.index.commit_interval_ms),
+        max_lag: config.index.max_lag,
+    };
+    // The indexer stops on its own token, after the writer has drained.
+    let indexer_stop = CancellationToken::new();
+    let (index, indexer) = search::index::start(
+        &config.data_dir.join("index"),
+        Arc::clone(&store),
+        index_settings,
+        indexer_stop.clone(),
+    )
+    .context("cannot open the search index")?;
     let (committer, writer) =
         GroupCommitter::start(Arc::clone(&store), config.max_group_commit_items);
-    let shutdown = CancellationToken::new();
     let shared = Arc::new(Shared {
         store,
         tokens,
         audit,
         committer,
+        index,
+        snapshots: Snapshots::new(SNAPSHOT_TTL),
         limits: config.limits.clone(),
         shutdown: shutdown.clone(),
     });
@@ -109,6 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(max_message);
     let admin = AdminServiceServer::new(AdminApi::new(Arc::clone(&shared)));
     let audit_service = AuditServiceServer::new(AuditApi::new(Arc::clone(&shared)));
+    let discovery = DiscoveryServiceServer::new(DiscoveryApi::new(Arc::clone(&shared)))
+        .max_encoding_message_size(64 << 20);
 
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
@@ -127,7 +151,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(reflection)
         .add_service(interactions)
         .add_service(admin)
-        .add_service(audit_service);
+        .add_service(audit_service)
+        .add_service(discovery);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -160,6 +185,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         if joined.is_err() {
             tracing::error!("the ingest writer did not stop in time");
         }
+        // Everything written is queued for the index; the indexer commits what it has.
+        indexer_stop.cancel();
+        let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
         served.context("gRPC server failed")?;
         tracing::info!("holdfast-server stopped");
         Ok(())

@@ -49,7 +49,7 @@ pub fn schema() -> (Schema, Fields) {
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
-        id: builder.add_text_field("id", STRING | STORED),
+        id: builder.add_text_field("id", STRING | STORED | FAST),
         mailbox: builder.add_text_field("mailbox", keyword_fast.clone()),
         thread: builder.add_text_field("thread", STRING),
         app: builder.add_text_field("app", STRING),

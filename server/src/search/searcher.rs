@@ -130,15 +130,7 @@ pub fn execute(
     offset: usize,
     limit: usize,
 ) -> Result<Results, QueryError> {
-    let scope = TermSetQuery::new(
-        mailboxes
-            .iter()
-            .map(|m| Term::from_field_text(fields.mailbox, m.as_str())),
-    );
-    let full = BooleanQuery::new(vec![
-        (Occur::Must, translate(query, fields, searcher)?),
-        (Occur::Must, Box::new(scope) as Box<dyn TantivyQuery>),
-    ]);
+    let full = scoped(searcher, fields, query, mailboxes)?;
     let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
     let (total, counts) = searcher
         .search(&full, &(Count, CountsCollector))
@@ -178,6 +170,88 @@ pub fn execute(
         by_app: counts.next().unwrap_or_default(),
         by_location: counts.next().unwrap_or_default(),
     })
+}
+
+/// Collects the ids of every matching document (for exports), from the `id` fast field.
+struct IdCollector;
+
+struct SegmentIds {
+    column: Option<StrColumn>,
+    ids: Vec<InteractionId>,
+}
+
+impl Collector for IdCollector {
+    type Fruit = Vec<InteractionId>;
+    type Child = SegmentIds;
+
+    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentIds> {
+        Ok(SegmentIds {
+            column: segment.fast_fields().str("id")?,
+            ids: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<InteractionId>>) -> tantivy::Result<Vec<InteractionId>> {
+        Ok(fruits.into_iter().flatten().collect())
+    }
+}
+
+impl SegmentCollector for SegmentIds {
+    type Fruit = Vec<InteractionId>;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        let Some(column) = &self.column else { return };
+        let mut text = String::new();
+        for ord in column.term_ords(doc) {
+            if column.ord_to_str(ord, &mut text).unwrap_or(false) {
+                if let Ok(id) = text.parse() {
+                    self.ids.push(id);
+                }
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<InteractionId> {
+        self.ids
+    }
+}
+
+/// The ids of every item matching `query` over `mailboxes`, sorted: 16 bytes per match, no
+/// content, so that an export can stream them in a stable, resumable order.
+pub fn matching_ids(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &Query,
+    mailboxes: &[MailboxId],
+) -> Result<Vec<InteractionId>, QueryError> {
+    let full = scoped(searcher, fields, query, mailboxes)?;
+    let mut ids = searcher
+        .search(&full, &IdCollector)
+        .map_err(|e| QueryError::Index(e.to_string()))?;
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn scoped(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &Query,
+    mailboxes: &[MailboxId],
+) -> Result<BooleanQuery, QueryError> {
+    let scope = TermSetQuery::new(
+        mailboxes
+            .iter()
+            .map(|m| Term::from_field_text(fields.mailbox, m.as_str())),
+    );
+    Ok(BooleanQuery::new(vec![
+        (Occur::Must, translate(query, fields, searcher)?),
+        (Occur::Must, Box::new(scope) as Box<dyn TantivyQuery>),
+    ]))
 }
 
 /// Index snapshots pinned for paging, by id. A snapshot unused for `ttl` is released.

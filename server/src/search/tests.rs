@@ -487,3 +487,15 @@ fn a_deleted_index_is_rebuilt_with_identical_results() {
     let after: Vec<_> = queries.iter().map(|q| rebuilt.keys(q)).collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn exports_list_every_match_in_id_order() {
+    let h = Harness::new();
+    let searcher = h.index.reader.searcher();
+    let query = kql::parse("budget OR cats OR worst").unwrap();
+    let ids =
+        super::searcher::matching_ids(&searcher, &h.index.fields, &query, &Harness::mailboxes())
+            .unwrap();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}

@@ -71,6 +71,11 @@ impl InteractionApi {
             }
             results.push(result);
         }
+        // Backpressure: wait while the search index is too far behind.
+        self.shared
+            .index
+            .wait_for_capacity(&*self.shared.store, &self.shared.shutdown)
+            .await;
         let outcomes = self.shared.committer.write(valid).await?;
         for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
             let result = &mut results[position];

@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit;
+mod discovery;
 mod interactions;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tonic::{Request, Status};
 
 pub use admin::AdminApi;
 pub use audit::AuditApi;
+pub use discovery::DiscoveryApi;
 pub use interactions::InteractionApi;
 
 use crate::audit::{AuditEvent, AuditLog};
@@ -22,6 +24,8 @@ use crate::auth::{Principal, Role, TokenRegistry};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use crate::search::index::SearchIndex;
+use crate::search::searcher::Snapshots;
 use crate::store::Store;
 
 /// What every service shares.
@@ -30,6 +34,9 @@ pub struct Shared {
     pub tokens: Arc<TokenRegistry>,
     pub audit: Arc<AuditLog>,
     pub committer: GroupCommitter,
+    pub index: Arc<SearchIndex>,
+    /// Index snapshots pinned for paging through search results.
+    pub snapshots: Snapshots,
     pub limits: Limits,
     /// Cancelled when the server begins to shut down: streams stop taking new batches.
     pub shutdown: CancellationToken,

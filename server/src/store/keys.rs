@@ -15,6 +15,7 @@
 //! | `audit`             | sequence (8)                                     | audit entry (JSON)     |
 //! | `tokens`            | sha256 of the token (32)                         | token record (JSON)    |
 //! | `index_queue`       | sequence (8)                                     | id (16)                |
+//! | `cases`             | case id (16)                                     | case record (JSON)     |
 //! | `meta`              | name                                             | value                  |
 
 use crate::domain::{InteractionId, MailboxId};
@@ -28,6 +29,7 @@ pub const CF_HOLDS_AREA: &str = "holds_area";
 pub const CF_AUDIT: &str = "audit";
 pub const CF_TOKENS: &str = "tokens";
 pub const CF_INDEX_QUEUE: &str = "index_queue";
+pub const CF_CASES: &str = "cases";
 pub const CF_META: &str = "meta";
 
 pub const ALL_CFS: &[&str] = &[
@@ -40,6 +42,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_AUDIT,
     CF_TOKENS,
     CF_INDEX_QUEUE,
+    CF_CASES,
     CF_META,
 ];
 

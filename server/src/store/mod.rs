@@ -11,6 +11,7 @@ pub use rocks::RocksStore;
 
 use crate::audit::AuditRecord;
 use crate::auth::TokenRecord;
+use crate::cases::CaseRecord;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
 };
@@ -145,6 +146,10 @@ pub trait Store: Send + Sync + 'static {
         from_sequence: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError>;
+    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError>;
+    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError>;
 
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;

@@ -17,6 +17,7 @@ use super::keys::{self, *};
 use super::{NewInteraction, Store, StoreError, WriteOutcome, RECORD_VERSION};
 use crate::audit::AuditRecord;
 use crate::auth::TokenRecord;
+use crate::cases::CaseRecord;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
 };
@@ -672,6 +673,35 @@ impl Store for RocksStore {
             records.push(record);
         }
         Ok(records)
+    }
+
+    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(case).expect("cases serialise");
+        self.db.put_cf_opt(
+            self.cf(CF_CASES),
+            case.id.to_bytes(),
+            value,
+            &self.sync_write,
+        )?;
+        Ok(())
+    }
+
+    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError> {
+        match self.db.get_cf(self.cf(CF_CASES), id.to_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|error| corrupt(CF_CASES, format!("case {id}: {error}"))),
+        }
+    }
+
+    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        let mut cases = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_CASES), IteratorMode::Start) {
+            let (_, value) = entry?;
+            cases.push(serde_json::from_slice(&value).map_err(|error| corrupt(CF_CASES, error))?);
+        }
+        Ok(cases)
     }
 
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError> {

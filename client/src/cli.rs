@@ -110,12 +110,103 @@ pub enum Command {
         #[arg(long)]
         before: Option<String>,
     },
+    /// eDiscovery cases (ediscovery, ediscovery_admin).
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Search a case's custodians with KQL, e.g. `budget NEAR(5) forecast created>=2025-01-01`.
+    Search {
+        #[arg(long = "case")]
+        case_id: String,
+        /// The KQL query.
+        query: String,
+        /// Only these custodians (repeatable).
+        #[arg(long = "mailbox")]
+        mailboxes: Vec<String>,
+        #[arg(long, value_enum, default_value = "relevance")]
+        sort: SortArg,
+        /// Hits per page (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Export a case's matching items as a BagIt bag; `export verify DIR` checks one.
+    Export(ExportArgs),
     /// Manage bearer tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Read and verify the audit log (auditor, admin).
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaseCommand {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Principal allowed to work in the case (repeatable); you are always one.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// Mailbox the case searches (repeatable).
+        #[arg(long = "custodian")]
+        custodians: Vec<String>,
+    },
+    List,
+    Show {
+        case_id: String,
+    },
+    Update {
+        case_id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long = "add-member")]
+        add_members: Vec<String>,
+        #[arg(long = "remove-member")]
+        remove_members: Vec<String>,
+        #[arg(long = "add-custodian")]
+        add_custodians: Vec<String>,
+        #[arg(long = "remove-custodian")]
+        remove_custodians: Vec<String>,
+    },
+    Close {
+        case_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SortArg {
+    Relevance,
+    Newest,
+    Oldest,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub verify: Option<ExportCommand>,
+    #[arg(long = "case")]
+    pub case_id: Option<String>,
+    /// The KQL query.
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Only these custodians (repeatable).
+    #[arg(long = "mailbox")]
+    pub mailboxes: Vec<String>,
+    /// The bag's directory; an interrupted export in it is resumed.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Checks a bag's digests, size and item count.
+    Verify { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +440,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => {
             let client = cli.connection.connect().await?;
             token_command(client, command, json).await
+        }
+        Command::Case(command) => {
+            let client = cli.connection.connect().await?;
+            case_command(client, command, json).await
+        }
+        Command::Search {
+            case_id,
+            query,
+            mailboxes,
+            sort,
+            limit,
+            page_token,
+        } => {
+            let client = cli.connection.connect().await?;
+            let request = pb::SearchRequest {
+                case_id,
+                query,
+                mailboxes,
+                sort: match sort {
+                    SortArg::Relevance => pb::SearchSort::Relevance,
+                    SortArg::Newest => pb::SearchSort::Newest,
+                    SortArg::Oldest => pb::SearchSort::Oldest,
+                } as i32,
+                page_size: limit,
+                page_token: page_token.unwrap_or_default(),
+            };
+            let response = client.search(request).await?;
+            print_search(&response, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(ExportArgs {
+            verify: Some(ExportCommand::Verify { dir }),
+            ..
+        }) => match crate::bag::verify(&dir) {
+            Ok(count) => {
+                if json {
+                    println!("{}", serde_json::json!({ "valid": true, "items": count }));
+                } else {
+                    println!("bag {} is valid: {count} interactions", dir.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "valid": false, "problem": format!("{error:#}") })
+                    );
+                } else {
+                    println!("bag {} is NOT valid: {error:#}", dir.display());
+                }
+                Ok(ExitCode::from(4))
+            }
+        },
+        Command::Export(args) => {
+            let client = cli.connection.connect().await?;
+            export(client, args, json).await
         }
         Command::Audit(command) => {
             let client = cli.connection.connect().await?;
@@ -782,4 +930,333 @@ async fn audit_command(
             })
         }
     }
+}
+
+fn case_status(status: i32) -> &'static str {
+    match pb::CaseStatus::try_from(status) {
+        Ok(pb::CaseStatus::Open) => "open",
+        Ok(pb::CaseStatus::Closed) => "closed",
+        _ => "unknown",
+    }
+}
+
+fn case_json(case: &pb::Case) -> serde_json::Value {
+    serde_json::json!({
+        "id": case.id,
+        "name": case.name,
+        "description": case.description,
+        "status": case_status(case.status),
+        "members": case.members,
+        "custodians": case.custodians,
+        "created_at": format_time(case.created_at),
+        "created_by": case.created_by,
+        "closed_at": case.closed_at.map(|t| format_time(Some(t))),
+    })
+}
+
+fn print_case(case: &pb::Case, json: bool) {
+    if json {
+        println!("{}", case_json(case));
+        return;
+    }
+    println!("id:          {}", case.id);
+    println!("name:        {}", case.name);
+    if !case.description.is_empty() {
+        println!("description: {}", case.description);
+    }
+    println!("status:      {}", case_status(case.status));
+    println!("members:     {}", case.members.join(", "));
+    println!("custodians:  {}", case.custodians.join(", "));
+    println!(
+        "created:     {} by {}",
+        format_time(case.created_at),
+        case.created_by
+    );
+}
+
+async fn case_command(
+    client: HoldfastClient,
+    command: CaseCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        CaseCommand::Create {
+            name,
+            description,
+            members,
+            custodians,
+        } => {
+            let case = client
+                .create_case(pb::CreateCaseRequest {
+                    name,
+                    description,
+                    members,
+                    custodians,
+                })
+                .await?;
+            print_case(&case, json);
+        }
+        CaseCommand::List => {
+            let cases = client.list_cases().await?;
+            if json {
+                let rows: Vec<_> = cases.iter().map(case_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<26}  {:<7}  {:>10}  NAME", "ID", "STATUS", "CUSTODIANS");
+                for case in &cases {
+                    println!(
+                        "{:<26}  {:<7}  {:>10}  {}",
+                        case.id,
+                        case_status(case.status),
+                        case.custodians.len(),
+                        case.name
+                    );
+                }
+            }
+        }
+        CaseCommand::Show { case_id } => print_case(&client.get_case(&case_id).await?, json),
+        CaseCommand::Update {
+            case_id,
+            name,
+            description,
+            add_members,
+            remove_members,
+            add_custodians,
+            remove_custodians,
+        } => {
+            let case = client
+                .update_case(pb::UpdateCaseRequest {
+                    case_id,
+                    name,
+                    description,
+                    add_members,
+                    remove_members,
+                    add_custodians,
+                    remove_custodians,
+                })
+                .await?;
+            print_case(&case, json);
+        }
+        CaseCommand::Close { case_id } => print_case(&client.close_case(&case_id).await?, json),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A snippet with its highlights marked `[like this]` (or bold on a terminal).
+fn render_snippet(snippet: &pb::Snippet, bold: bool) -> String {
+    let (open, close) = if bold {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("[", "]")
+    };
+    let text = &snippet.text;
+    let mut out = String::new();
+    let mut at = 0usize;
+    for highlight in &snippet.highlights {
+        let (start, end) = (highlight.start as usize, highlight.end as usize);
+        if start < at
+            || end > text.len()
+            || !text.is_char_boundary(start)
+            || !text.is_char_boundary(end)
+        {
+            continue;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(open);
+        out.push_str(&text[start..end]);
+        out.push_str(close);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out.chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect()
+}
+
+fn print_search(response: &pb::SearchResponse, json: bool) {
+    if json {
+        let hits: Vec<_> = response
+            .hits
+            .iter()
+            .map(|hit| {
+                serde_json::json!({
+                    "id": hit.id,
+                    "mailbox_id": hit.mailbox_id,
+                    "thread_id": hit.thread_id,
+                    "app": hit.app,
+                    "created_at": format_time(hit.created_at),
+                    "location": location_name(hit.location),
+                    "score": hit.score,
+                    "snippets": hit.snippets.iter().map(|s| serde_json::json!({
+                        "field": s.field,
+                        "text": s.text,
+                        "highlights": s.highlights.iter().map(|h| [h.start, h.end]).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "total": response.total,
+            "hits": hits,
+            "counts_by_mailbox": response.counts_by_mailbox,
+            "counts_by_app": response.counts_by_app,
+            "counts_by_location": response.counts_by_location,
+            "next_page_token": response.next_page_token,
+        });
+        println!("{value}");
+        return;
+    }
+    let bold = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    println!("{} matching interactions", response.total);
+    let mut counts: Vec<_> = response.counts_by_location.iter().collect();
+    counts.sort();
+    let locations: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if !locations.is_empty() {
+        println!("by location: {}", locations.join(", "));
+    }
+    let mut by_mailbox: Vec<_> = response.counts_by_mailbox.iter().collect();
+    by_mailbox.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mailboxes: Vec<String> = by_mailbox
+        .iter()
+        .take(10)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if !mailboxes.is_empty() {
+        println!("by mailbox: {}", mailboxes.join(", "));
+    }
+    println!();
+    println!(
+        "{:<26}  {:<24}  {:<28}  {:<8}  {:<6}  SNIPPET",
+        "ID", "CREATED", "MAILBOX", "APP", "WHERE"
+    );
+    for hit in &response.hits {
+        let snippet = hit
+            .snippets
+            .first()
+            .map(|s| format!("{}: {}", s.field, render_snippet(s, bold)))
+            .unwrap_or_default();
+        let place = if hit.location == pb::Location::HoldsArea as i32 {
+            "holds"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<26}  {:<24}  {:<28}  {:<8}  {:<6}  {}",
+            hit.id,
+            format_time(hit.created_at),
+            preview(&hit.mailbox_id, 28),
+            preview(&hit.app, 8),
+            place,
+            preview(&snippet, 200)
+        );
+    }
+    if !response.next_page_token.is_empty() {
+        println!("next page: --page-token {}", response.next_page_token);
+    }
+}
+
+async fn export(client: HoldfastClient, args: ExportArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let (Some(case_id), Some(query), Some(out)) = (args.case_id, args.query, args.out) else {
+        bail!("export needs --case, --query and --out (or: export verify DIR)");
+    };
+    if crate::bag::is_complete(&out) {
+        bail!(
+            "{} already holds a finished export; check it with `holdfast export verify`",
+            out.display()
+        );
+    }
+    let case = client.get_case(&case_id).await?;
+    let parameters = match crate::bag::read_parameters(&out)? {
+        Some(existing) => {
+            if existing.case_id != case_id
+                || existing.query != query
+                || existing.mailboxes != args.mailboxes
+            {
+                bail!(
+                    "{} holds an interrupted export of another search (case {}, query {:?}); \
+                     use another --out",
+                    out.display(),
+                    existing.case_id,
+                    existing.query
+                );
+            }
+            existing
+        }
+        None => {
+            if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+                bail!("{} exists and is not empty", out.display());
+            }
+            let parameters = crate::bag::ExportParameters {
+                case_id: case_id.clone(),
+                case_name: case.name.clone(),
+                query: query.clone(),
+                mailboxes: args.mailboxes.clone(),
+                principal: client.who_am_i().await?.name,
+                started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            crate::bag::write_parameters(&out, &parameters)?;
+            parameters
+        }
+    };
+    let (mut payload, after_id, already) = crate::bag::resume_point(&out)?;
+    if already > 0 && !json {
+        eprintln!(
+            "resuming after {already} interactions already in {}",
+            out.display()
+        );
+    }
+    let mut stream = client
+        .export(pb::ExportRequest {
+            case_id: case_id.clone(),
+            query: query.clone(),
+            mailboxes: args.mailboxes.clone(),
+            after_id: after_id.unwrap_or_default(),
+        })
+        .await?;
+    let progress = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {pos} interactions ({per_sec})",
+        )
+        .expect("valid template"),
+    );
+    progress.set_position(already);
+    let mut trailer = None;
+    while let Some(message) = stream.message().await.map_err(crate::ClientError::from)? {
+        match message.message {
+            Some(pb::export_message::Message::Interaction(item)) => {
+                let line = serde_json::to_string(&JsonInteraction::from_stored(item))?;
+                crate::bag::append_line(&mut payload, &line)?;
+                progress.inc(1);
+            }
+            Some(pb::export_message::Message::Trailer(t)) => trailer = Some(t),
+            None => {}
+        }
+    }
+    progress.finish_and_clear();
+    let Some(trailer) = trailer else {
+        bail!("the export ended without its trailer; run the same command again to resume");
+    };
+    payload.sync_all()?;
+    let count = crate::bag::finish(
+        &out,
+        &parameters,
+        &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )?;
+    if already == 0 {
+        let (digest, _) = crate::bag::content_digest(&out)?;
+        if digest != trailer.digest {
+            bail!("the payload's content digest does not match the server's trailer");
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({ "out": out, "items": count }));
+    } else {
+        println!("exported {count} interactions to {} (BagIt)", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

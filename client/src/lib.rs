@@ -1,6 +1,7 @@
 //! holdfast-client: a typed Rust client for holdfast, an interaction builder, a batching
 //! ingest helper whose retries never duplicate, and (in `cli`) the `holdfast` command.
 
+pub mod bag;
 pub mod builder;
 pub mod cli;
 pub mod ingester;
@@ -278,6 +279,15 @@ impl HoldfastClient {
             .await?
             .into_inner()
             .tokens)
+    }
+
+    pub async fn who_am_i(&self) -> Result<pb::TokenInfo, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .who_am_i(pb::WhoAmIRequest {})
+            .await?
+            .into_inner())
     }
 
     pub async fn revoke_token(&self, name: &str) -> Result<(), ClientError> {

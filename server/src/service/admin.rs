@@ -87,6 +87,23 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListTokensResponse { tokens }))
     }
 
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::TokenInfo>, Status> {
+        let everyone = [
+            Role::Ingest,
+            Role::Ediscovery,
+            Role::EdiscoveryAdmin,
+            Role::RetentionAdmin,
+            Role::Purge,
+            Role::Auditor,
+            Role::Admin,
+        ];
+        let principal = self.shared.authorize(&request, "WhoAmI", &everyone).await?;
+        Ok(Response::new(token_info(&principal)))
+    }
+
     async fn revoke_token(
         &self,
         request: Request<pb::RevokeTokenRequest>,

@@ -17,6 +17,8 @@ pub const ADMIN_TOKEN: &str = "hf_test_admin_token";
 pub const INGEST_TOKEN: &str = "hf_test_ingest_token";
 pub const AUDITOR_TOKEN: &str = "hf_test_auditor_token";
 pub const EDISCOVERY_TOKEN: &str = "hf_test_ediscovery_token";
+pub const OTHER_REVIEWER_TOKEN: &str = "hf_test_other_reviewer_token";
+pub const EDISCOVERY_ADMIN_TOKEN: &str = "hf_test_ediscovery_admin_token";
 
 pub fn sha256_hex(text: &str) -> String {
     holdfast_server::auth::hash_token(text)
@@ -61,11 +63,26 @@ roles = ["auditor"]
 name = "reviewer"
 sha256 = "{ediscovery}"
 roles = ["ediscovery"]
+
+[[tokens]]
+name = "other-reviewer"
+sha256 = "{other_reviewer}"
+roles = ["ediscovery"]
+
+[[tokens]]
+name = "ediscovery-admin"
+sha256 = "{ediscovery_admin}"
+roles = ["ediscovery_admin"]
+
+[index]
+commit_interval_ms = 100
 "#,
         admin = sha256_hex(ADMIN_TOKEN),
         ingest = sha256_hex(INGEST_TOKEN),
         auditor = sha256_hex(AUDITOR_TOKEN),
         ediscovery = sha256_hex(EDISCOVERY_TOKEN),
+        other_reviewer = sha256_hex(OTHER_REVIEWER_TOKEN),
+        ediscovery_admin = sha256_hex(EDISCOVERY_ADMIN_TOKEN),
     )
 }
 

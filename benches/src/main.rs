@@ -15,6 +15,9 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
+mod search;
+use search::SearchArgs;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     /// Unary `Ingest` calls.
@@ -24,10 +27,15 @@ enum Mode {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "holdfast-bench",
-    about = "Durable-ingest load generator for holdfast"
-)]
+#[command(name = "holdfast-bench", about = "Load generator for holdfast")]
+enum Bench {
+    /// Durable ingest over gRPC.
+    Ingest(Args),
+    /// Search latency per query shape, and time until a new item is searchable.
+    Search(SearchArgs),
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     #[arg(long, env = "HOLDFAST_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
@@ -166,17 +174,27 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Bench::parse() {
+        Bench::Ingest(args) => ingest(args).await,
+        Bench::Search(args) => search::run(args).await,
+    }
+}
+
+fn read_token(token: &Option<String>, token_file: &std::path::Path) -> anyhow::Result<String> {
+    match token {
+        Some(token) => Ok(token.clone()),
+        None => Ok(std::fs::read_to_string(token_file)
+            .with_context(|| format!("no --token and cannot read {}", token_file.display()))?
+            .trim()
+            .to_string()),
+    }
+}
+
+async fn ingest(args: Args) -> anyhow::Result<()> {
     if args.min_bytes == 0 || args.max_bytes < args.min_bytes {
         bail!("need 0 < --min-bytes <= --max-bytes");
     }
-    let token = match &args.token {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string(&args.token_file)
-            .with_context(|| format!("no --token and cannot read {}", args.token_file.display()))?
-            .trim()
-            .to_string(),
-    };
+    let token = read_token(&args.token, &args.token_file)?;
     let texts = Arc::new(load_texts(&args)?);
     let run_id = args
         .run_id

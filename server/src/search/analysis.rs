@@ -54,6 +54,9 @@ fn is_foldable(c: char) -> bool {
 
 /// Lower-cases and folds accents: `Ünïcödé` → `unicode`, `ß` → `ss`, `ﬁ` → `fi`.
 pub fn normalize(word: &str) -> String {
+    if word.is_ascii() {
+        return word.to_ascii_lowercase();
+    }
     let mut folded = String::with_capacity(word.len());
     let mut after_foldable = false;
     for c in word.chars() {

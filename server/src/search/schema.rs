@@ -14,13 +14,15 @@ use crate::domain::StoredInteraction;
 /// Name under which `WordTokenizer` is registered.
 pub const TOKENIZER: &str = "holdfast_words";
 /// Bumped whenever the schema or the analysis changes: an index of another version is rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Fields {
     /// The interaction id (raw term, for deletes; stored, to find the record).
     pub id: Field,
     pub mailbox: Field,
+    /// `mailbox_key(mailbox)`: a number, so that searches filter by mailbox cheaply.
+    pub mailbox_key: Field,
     pub thread: Field,
     /// Lower-cased application name, for `app:`.
     pub app: Field,
@@ -51,6 +53,7 @@ pub fn schema() -> (Schema, Fields) {
     let fields = Fields {
         id: builder.add_text_field("id", STRING | STORED | FAST),
         mailbox: builder.add_text_field("mailbox", keyword_fast.clone()),
+        mailbox_key: builder.add_u64_field("mailbox_key", NumericOptions::default().set_fast()),
         thread: builder.add_text_field("thread", STRING),
         app: builder.add_text_field("app", STRING),
         app_name: builder.add_text_field("app_name", TextOptions::default().set_fast(None)),
@@ -70,6 +73,13 @@ pub fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// A 64-bit key of a mailbox id (the first 8 bytes of its SHA-256).
+pub fn mailbox_key(mailbox: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(mailbox.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
 pub fn location_term(visible_to_user: bool) -> &'static str {
     if visible_to_user {
         "active"
@@ -85,6 +95,7 @@ pub fn document(fields: &Fields, item: &StoredInteraction) -> TantivyDocument {
     let lower = |text: &str| text.to_lowercase();
     doc.add_text(fields.id, item.id.to_string());
     doc.add_text(fields.mailbox, content.mailbox_id.as_str());
+    doc.add_u64(fields.mailbox_key, mailbox_key(content.mailbox_id.as_str()));
     if !content.thread_id.is_empty() {
         doc.add_text(fields.thread, lower(&content.thread_id));
     }

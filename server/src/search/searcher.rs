@@ -2,16 +2,16 @@
 //! sorted page. Pages come from a pinned snapshot of the index so that paging is stable while
 //! ingest goes on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::collector::{Collector, Count, FilterCollector, SegmentCollector, TopDocs};
 use tantivy::columnar::StrColumn;
-use tantivy::query::{BooleanQuery, Occur, Query as TantivyQuery, TermSetQuery};
 use tantivy::schema::Value;
-use tantivy::{DocAddress, DocId, Order, Score, Searcher, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocAddress, DocId, Order, Score, Searcher, SegmentReader, TantivyDocument};
 
 use super::kql::Query;
 use super::query::{translate, QueryError};
@@ -46,7 +46,8 @@ struct CountsCollector;
 
 struct SegmentCounts {
     columns: Vec<Option<StrColumn>>,
-    counts: Vec<HashMap<u64, u64>>,
+    /// Per column, a count per term ordinal.
+    counts: Vec<Vec<u64>>,
 }
 
 const COUNTED: [&str; 3] = ["mailbox", "app_name", "location"];
@@ -61,10 +62,11 @@ impl Collector for CountsCollector {
             .iter()
             .map(|name| fast.str(name))
             .collect::<tantivy::Result<Vec<_>>>()?;
-        Ok(SegmentCounts {
-            counts: vec![HashMap::new(); columns.len()],
-            columns,
-        })
+        let counts = columns
+            .iter()
+            .map(|column| vec![0; column.as_ref().map_or(0, |c| c.num_terms())])
+            .collect();
+        Ok(SegmentCounts { counts, columns })
     }
 
     fn requires_scoring(&self) -> bool {
@@ -94,7 +96,7 @@ impl SegmentCollector for SegmentCounts {
         for (column, counts) in self.columns.iter().zip(self.counts.iter_mut()) {
             if let Some(column) = column {
                 for ord in column.term_ords(doc) {
-                    *counts.entry(ord).or_insert(0) += 1;
+                    counts[ord as usize] += 1;
                 }
             }
         }
@@ -107,7 +109,8 @@ impl SegmentCollector for SegmentCounts {
             .map(|(column, counts)| {
                 let mut named = BTreeMap::new();
                 if let Some(column) = column {
-                    for (ord, count) in counts {
+                    for (ord, count) in counts.into_iter().enumerate().filter(|(_, c)| *c > 0) {
+                        let ord = ord as u64;
                         let mut name = String::new();
                         if column.ord_to_str(ord, &mut name).unwrap_or(false) {
                             named.insert(name, count);
@@ -130,28 +133,44 @@ pub fn execute(
     offset: usize,
     limit: usize,
 ) -> Result<Results, QueryError> {
-    let full = scoped(searcher, fields, query, mailboxes)?;
+    let query = translate(query, fields, searcher)?;
+    let scope = scope(mailboxes);
     let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
-    let (total, counts) = searcher
-        .search(&full, &(Count, CountsCollector))
-        .map_err(index_error)?;
     let top = TopDocs::with_limit(limit.max(1)).and_offset(offset);
-    let addresses: Vec<(f32, DocAddress)> = match sort {
-        Sort::Relevance => searcher.search(&full, &top).map_err(index_error)?,
-        Sort::Newest | Sort::Oldest => {
-            let order = if sort == Sort::Newest {
-                Order::Desc
-            } else {
-                Order::Asc
-            };
-            searcher
-                .search(&full, &top.order_by_fast_field::<i64>("created", order))
-                .map_err(index_error)?
-                .into_iter()
-                .map(|(_, address)| (0.0, address))
-                .collect()
-        }
-    };
+    let (total, counts, addresses): (usize, Vec<BTreeMap<String, u64>>, Vec<(f32, DocAddress)>) =
+        match sort {
+            Sort::Relevance => {
+                let collector = FilterCollector::new(
+                    "mailbox_key".to_string(),
+                    scope,
+                    (Count, CountsCollector, top),
+                );
+                searcher.search(&query, &collector).map_err(index_error)?
+            }
+            Sort::Newest | Sort::Oldest => {
+                let order = if sort == Sort::Newest {
+                    Order::Desc
+                } else {
+                    Order::Asc
+                };
+                let collector = FilterCollector::new(
+                    "mailbox_key".to_string(),
+                    scope,
+                    (
+                        Count,
+                        CountsCollector,
+                        top.order_by_fast_field::<i64>("created", order),
+                    ),
+                );
+                let (total, counts, top) =
+                    searcher.search(&query, &collector).map_err(index_error)?;
+                (
+                    total,
+                    counts,
+                    top.into_iter().map(|(_, address)| (0.0, address)).collect(),
+                )
+            }
+        };
     let mut hits = Vec::with_capacity(addresses.len());
     for (score, address) in addresses.into_iter().take(limit) {
         let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
@@ -170,6 +189,18 @@ pub fn execute(
         by_app: counts.next().unwrap_or_default(),
         by_location: counts.next().unwrap_or_default(),
     })
+}
+
+/// The predicate that keeps documents of `mailboxes`, on the `mailbox_key` fast field: cost
+/// grows with the hits, not with the size of the mailboxes.
+fn scope(mailboxes: &[MailboxId]) -> impl Fn(u64) -> bool + Clone + Send + Sync + 'static {
+    let keys: Arc<HashSet<u64>> = Arc::new(
+        mailboxes
+            .iter()
+            .map(|m| super::schema::mailbox_key(m.as_str()))
+            .collect(),
+    );
+    move |key| keys.contains(&key)
 }
 
 /// Collects the ids of every matching document (for exports), from the `id` fast field.
@@ -228,30 +259,14 @@ pub fn matching_ids(
     query: &Query,
     mailboxes: &[MailboxId],
 ) -> Result<Vec<InteractionId>, QueryError> {
-    let full = scoped(searcher, fields, query, mailboxes)?;
+    let query = translate(query, fields, searcher)?;
+    let collector = FilterCollector::new("mailbox_key".to_string(), scope(mailboxes), IdCollector);
     let mut ids = searcher
-        .search(&full, &IdCollector)
+        .search(&query, &collector)
         .map_err(|e| QueryError::Index(e.to_string()))?;
     ids.sort();
     ids.dedup();
     Ok(ids)
-}
-
-fn scoped(
-    searcher: &Searcher,
-    fields: &Fields,
-    query: &Query,
-    mailboxes: &[MailboxId],
-) -> Result<BooleanQuery, QueryError> {
-    let scope = TermSetQuery::new(
-        mailboxes
-            .iter()
-            .map(|m| Term::from_field_text(fields.mailbox, m.as_str())),
-    );
-    Ok(BooleanQuery::new(vec![
-        (Occur::Must, translate(query, fields, searcher)?),
-        (Occur::Must, Box::new(scope) as Box<dyn TantivyQuery>),
-    ]))
 }
 
 /// Index snapshots pinned for paging, by id. A snapshot unused for `ttl` is released.

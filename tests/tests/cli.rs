@@ -252,3 +252,65 @@ async fn ingest_with_the_wrong_role_stops_at_once() {
         "one clear error, not one per line"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_and_search_commands() {
+    let server = TestServer::start().await;
+    let lines = vec![line("ria@contoso.com", "a", "2018-03-01T10:00:00Z")];
+    let file = write_jsonl(server.dir.path(), &lines);
+    let output = server.cli(INGEST_TOKEN, &["ingest", "--file", file.to_str().unwrap()]);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+
+    let output = server.cli(
+        EDISCOVERY_TOKEN,
+        &[
+            "--json",
+            "case",
+            "create",
+            "--name",
+            "Review",
+            "--custodian",
+            "ria@contoso.com",
+        ],
+    );
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let case: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let case_id = case["id"].as_str().unwrap().to_string();
+    assert_eq!(case["members"][0], "reviewer");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let output = server.cli(
+            EDISCOVERY_TOKEN,
+            &["--json", "search", "--case", &case_id, "hello"],
+        );
+        assert_eq!(output.code, 0, "{}", output.stderr);
+        let page: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+        if page["total"] == 1 {
+            assert_eq!(page["hits"][0]["location"], "active");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not searchable");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = server.cli(EDISCOVERY_TOKEN, &["search", "--case", &case_id, "hello"]);
+    assert!(
+        output.stdout.contains("1 matching interactions"),
+        "{}",
+        output.stdout
+    );
+    assert!(output.stdout.contains("[hello]"), "{}", output.stdout);
+    let output = server.cli(
+        EDISCOVERY_TOKEN,
+        &["search", "--case", &case_id, "hello AND"],
+    );
+    assert_eq!(output.code, 1);
+    assert!(
+        output.stderr.contains("INVALID_ARGUMENT") && output.stderr.contains("position 9"),
+        "{}",
+        output.stderr
+    );
+    let output = server.cli(EDISCOVERY_TOKEN, &["case", "close", &case_id]);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(output.stdout.contains("closed"), "{}", output.stdout);
+}

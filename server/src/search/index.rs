@@ -27,7 +27,7 @@ const WORK_CHUNK: usize = 2_000;
 /// Interactions scanned at once while rebuilding.
 const REBUILD_CHUNK: usize = 2_000;
 /// Memory of the indexing buffer.
-const WRITER_MEMORY: usize = 128 << 20;
+const WRITER_MEMORY: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

@@ -63,7 +63,7 @@ fn vocabulary(file: &std::path::Path) -> anyhow::Result<(Vec<String>, Vec<String
         .map(|(w, _)| w.clone())
         .collect();
     let mut mailboxes: Vec<(String, u64)> = mailboxes.into_iter().collect();
-    mailboxes.sort_by(|a, b| b.1.cmp(&a.1));
+    mailboxes.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     let mailboxes = mailboxes.into_iter().take(20).map(|(m, _)| m).collect();
     if frequent.len() < 20 || rare.len() < 20 {
         bail!("the corpus sample is too small to pick terms");

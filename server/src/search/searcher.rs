@@ -41,6 +41,9 @@ pub struct Results {
     pub by_location: BTreeMap<String, u64>,
 }
 
+/// Per counted field, the number of matches per value.
+type Counts = Vec<BTreeMap<String, u64>>;
+
 /// Counts matching documents per value of a few string fast fields.
 struct CountsCollector;
 
@@ -137,40 +140,38 @@ pub fn execute(
     let scope = scope(mailboxes);
     let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
     let top = TopDocs::with_limit(limit.max(1)).and_offset(offset);
-    let (total, counts, addresses): (usize, Vec<BTreeMap<String, u64>>, Vec<(f32, DocAddress)>) =
-        match sort {
-            Sort::Relevance => {
-                let collector = FilterCollector::new(
-                    "mailbox_key".to_string(),
-                    scope,
-                    (Count, CountsCollector, top),
-                );
-                searcher.search(&query, &collector).map_err(index_error)?
-            }
-            Sort::Newest | Sort::Oldest => {
-                let order = if sort == Sort::Newest {
-                    Order::Desc
-                } else {
-                    Order::Asc
-                };
-                let collector = FilterCollector::new(
-                    "mailbox_key".to_string(),
-                    scope,
-                    (
-                        Count,
-                        CountsCollector,
-                        top.order_by_fast_field::<i64>("created", order),
-                    ),
-                );
-                let (total, counts, top) =
-                    searcher.search(&query, &collector).map_err(index_error)?;
+    let (total, counts, addresses): (usize, Counts, Vec<(f32, DocAddress)>) = match sort {
+        Sort::Relevance => {
+            let collector = FilterCollector::new(
+                "mailbox_key".to_string(),
+                scope,
+                (Count, CountsCollector, top),
+            );
+            searcher.search(&query, &collector).map_err(index_error)?
+        }
+        Sort::Newest | Sort::Oldest => {
+            let order = if sort == Sort::Newest {
+                Order::Desc
+            } else {
+                Order::Asc
+            };
+            let collector = FilterCollector::new(
+                "mailbox_key".to_string(),
+                scope,
                 (
-                    total,
-                    counts,
-                    top.into_iter().map(|(_, address)| (0.0, address)).collect(),
-                )
-            }
-        };
+                    Count,
+                    CountsCollector,
+                    top.order_by_fast_field::<i64>("created", order),
+                ),
+            );
+            let (total, counts, top) = searcher.search(&query, &collector).map_err(index_error)?;
+            (
+                total,
+                counts,
+                top.into_iter().map(|(_, address)| (0.0, address)).collect(),
+            )
+        }
+    };
     let mut hits = Vec::with_capacity(addresses.len());
     for (score, address) in addresses.into_iter().take(limit) {
         let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;

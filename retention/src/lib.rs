@@ -1,9 +1,13 @@
 //! The pure rules of holdfast's retention: where an item is (`Location`), why it moved
-//! (`MoveReason`), and — with the retention issue — policies, holds and the principles of
-//! retention. No RocksDB, no tonic, no clock: time is always a parameter.
+//! (`MoveReason`), policies and holds (`policy`), and the principles of retention that decide
+//! when an item leaves the user's view and when it may be destroyed (`decide`). No RocksDB,
+//! no tonic, no clock: time is always a parameter.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub mod decide;
+pub mod policy;
 
 /// Where an item lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -60,7 +60,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             commit_interval_ms: 500,
-            max_lag: 200_000,
+            max_lag: 20_000,
         }
     }
 }

@@ -28,6 +28,8 @@ const WORK_CHUNK: usize = 2_000;
 const REBUILD_CHUNK: usize = 2_000;
 /// Memory of the indexing buffer.
 const WRITER_MEMORY: usize = 64 << 20;
+/// Indexing threads (tantivy splits the work between segments).
+const INDEXING_THREADS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -62,7 +64,7 @@ impl Default for IndexSettings {
     fn default() -> Self {
         IndexSettings {
             commit_interval: Duration::from_millis(500),
-            max_lag: 200_000,
+            max_lag: 20_000,
         }
     }
 }
@@ -173,7 +175,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<(Arc<SearchIndex>, IndexerThread), IndexError> {
     let (index, committed) = open_or_create(dir)?;
-    let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+    let writer: IndexWriter = index.writer_with_num_threads(INDEXING_THREADS, WRITER_MEMORY)?;
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)

@@ -24,6 +24,7 @@ use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;
 use pb::discovery_service_client::DiscoveryServiceClient;
 use pb::interaction_service_client::InteractionServiceClient;
+use pb::retention_service_client::RetentionServiceClient;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -133,6 +134,8 @@ pub struct HoldfastClient {
     admin: AdminServiceClient<Authed>,
     audit: AuditServiceClient<Authed>,
     discovery: DiscoveryServiceClient<Authed>,
+    /// Retention policies, holds and explanations.
+    pub retention: RetentionServiceClient<Authed>,
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
@@ -190,8 +193,9 @@ impl HoldfastClient {
                 .max_encoding_message_size(max),
             admin: AdminServiceClient::with_interceptor(channel.clone(), auth.clone()),
             audit: AuditServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            discovery: DiscoveryServiceClient::with_interceptor(channel, auth)
+            discovery: DiscoveryServiceClient::with_interceptor(channel.clone(), auth.clone())
                 .max_decoding_message_size(max),
+            retention: RetentionServiceClient::with_interceptor(channel, auth),
         }
     }
 

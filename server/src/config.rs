@@ -65,6 +65,28 @@ impl Default for IndexConfig {
     }
 }
 
+/// Retention (SPEC §3, §4).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Applies (as retain-then-delete) only to items no policy applies to; 0 = none.
+    pub default_retention_days: u32,
+    /// How long an item stays in the holds area at least, in hours.
+    pub holds_area_minimum_age_hours: u32,
+    /// The delay hold a mailbox gets when a hold is released from it, in days.
+    pub delay_hold_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            default_retention_days: 0,
+            holds_area_minimum_age_hours: 24,
+            delay_hold_days: 30,
+        }
+    }
+}
+
 /// TLS for the gRPC listener (rustls).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +136,7 @@ pub struct Config {
     pub tokens: Vec<ConfigToken>,
     pub limits: Limits,
     pub index: IndexConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -129,6 +152,7 @@ impl Default for Config {
             tokens: Vec::new(),
             limits: Limits::default(),
             index: IndexConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }

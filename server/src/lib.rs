@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod program;
+pub mod retention;
 pub mod search;
 pub mod server;
 pub mod service;

@@ -11,6 +11,7 @@ use holdfast_proto::v1::admin_service_server::AdminServiceServer;
 use holdfast_proto::v1::audit_service_server::AuditServiceServer;
 use holdfast_proto::v1::discovery_service_server::DiscoveryServiceServer;
 use holdfast_proto::v1::interaction_service_server::InteractionServiceServer;
+use holdfast_proto::v1::retention_service_server::RetentionServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +25,7 @@ use crate::ingest::GroupCommitter;
 use crate::search;
 use crate::search::index::IndexSettings;
 use crate::search::searcher::Snapshots;
-use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, Shared};
+use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi, Shared};
 use crate::store::{RocksStore, Store};
 
 /// How long an unused page of search results stays pinned.
@@ -107,6 +108,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         index,
         snapshots: Snapshots::new(SNAPSHOT_TTL),
         limits: config.limits.clone(),
+        retention: config.retention.clone(),
         shutdown: shutdown.clone(),
     });
 
@@ -152,7 +154,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(interactions)
         .add_service(admin)
         .add_service(audit_service)
-        .add_service(discovery);
+        .add_service(discovery)
+        .add_service(RetentionServiceServer::new(RetentionApi::new(Arc::clone(
+            &shared,
+        ))));
 
     let listener = TcpListener::bind(config.listen)
         .await

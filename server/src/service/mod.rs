@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod discovery;
 mod interactions;
+mod retention;
 
 use std::sync::Arc;
 
@@ -18,10 +19,11 @@ pub use admin::AdminApi;
 pub use audit::AuditApi;
 pub use discovery::DiscoveryApi;
 pub use interactions::InteractionApi;
+pub use retention::RetentionApi;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Principal, Role, TokenRegistry};
-use crate::config::Limits;
+use crate::config::{Limits, RetentionConfig};
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
 use crate::search::index::SearchIndex;
@@ -38,6 +40,7 @@ pub struct Shared {
     /// Index snapshots pinned for paging through search results.
     pub snapshots: Snapshots,
     pub limits: Limits,
+    pub retention: RetentionConfig,
     /// Cancelled when the server begins to shut down: streams stop taking new batches.
     pub shutdown: CancellationToken,
 }

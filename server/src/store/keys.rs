@@ -16,6 +16,8 @@
 //! | `tokens`            | sha256 of the token (32)                         | token record (JSON)    |
 //! | `index_queue`       | sequence (8)                                     | id (16)                |
 //! | `cases`             | case id (16)                                     | case record (JSON)     |
+//! | `policies`          | policy id (16)                                   | policy record (JSON)   |
+//! | `holds`             | hold id (16)                                     | hold record (JSON)     |
 //! | `meta`              | name                                             | value                  |
 
 use crate::domain::{InteractionId, MailboxId};
@@ -30,6 +32,8 @@ pub const CF_AUDIT: &str = "audit";
 pub const CF_TOKENS: &str = "tokens";
 pub const CF_INDEX_QUEUE: &str = "index_queue";
 pub const CF_CASES: &str = "cases";
+pub const CF_POLICIES: &str = "policies";
+pub const CF_HOLDS: &str = "holds";
 pub const CF_META: &str = "meta";
 
 pub const ALL_CFS: &[&str] = &[
@@ -43,6 +47,8 @@ pub const ALL_CFS: &[&str] = &[
     CF_TOKENS,
     CF_INDEX_QUEUE,
     CF_CASES,
+    CF_POLICIES,
+    CF_HOLDS,
     CF_META,
 ];
 

@@ -15,6 +15,7 @@ use crate::cases::CaseRecord;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
 };
+use crate::retention::{HoldRecord, PolicyRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -146,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
         from_sequence: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError>;
+    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError>;
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError>;
+    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError>;
 
     fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError>;
     fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError>;

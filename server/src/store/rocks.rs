@@ -21,6 +21,7 @@ use crate::cases::CaseRecord;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
 };
+use crate::retention::{HoldRecord, PolicyRecord};
 
 /// A raw (key, value) pair of an index column family.
 type IndexEntry = (Vec<u8>, Vec<u8>);
@@ -201,6 +202,35 @@ impl RocksStore {
                     .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
             })
             .collect()
+    }
+
+    fn put_json<T: serde::Serialize>(
+        &self,
+        column_family: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("records serialise");
+        self.db
+            .put_cf_opt(self.cf(column_family), key, bytes, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn list_json<T: serde::de::DeserializeOwned>(
+        &self,
+        column_family: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(column_family), IteratorMode::Start)
+        {
+            let (_, value) = entry?;
+            records.push(
+                serde_json::from_slice(&value).map_err(|error| corrupt(column_family, error))?,
+            );
+        }
+        Ok(records)
     }
 
     fn cf(&self, name: &'static str) -> &ColumnFamily {
@@ -673,6 +703,28 @@ impl Store for RocksStore {
             records.push(record);
         }
         Ok(records)
+    }
+
+    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
+        self.put_json(CF_POLICIES, &policy.id.to_bytes(), policy)
+    }
+
+    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_POLICIES), id.to_bytes(), &self.sync_write)?;
+        Ok(())
+    }
+
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.list_json(CF_POLICIES)
+    }
+
+    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError> {
+        self.put_json(CF_HOLDS, &hold.id.to_bytes(), hold)
+    }
+
+    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
+        self.list_json(CF_HOLDS)
     }
 
     fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError> {

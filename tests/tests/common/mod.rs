@@ -19,6 +19,7 @@ pub const AUDITOR_TOKEN: &str = "hf_test_auditor_token";
 pub const EDISCOVERY_TOKEN: &str = "hf_test_ediscovery_token";
 pub const OTHER_REVIEWER_TOKEN: &str = "hf_test_other_reviewer_token";
 pub const EDISCOVERY_ADMIN_TOKEN: &str = "hf_test_ediscovery_admin_token";
+pub const RETENTION_ADMIN_TOKEN: &str = "hf_test_retention_admin_token";
 
 pub fn sha256_hex(text: &str) -> String {
     holdfast_server::auth::hash_token(text)
@@ -74,6 +75,11 @@ name = "ediscovery-admin"
 sha256 = "{ediscovery_admin}"
 roles = ["ediscovery_admin"]
 
+[[tokens]]
+name = "retention-admin"
+sha256 = "{retention_admin}"
+roles = ["retention_admin"]
+
 [index]
 commit_interval_ms = 100
 "#,
@@ -83,6 +89,7 @@ commit_interval_ms = 100
         ediscovery = sha256_hex(EDISCOVERY_TOKEN),
         other_reviewer = sha256_hex(OTHER_REVIEWER_TOKEN),
         ediscovery_admin = sha256_hex(EDISCOVERY_ADMIN_TOKEN),
+        retention_admin = sha256_hex(RETENTION_ADMIN_TOKEN),
     )
 }
 

@@ -314,3 +314,88 @@ async fn case_and_search_commands() {
     assert_eq!(output.code, 0, "{}", output.stderr);
     assert!(output.stdout.contains("closed"), "{}", output.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_hold_and_explain_commands() {
+    let server = TestServer::start().await;
+    let lines = vec![line("sam@contoso.com", "a", "2018-03-01T10:00:00Z")];
+    let file = write_jsonl(server.dir.path(), &lines);
+    server.cli(INGEST_TOKEN, &["ingest", "--file", file.to_str().unwrap()]);
+    let output = server.cli(
+        INGEST_TOKEN,
+        &["--json", "list", "--mailbox", "sam@contoso.com"],
+    );
+    let page: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    let id = page["interactions"][0]["id"].as_str().unwrap().to_string();
+
+    let output = server.cli(
+        RETENTION_ADMIN_TOKEN,
+        &[
+            "--json",
+            "policy",
+            "create",
+            "--name",
+            "keep 7y",
+            "--include",
+            "sam@contoso.com",
+            "--action",
+            "retain-then-delete",
+            "--days",
+            "2555",
+        ],
+    );
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let policy: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(policy["action"], "retain_then_delete");
+    let policy_id = policy["id"].as_str().unwrap().to_string();
+    let output = server.cli(RETENTION_ADMIN_TOKEN, &["policy", "lock", &policy_id]);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    let output = server.cli(RETENTION_ADMIN_TOKEN, &["policy", "delete", &policy_id]);
+    assert_eq!(output.code, 1);
+    assert!(
+        output.stderr.contains("FAILED_PRECONDITION"),
+        "{}",
+        output.stderr
+    );
+    let output = server.cli(
+        RETENTION_ADMIN_TOKEN,
+        &[
+            "policy",
+            "create",
+            "--name",
+            "bad",
+            "--include",
+            "x@y.z",
+            "--action",
+            "delete-only",
+            "--forever",
+        ],
+    );
+    assert_eq!(output.code, 1);
+    assert!(output.stderr.contains("finite"), "{}", output.stderr);
+
+    let output = server.cli(
+        RETENTION_ADMIN_TOKEN,
+        &["hold", "place", "--mailbox", "sam@contoso.com"],
+    );
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(
+        output.stdout.contains("litigation") && output.stdout.contains("forever"),
+        "{}",
+        output.stdout
+    );
+
+    let output = server.cli(RETENTION_ADMIN_TOKEN, &["explain", &id]);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    assert!(
+        output.stdout.contains("retained until: 2025-02-27"),
+        "{}",
+        output.stdout
+    );
+    assert!(output.stdout.contains("held by hold"), "{}", output.stdout);
+    assert!(
+        output.stdout.contains("destroyable now: no"),
+        "{}",
+        output.stdout
+    );
+}

@@ -47,6 +47,15 @@ impl RetentionApi {
         blocking(move || Ok(store.list_holds()?)).await
     }
 
+    async fn hold(&self, id: &str) -> Result<HoldRecord, Error> {
+        let wanted = parse_id("id", id)?;
+        self.holds()
+            .await?
+            .into_iter()
+            .find(|h| h.id == wanted)
+            .ok_or_else(|| Error::NotFound(format!("no hold with id {wanted}")))
+    }
+
     async fn policy(&self, id: &str) -> Result<PolicyRecord, Error> {
         let id = parse_id("id", id)?;
         self.policies()
@@ -448,13 +457,8 @@ impl RetentionService for RetentionApi {
         let id = request.into_inner().id;
         let delay_days = i64::from(self.shared.retention.delay_hold_days);
         let outcome = async {
-            let wanted = parse_id("id", &id)?;
-            let mut hold = self
-                .holds()
-                .await?
-                .into_iter()
-                .find(|h| h.id == wanted)
-                .ok_or_else(|| Error::NotFound(format!("no hold with id {wanted}")))?;
+            let mut hold = self.hold(&id).await?;
+            let wanted = hold.id;
             if hold.released_at.is_some() {
                 return Err(Error::FailedPrecondition(format!(
                     "hold {wanted} is already released"
@@ -508,13 +512,8 @@ impl RetentionService for RetentionApi {
             .await?;
         let id = request.into_inner().id;
         let outcome = async {
-            let wanted = parse_id("id", &id)?;
-            let mut hold = self
-                .holds()
-                .await?
-                .into_iter()
-                .find(|h| h.id == wanted)
-                .ok_or_else(|| Error::NotFound(format!("no hold with id {wanted}")))?;
+            let mut hold = self.hold(&id).await?;
+            let wanted = hold.id;
             if !matches!(hold.kind, HoldKind::Delay { .. }) || hold.released_at.is_some() {
                 return Err(Error::FailedPrecondition(format!(
                     "{wanted} is not an active delay hold"

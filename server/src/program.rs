@@ -17,7 +17,8 @@ pub fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tantivy=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tantivy=warn"));
     match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -205,11 +205,6 @@ impl ListCursor {
     }
 }
 
-/// Upper-case hex of a digest, as shown on the wire.
-pub fn digest_hex(digest: &[u8; 32]) -> String {
-    hex::encode(digest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,12 @@ impl Error {
     }
 }
 
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        Error::Store(error)
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();

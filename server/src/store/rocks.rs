@@ -276,17 +276,6 @@ impl RocksStore {
         Ok((id, digest))
     }
 
-    fn location_of(&self, id: InteractionId) -> Result<ItemLocation, StoreError> {
-        match self
-            .db
-            .get_cf(self.cf(CF_LOCATIONS), keys::interaction_key(id))?
-        {
-            None => Ok(ItemLocation::Active),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
-        }
-    }
-
     /// Collects up to `limit` index keys under `prefix`, from `resume_after` (exclusive) on,
     /// with time < `before` when given.
     fn scan_index_chunk(
@@ -395,14 +384,7 @@ impl Store for RocksStore {
     }
 
     fn get_interaction(&self, id: InteractionId) -> Result<Option<StoredInteraction>, StoreError> {
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(self.cf(CF_INTERACTIONS), keys::interaction_key(id))?
-        else {
-            return Ok(None);
-        };
-        let location = self.location_of(id)?;
-        Self::decode_record(id, &bytes, location).map(Some)
+        Ok(self.get_interactions(&[id])?.pop().flatten())
     }
 
     fn list_active(
@@ -728,14 +710,7 @@ impl Store for RocksStore {
     }
 
     fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(case).expect("cases serialise");
-        self.db.put_cf_opt(
-            self.cf(CF_CASES),
-            case.id.to_bytes(),
-            value,
-            &self.sync_write,
-        )?;
-        Ok(())
+        self.put_json(CF_CASES, &case.id.to_bytes(), case)
     }
 
     fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError> {
@@ -748,19 +723,11 @@ impl Store for RocksStore {
     }
 
     fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError> {
-        let mut cases = Vec::new();
-        for entry in self.db.iterator_cf(self.cf(CF_CASES), IteratorMode::Start) {
-            let (_, value) = entry?;
-            cases.push(serde_json::from_slice(&value).map_err(|error| corrupt(CF_CASES, error))?);
-        }
-        Ok(cases)
+        self.list_json(CF_CASES)
     }
 
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(record).expect("token records serialise");
-        self.db
-            .put_cf_opt(self.cf(CF_TOKENS), token_sha256, value, &self.sync_write)?;
-        Ok(())
+        self.put_json(CF_TOKENS, &token_sha256, record)
     }
 
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError> {

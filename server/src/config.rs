@@ -75,6 +75,10 @@ pub struct RetentionConfig {
     pub holds_area_minimum_age_hours: u32,
     /// The delay hold a mailbox gets when a hold is released from it, in days.
     pub delay_hold_days: u32,
+    /// Seconds between sweeper passes; 0: only on request (`RunSweep`).
+    pub sweep_interval_seconds: u64,
+    /// Most items a purge request moves per mailbox.
+    pub purge_max_per_mailbox: u32,
 }
 
 impl Default for RetentionConfig {
@@ -83,6 +87,8 @@ impl Default for RetentionConfig {
             default_retention_days: 0,
             holds_area_minimum_age_hours: 24,
             delay_hold_days: 30,
+            sweep_interval_seconds: 60,
+            purge_max_per_mailbox: 100,
         }
     }
 }

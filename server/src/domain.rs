@@ -46,7 +46,8 @@ impl fmt::Display for MailboxId {
 }
 
 /// Server-assigned id: a ULID, sortable by receive time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct InteractionId(pub Ulid);
 
 impl InteractionId {

@@ -20,6 +20,7 @@ use crate::config::Limits;
 use crate::convert;
 use crate::domain::InteractionId;
 use crate::error::Error;
+use crate::retention::Rules;
 use crate::store::{NewInteraction, Store, StoreError, WriteOutcome};
 
 /// Batches waiting for the writer; a full queue makes handlers wait (backpressure).
@@ -48,11 +49,15 @@ impl WriterThread {
 }
 
 impl GroupCommitter {
-    pub fn start(store: Arc<dyn Store>, max_group_items: usize) -> (GroupCommitter, WriterThread) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        rules: Arc<Rules>,
+        max_group_items: usize,
+    ) -> (GroupCommitter, WriterThread) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("holdfast-writer".into())
-            .spawn(move || run_writer(store, receiver, max_group_items))
+            .spawn(move || run_writer(store, rules, receiver, max_group_items))
             .expect("can spawn the writer thread");
         (GroupCommitter { sender }, WriterThread(handle))
     }
@@ -76,6 +81,7 @@ impl GroupCommitter {
 
 fn run_writer(
     store: Arc<dyn Store>,
+    rules: Arc<Rules>,
     mut receiver: mpsc::Receiver<WriteJob>,
     max_group_items: usize,
 ) {
@@ -98,7 +104,20 @@ fn run_writer(
             replies.push((job.items.len(), job.reply));
             items.extend(job.items);
         }
-        let result = store.write_interactions(&items);
+        // Each new item is planned (its first due entry) by the policies in force while it is
+        // written; a policy change waits for the write and then re-plans.
+        let result = rules.with_policies(|policies| {
+            for item in &mut items {
+                let content = &item.content;
+                item.first_check = rules.first_check(
+                    policies,
+                    &content.mailbox_id,
+                    &content.app,
+                    content.created_at,
+                );
+            }
+            store.write_interactions(&items)
+        });
         metrics::counter!("holdfast_store_syncs_total").increment(1);
         metrics::histogram!("holdfast_group_commit_items").record(items.len() as f64);
         metrics::histogram!("holdfast_group_commit_requests").record(replies.len() as f64);

@@ -15,6 +15,7 @@ pub mod search;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod sweeper;
 
 pub use config::Config;
 pub use server::{start, RunningServer};

@@ -1,14 +1,21 @@
-//! Stored retention policies and holds, and their conversion into the pure rules of the
-//! `holdfast-retention` crate.
+//! Stored retention policies and holds, their conversion into the pure rules of the
+//! `holdfast-retention` crate, and `Rules`: the policies in force, shared by the ingest writer
+//! (which plans each new item), the services (which change them) and the sweeper.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use holdfast_retention::decide::Settings;
-use holdfast_retention::policy::{Hold, Period, Policy};
+use holdfast_retention::decide::{self, Item, Settings};
+use holdfast_retention::policy::{Hold, Period, Policy, Scope};
+use holdfast_retention::ItemLocation;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::config::RetentionConfig;
-use crate::domain::MailboxId;
+use crate::domain::{InteractionId, MailboxId};
+use crate::store::keys::META_REPLAN;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -19,19 +26,29 @@ pub struct PolicyRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldKind {
     /// Forever (`None`) or N days from each item's `created_at`.
     Litigation { days: Option<u32> },
     /// Nothing in the mailbox is destroyed before `until`.
     Delay { until: DateTime<Utc> },
+    /// An eDiscovery case's hold: the custodians' items that match `query` (KQL, empty: all)
+    /// and were created in `[created_from, created_to)`.
+    Case {
+        case_id: Ulid,
+        name: String,
+        query: String,
+        created_from: Option<DateTime<Utc>>,
+        created_to: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldRecord {
     pub id: Ulid,
-    pub mailbox: MailboxId,
+    /// The mailbox of a litigation or delay hold; a case hold's custodians.
+    pub mailboxes: BTreeSet<MailboxId>,
     pub kind: HoldKind,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
@@ -43,21 +60,54 @@ impl HoldRecord {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.released_at.is_none()
             && match self.kind {
-                HoldKind::Litigation { .. } => true,
+                HoldKind::Litigation { .. } | HoldKind::Case { .. } => true,
                 HoldKind::Delay { until } => now < until,
             }
     }
 
-    /// The pure rule's view of this hold.
+    pub fn is_on(&self, mailbox: &MailboxId) -> bool {
+        self.mailboxes.contains(mailbox)
+    }
+
+    /// Whether a case hold's date range admits an item created at `created_at`. Other holds
+    /// have no range.
+    pub fn admits_created_at(&self, created_at: DateTime<Utc>) -> bool {
+        match &self.kind {
+            HoldKind::Case {
+                created_from,
+                created_to,
+                ..
+            } => {
+                created_from.is_none_or(|from| created_at >= from)
+                    && created_to.is_none_or(|to| created_at < to)
+            }
+            _ => true,
+        }
+    }
+
+    /// A case hold's query, when it has one (then matching needs the search index).
+    pub fn query(&self) -> Option<&str> {
+        match &self.kind {
+            HoldKind::Case { query, .. } if !query.trim().is_empty() => Some(query),
+            _ => None,
+        }
+    }
+
+    /// The pure rule's view of this hold. For a case hold the caller has established that it
+    /// matches the item.
     pub fn to_hold(&self) -> Hold {
-        match self.kind {
+        match &self.kind {
             HoldKind::Litigation { days } => Hold::Litigation {
                 id: self.id.to_string(),
-                days,
+                days: *days,
             },
             HoldKind::Delay { until } => Hold::Delay {
                 id: self.id.to_string(),
-                until,
+                until: *until,
+            },
+            HoldKind::Case { case_id, .. } => Hold::Case {
+                id: self.id.to_string(),
+                case_id: case_id.to_string(),
             },
         }
     }
@@ -68,5 +118,208 @@ pub fn settings(config: &RetentionConfig) -> Settings {
         default_retention: (config.default_retention_days > 0)
             .then_some(Period::Days(config.default_retention_days)),
         holds_area_minimum_age: TimeDelta::hours(i64::from(config.holds_area_minimum_age_hours)),
+    }
+}
+
+/// Which stored items a re-plan looks at: every mailbox, or some.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplanScope {
+    All,
+    Mailboxes(BTreeSet<MailboxId>),
+}
+
+impl ReplanScope {
+    /// The items a policy can affect.
+    pub fn of_policy(policy: &Policy) -> ReplanScope {
+        match &policy.scope {
+            Scope::OrgWide { .. } => ReplanScope::All,
+            Scope::Include(mailboxes) => ReplanScope::Mailboxes(
+                mailboxes
+                    .iter()
+                    .filter_map(|m| MailboxId::parse(m).ok())
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn union(self, other: ReplanScope) -> ReplanScope {
+        match (self, other) {
+            (ReplanScope::Mailboxes(mut a), ReplanScope::Mailboxes(b)) => {
+                a.extend(b);
+                ReplanScope::Mailboxes(a)
+            }
+            _ => ReplanScope::All,
+        }
+    }
+
+    pub fn contains(&self, mailbox: &MailboxId) -> bool {
+        match self {
+            ReplanScope::All => true,
+            ReplanScope::Mailboxes(mailboxes) => mailboxes.contains(mailbox),
+        }
+    }
+}
+
+/// A pending re-plan, persisted in `meta` so that it resumes after a restart. A new request
+/// widens the scope and starts the scan over (`generation` tells the sweeper its cursor is
+/// stale).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplanJob {
+    pub generation: u64,
+    pub scope: ReplanScope,
+    pub after: Option<InteractionId>,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The policies in force and the locks that order retention work.
+pub struct Rules {
+    store: Arc<dyn Store>,
+    policies: RwLock<Arc<Vec<Policy>>>,
+    pub settings: Settings,
+    /// Held while a hold is placed and while the sweeper re-checks holds and destroys, so a
+    /// hold placed at the same moment is either seen or placed after the destruction.
+    pub holds_guard: Mutex<()>,
+    replan_guard: Mutex<()>,
+}
+
+impl Rules {
+    pub fn load(store: Arc<dyn Store>, config: &RetentionConfig) -> Result<Rules, StoreError> {
+        let policies = store
+            .list_policies()?
+            .into_iter()
+            .map(|r| r.policy)
+            .collect();
+        let rules = Rules {
+            store,
+            policies: RwLock::new(Arc::new(policies)),
+            settings: settings(config),
+            holds_guard: Mutex::new(()),
+            replan_guard: Mutex::new(()),
+        };
+        // Items were planned with the settings of their time: re-plan if they changed.
+        let recorded = rules.store.get_meta(b"retention_settings")?;
+        let current = serde_json::to_vec(config).expect("config serialises");
+        if recorded.as_deref() != Some(current.as_slice()) {
+            if recorded.is_some() {
+                tracing::info!("retention settings changed since the last start: re-planning");
+                rules.request_replan(ReplanScope::All, Utc::now())?;
+            }
+            rules
+                .store
+                .put_meta(b"retention_settings", Some(&current))?;
+        }
+        Ok(rules)
+    }
+
+    /// The policies in force now.
+    pub fn policies(&self) -> Arc<Vec<Policy>> {
+        Arc::clone(&self.policies.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `write` (which stores new items) while no policy can change, with the policies
+    /// it must plan them by.
+    pub fn with_policies<T>(&self, write: impl FnOnce(&[Policy]) -> T) -> T {
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        write(&policies)
+    }
+
+    /// When an item just written should first be looked at: its `delete_at`.
+    pub fn first_check(
+        &self,
+        policies: &[Policy],
+        mailbox: &MailboxId,
+        app: &str,
+        created_at: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let item = Item {
+            mailbox: mailbox.as_str(),
+            app,
+            created_at,
+            location: ItemLocation::Active,
+        };
+        decide::decide(&item, policies, &[], &self.settings, created_at).delete_at
+    }
+
+    /// Stores a policy change and puts it in force. Ingest waits meanwhile, so every item is
+    /// planned either by the old policies and then re-planned, or by the new ones. The
+    /// re-plan is requested first: a crash in between only costs a needless re-plan.
+    pub fn change_policies<T>(
+        &self,
+        scope: ReplanScope,
+        now: DateTime<Utc>,
+        change: impl FnOnce(&dyn Store) -> Result<T, crate::error::Error>,
+    ) -> Result<T, crate::error::Error> {
+        let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+        self.request_replan(scope, now)?;
+        let result = change(self.store.as_ref())?;
+        *policies = Arc::new(
+            self.store
+                .list_policies()?
+                .into_iter()
+                .map(|r| r.policy)
+                .collect(),
+        );
+        Ok(result)
+    }
+
+    /// Asks the sweeper to re-plan the items in `scope` (in the background, resumably).
+    pub fn request_replan(&self, scope: ReplanScope, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
+        let job = match self.replan_job_unlocked()? {
+            None => ReplanJob {
+                generation: 1,
+                scope,
+                after: None,
+                requested_at: now,
+            },
+            Some(pending) => ReplanJob {
+                generation: pending.generation + 1,
+                scope: pending.scope.union(scope),
+                after: None,
+                requested_at: now,
+            },
+        };
+        let bytes = serde_json::to_vec(&job).expect("jobs serialise");
+        self.store.put_meta(META_REPLAN, Some(&bytes))
+    }
+
+    pub fn replan_job(&self) -> Result<Option<ReplanJob>, StoreError> {
+        let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
+        self.replan_job_unlocked()
+    }
+
+    fn replan_job_unlocked(&self) -> Result<Option<ReplanJob>, StoreError> {
+        match self.store.get_meta(META_REPLAN)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|error| StoreError::Corrupt {
+                        column_family: "meta",
+                        reason: format!("re-plan job: {error}"),
+                    })
+            }
+        }
+    }
+
+    /// Records progress of re-plan `generation` (`None`: finished), unless a newer request
+    /// replaced it meanwhile.
+    pub fn replan_progress(
+        &self,
+        generation: u64,
+        after: Option<InteractionId>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
+        match self.replan_job_unlocked()? {
+            Some(mut job) if job.generation == generation => match after {
+                None => self.store.put_meta(META_REPLAN, None),
+                Some(after) => {
+                    job.after = Some(after);
+                    let bytes = serde_json::to_vec(&job).expect("jobs serialise");
+                    self.store.put_meta(META_REPLAN, Some(&bytes))
+                }
+            },
+            _ => Ok(()),
+        }
     }
 }

@@ -22,11 +22,13 @@ use crate::audit::AuditLog;
 use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
 use crate::ingest::GroupCommitter;
+use crate::retention::Rules;
 use crate::search;
 use crate::search::index::IndexSettings;
 use crate::search::searcher::Snapshots;
 use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi, Shared};
 use crate::store::{RocksStore, Store};
+use crate::sweeper::{self, Sweeper};
 
 /// How long an unused page of search results stays pinned.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
@@ -98,8 +100,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         indexer_stop.clone(),
     )
     .context("cannot open the search index")?;
-    let (committer, writer) =
-        GroupCommitter::start(Arc::clone(&store), config.max_group_commit_items);
+    let rules = Arc::new(
+        Rules::load(Arc::clone(&store), &config.retention)
+            .context("cannot load retention policies")?,
+    );
+    let (committer, writer) = GroupCommitter::start(
+        Arc::clone(&store),
+        Arc::clone(&rules),
+        config.max_group_commit_items,
+    );
+    let sweep_interval = Duration::from_secs(config.retention.sweep_interval_seconds);
+    let sweeper = Arc::new(Sweeper::new(
+        Arc::clone(&store),
+        Arc::clone(&rules),
+        Arc::clone(&index),
+        Arc::clone(&audit),
+        sweep_interval,
+    ));
+    let (sweep_requests, sweeper_thread) = sweeper::start(Arc::clone(&sweeper), sweep_interval);
     let shared = Arc::new(Shared {
         store,
         tokens,
@@ -109,6 +127,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         snapshots: Snapshots::new(SNAPSHOT_TTL),
         limits: config.limits.clone(),
         retention: config.retention.clone(),
+        rules,
+        sweeper,
+        sweep_requests,
         shutdown: shutdown.clone(),
     });
 
@@ -190,6 +211,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         if joined.is_err() {
             tracing::error!("the ingest writer did not stop in time");
         }
+        // The sweeper stops once its request channel is gone (it finishes a pass first; every
+        // step it writes is atomic, so stopping between steps loses nothing).
+        let _ = tokio::task::spawn_blocking(move || sweeper_thread.join()).await;
         // Everything written is queued for the index; the indexer commits what it has.
         indexer_stop.cancel();
         let _ = tokio::task::spawn_blocking(move || indexer.join()).await;

@@ -191,7 +191,15 @@ async fn search_finds_active_and_holds_area_items_and_is_audited() {
 
     let reviewer = server.client(EDISCOVERY_TOKEN).await;
     let case = open_case(&reviewer, &["alice@contoso.com", "bob@contoso.com"]).await;
-    let response = search_until(&reviewer, &case, "budget", 3).await;
+    // The moves are indexed shortly after the items themselves: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let response = search_until(&reviewer, &case, "budget", 3).await;
+        if response.counts_by_location.get("holds") == Some(&2) || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(response.counts_by_mailbox["alice@contoso.com"], 2);
     assert_eq!(response.counts_by_location["holds"], 2);
     assert_eq!(response.counts_by_location["active"], 1);

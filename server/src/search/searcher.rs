@@ -307,3 +307,40 @@ impl Snapshots {
         })
     }
 }
+
+/// Which of `ids` are in the index at all, and which of those match `query` (every present
+/// one when `query` is `None`). Case holds use this so that hold matching is exactly search
+/// matching; an id missing from the index (not yet indexed, or during a rebuild) cannot be
+/// shown not to match, and callers treat it as held.
+pub fn present_and_matching(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: Option<&Query>,
+    ids: &[InteractionId],
+) -> Result<(HashSet<InteractionId>, HashSet<InteractionId>), QueryError> {
+    use tantivy::query::{BooleanQuery, Occur, TermSetQuery};
+    let id_query = || {
+        TermSetQuery::new(
+            ids.iter()
+                .map(|id| tantivy::Term::from_field_text(fields.id, &id.to_string())),
+        )
+    };
+    let run = |query: &dyn tantivy::query::Query| {
+        searcher
+            .search(query, &IdCollector)
+            .map(|found| found.into_iter().collect::<HashSet<_>>())
+            .map_err(|e| QueryError::Index(e.to_string()))
+    };
+    let present = run(&id_query())?;
+    let matching = match query {
+        None => present.clone(),
+        Some(query) => {
+            let translated = translate(query, fields, searcher)?;
+            run(&BooleanQuery::new(vec![
+                (Occur::Must, Box::new(id_query())),
+                (Occur::Must, translated),
+            ]))?
+        }
+    };
+    Ok((present, matching))
+}

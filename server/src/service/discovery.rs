@@ -18,11 +18,13 @@ use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
+use crate::retention::{HoldKind, HoldRecord};
 use crate::search::kql::{self, TextField};
 use crate::search::query::{Highlighter, QueryError};
 use crate::search::searcher::{self, Sort};
 
 const ROLES: &[Role] = &[Role::Ediscovery, Role::EdiscoveryAdmin];
+const PURGE: &[Role] = &[Role::Purge];
 /// Items an export reads from the store at once.
 const EXPORT_CHUNK: usize = 256;
 
@@ -49,6 +51,54 @@ impl DiscoveryApi {
             )));
         }
         Ok(case)
+    }
+
+    async fn case_holds(
+        &self,
+        case_id: Ulid,
+        include_released: bool,
+    ) -> Result<Vec<HoldRecord>, Error> {
+        let store = Arc::clone(&self.shared.store);
+        let at = now();
+        let holds = blocking(move || Ok(store.list_holds()?)).await?;
+        Ok(holds
+            .into_iter()
+            .filter(|h| matches!(&h.kind, HoldKind::Case { case_id: c, .. } if *c == case_id))
+            .filter(|h| include_released || h.is_active(at))
+            .collect())
+    }
+
+    /// How many stored items a case hold covers now, by the search index.
+    async fn items_held(&self, hold: &HoldRecord) -> Result<u64, Error> {
+        let HoldKind::Case {
+            query,
+            created_from,
+            created_to,
+            ..
+        } = &hold.kind
+        else {
+            return Ok(0);
+        };
+        let mut parts = Vec::new();
+        if !query.trim().is_empty() {
+            parts.push(parse_query(query)?);
+        }
+        if created_from.is_some() || created_to.is_some() {
+            parts.push(kql::Query::Created {
+                from: created_from.map(|t| t.timestamp_micros()),
+                to: created_to.map(|t| t.timestamp_micros()),
+            });
+        }
+        let query = kql::Query::And(parts);
+        let mailboxes: Vec<MailboxId> = hold.mailboxes.iter().cloned().collect();
+        let index = Arc::clone(&self.shared.index);
+        blocking(move || {
+            let searcher = index.reader.searcher();
+            let ids = searcher::matching_ids(&searcher, &index.fields, &query, &mailboxes)
+                .map_err(query_error)?;
+            Ok(ids.len() as u64)
+        })
+        .await
     }
 
     async fn save_case(&self, case: CaseRecord) -> Result<CaseRecord, Error> {
@@ -294,6 +344,24 @@ impl DiscoveryService for DiscoveryApi {
             .load_case(&principal, &request.get_ref().case_id)
             .await?;
         case.require_open()?;
+        let case_id = case.id;
+        let holds = self.case_holds(case_id, false).await?;
+        if !holds.is_empty() {
+            let error = Error::FailedPrecondition(format!(
+                "case {case_id} has {} active hold(s); release them before closing it",
+                holds.len()
+            ));
+            self.shared
+                .audit_done(
+                    &principal,
+                    "CloseCase",
+                    case_id.to_string(),
+                    json!({}),
+                    format!("refused: {error}"),
+                )
+                .await?;
+            return Err(error.into());
+        }
         case.status = CaseStatus::Closed;
         case.closed_at = Some(now());
         let case = self.save_case(case).await?;
@@ -504,5 +572,235 @@ impl DiscoveryService for DiscoveryApi {
             let _ = sender.blocking_send(Ok(trailer));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn place_case_hold(
+        &self,
+        request: Request<pb::PlaceCaseHoldRequest>,
+    ) -> Result<Response<pb::HoldInfo>, Status> {
+        let principal = self
+            .shared
+            .authorize(&request, "PlaceCaseHold", ROLES)
+            .await?;
+        let request = request.into_inner();
+        let parameters = json!({ "name": request.name, "custodians": request.custodians,
+            "query": request.query, "created_from": request.created_from.map(|t| t.seconds),
+            "created_to": request.created_to.map(|t| t.seconds) });
+        let outcome = async {
+            let case = self.load_case(&principal, &request.case_id).await?;
+            case.require_open()?;
+            cases::validate_name(&request.name)?;
+            let custodians = case.search_scope(&request.custodians)?;
+            if !request.query.trim().is_empty() {
+                parse_query(&request.query)?;
+            }
+            let created_from = request
+                .created_from
+                .map(|t| convert::timestamp_to_time("created_from", &t))
+                .transpose()?;
+            let created_to = request
+                .created_to
+                .map(|t| convert::timestamp_to_time("created_to", &t))
+                .transpose()?;
+            if let (Some(from), Some(to)) = (created_from, created_to) {
+                if from >= to {
+                    return Err(Error::invalid("created_to", "must be after created_from"));
+                }
+            }
+            let record = HoldRecord {
+                id: Ulid::new(),
+                mailboxes: custodians.into_iter().collect(),
+                kind: HoldKind::Case {
+                    case_id: case.id,
+                    name: request.name.clone(),
+                    query: request.query.clone(),
+                    created_from,
+                    created_to,
+                },
+                created_at: now(),
+                created_by: principal.name.clone(),
+                released_at: None,
+                released_by: None,
+            };
+            super::retention::save_hold(&self.shared, record).await
+        }
+        .await;
+        let result = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(error) => format!("refused: {error}"),
+        };
+        self.shared
+            .audit_done(
+                &principal,
+                "PlaceCaseHold",
+                request.case_id.clone(),
+                parameters,
+                result,
+            )
+            .await?;
+        let record = outcome?;
+        let mut info = super::retention::hold_to_proto(&record);
+        info.items_held = self.items_held(&record).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_case_holds(
+        &self,
+        request: Request<pb::ListCaseHoldsRequest>,
+    ) -> Result<Response<pb::ListHoldsResponse>, Status> {
+        let principal = self
+            .shared
+            .authorize(&request, "ListCaseHolds", ROLES)
+            .await?;
+        let request = request.into_inner();
+        let case = self.load_case(&principal, &request.case_id).await?;
+        let mut holds = Vec::new();
+        for record in self.case_holds(case.id, request.include_released).await? {
+            let mut info = super::retention::hold_to_proto(&record);
+            if record.released_at.is_none() {
+                info.items_held = self.items_held(&record).await?;
+            }
+            holds.push(info);
+        }
+        Ok(Response::new(pb::ListHoldsResponse { holds }))
+    }
+
+    async fn release_case_hold(
+        &self,
+        request: Request<pb::ReleaseCaseHoldRequest>,
+    ) -> Result<Response<pb::HoldInfo>, Status> {
+        let principal = self
+            .shared
+            .authorize(&request, "ReleaseCaseHold", ROLES)
+            .await?;
+        let request = request.into_inner();
+        let outcome = async {
+            let case = self.load_case(&principal, &request.case_id).await?;
+            let wanted = Ulid::from_string(&request.hold_id)
+                .map_err(|_| Error::invalid("hold_id", "not a hold id (26-character ULID)"))?;
+            let hold = self
+                .case_holds(case.id, true)
+                .await?
+                .into_iter()
+                .find(|h| h.id == wanted)
+                .ok_or_else(|| Error::NotFound(format!("case {} has no hold {wanted}", case.id)))?;
+            super::retention::release_with_delay(&self.shared, hold, &principal).await
+        }
+        .await;
+        let result = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(error) => format!("refused: {error}"),
+        };
+        self.shared
+            .audit_done(
+                &principal,
+                "ReleaseCaseHold",
+                request.hold_id.clone(),
+                json!({ "case_id": request.case_id,
+                        "delay_hold_days": self.shared.retention.delay_hold_days }),
+                result,
+            )
+            .await?;
+        Ok(Response::new(super::retention::hold_to_proto(&outcome?)))
+    }
+
+    async fn purge(
+        &self,
+        request: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeResponse>, Status> {
+        let principal = self.shared.authorize(&request, "Purge", PURGE).await?;
+        let request = request.into_inner();
+        let cap = self.shared.retention.purge_max_per_mailbox as usize;
+        let outcome = async {
+            let case = self.load_case(&principal, &request.case_id).await?;
+            case.require_open()?;
+            if request.query.trim().is_empty() {
+                return Err(Error::invalid(
+                    "query",
+                    "a purge needs a query (it never selects every item)",
+                ));
+            }
+            let query = parse_query(&request.query)?;
+            let mailboxes = case.search_scope(&request.mailboxes)?;
+            let index = Arc::clone(&self.shared.index);
+            let store = Arc::clone(&self.shared.store);
+            let dry_run = request.dry_run;
+            blocking(move || {
+                let searcher = index.reader.searcher();
+                let ids = searcher::matching_ids(&searcher, &index.fields, &query, &mailboxes)
+                    .map_err(query_error)?;
+                // Only ACTIVE items move; oldest first (ids sort by time), up to the cap.
+                let mut by_mailbox: std::collections::BTreeMap<MailboxId, Vec<InteractionId>> =
+                    Default::default();
+                for chunk in ids.chunks(10_000) {
+                    for item in store.planned_items(chunk)?.into_iter().flatten() {
+                        if item.location.is_visible_to_user() {
+                            by_mailbox
+                                .entry(item.facts.mailbox)
+                                .or_default()
+                                .push(item.id);
+                        }
+                    }
+                }
+                let mut response = pb::PurgeResponse {
+                    dry_run,
+                    max_per_mailbox: cap as u32,
+                    ..Default::default()
+                };
+                for (mailbox, matched) in by_mailbox {
+                    let selected: Vec<InteractionId> = matched.iter().take(cap).copied().collect();
+                    let moved = if dry_run {
+                        0
+                    } else {
+                        store
+                            .move_ids_to_holds_area(
+                                &selected,
+                                holdfast_retention::MoveReason::PurgeRequested,
+                                now(),
+                            )?
+                            .len() as u64
+                    };
+                    response
+                        .ids
+                        .extend(selected.iter().map(ToString::to_string));
+                    response.mailboxes.push(pb::PurgeMailboxResult {
+                        mailbox_id: mailbox.to_string(),
+                        matched: matched.len() as u64,
+                        selected: selected.len() as u64,
+                        moved,
+                        capped: matched.len() > cap,
+                    });
+                }
+                Ok(response)
+            })
+            .await
+        }
+        .await;
+        let (result, ids) = match &outcome {
+            Ok(response) => (
+                format!(
+                    "ok: {} item(s) {}",
+                    response.ids.len(),
+                    if response.dry_run {
+                        "selected (dry run)"
+                    } else {
+                        "moved to the holds area"
+                    }
+                ),
+                response.ids.clone(),
+            ),
+            Err(error) => (format!("refused: {error}"), Vec::new()),
+        };
+        self.shared
+            .audit_done(
+                &principal,
+                "Purge",
+                request.case_id.clone(),
+                json!({ "query": request.query, "mailboxes": request.mailboxes,
+                        "dry_run": request.dry_run, "max_per_mailbox": cap, "ids": ids }),
+                result,
+            )
+            .await?;
+        Ok(Response::new(outcome?))
     }
 }

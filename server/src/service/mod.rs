@@ -26,9 +26,11 @@ use crate::auth::{Principal, Role, TokenRegistry};
 use crate::config::{Limits, RetentionConfig};
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use crate::retention::Rules;
 use crate::search::index::SearchIndex;
 use crate::search::searcher::Snapshots;
 use crate::store::Store;
+use crate::sweeper::{SweepRequest, Sweeper};
 
 /// What every service shares.
 pub struct Shared {
@@ -41,6 +43,10 @@ pub struct Shared {
     pub snapshots: Snapshots,
     pub limits: Limits,
     pub retention: RetentionConfig,
+    pub rules: Arc<Rules>,
+    pub sweeper: Arc<Sweeper>,
+    /// Asks the sweeper thread for a pass now.
+    pub sweep_requests: std::sync::mpsc::SyncSender<SweepRequest>,
     /// Cancelled when the server begins to shut down: streams stop taking new batches.
     pub shutdown: CancellationToken,
 }

@@ -9,6 +9,7 @@ use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::retention_service_server::RetentionService;
 use holdfast_retention::decide::{self, Item, Reason, RetainUntil};
 use holdfast_retention::policy::{Action, Period, Policy, PolicyError, Scope};
+use holdfast_retention::ItemLocation;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
@@ -18,9 +19,10 @@ use crate::auth::{Principal, Role};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
-use crate::retention::{self, HoldKind, HoldRecord, PolicyRecord};
+use crate::retention::{HoldKind, HoldRecord, PolicyRecord, ReplanScope};
 
 const ADMIN: &[Role] = &[Role::RetentionAdmin];
+const DISPOSITIONS: &[Role] = &[Role::RetentionAdmin, Role::Auditor, Role::Admin];
 const EXPLAIN: &[Role] = &[
     Role::RetentionAdmin,
     Role::EdiscoveryAdmin,
@@ -65,9 +67,12 @@ impl RetentionApi {
             .ok_or_else(|| Error::NotFound(format!("no policy with id {id}")))
     }
 
-    async fn save_policy(&self, record: PolicyRecord) -> Result<PolicyRecord, Error> {
-        let store = Arc::clone(&self.shared.store);
-        blocking(move || {
+    async fn save_policy(
+        &self,
+        record: PolicyRecord,
+        scope: ReplanScope,
+    ) -> Result<PolicyRecord, Error> {
+        self.change_policy(scope, move |store| {
             store.put_policy(&record)?;
             Ok(record)
         })
@@ -75,12 +80,17 @@ impl RetentionApi {
     }
 
     async fn save_hold(&self, record: HoldRecord) -> Result<HoldRecord, Error> {
-        let store = Arc::clone(&self.shared.store);
-        blocking(move || {
-            store.put_hold(&record)?;
-            Ok(record)
-        })
-        .await
+        save_hold(&self.shared, record).await
+    }
+
+    /// Stores a policy change (`change`) with ingest paused and re-plans `scope`.
+    async fn change_policy<T: Send + 'static>(
+        &self,
+        scope: ReplanScope,
+        change: impl FnOnce(&dyn crate::store::Store) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let rules = Arc::clone(&self.shared.rules);
+        blocking(move || rules.change_policies(scope, now(), change)).await
     }
 
     /// Audits the outcome of a change, refused or not, then returns it.
@@ -208,26 +218,111 @@ fn policy_to_proto(record: &PolicyRecord) -> pb::RetentionPolicy {
     }
 }
 
-fn hold_to_proto(record: &HoldRecord) -> pb::HoldInfo {
-    let (kind, days, until) = match record.kind {
-        HoldKind::Litigation { days } => (pb::HoldKind::Litigation, days.unwrap_or(0), None),
-        HoldKind::Delay { until } => (
-            pb::HoldKind::Delay,
-            0,
-            Some(convert::time_to_timestamp(until)),
-        ),
-    };
-    pb::HoldInfo {
+pub(super) fn hold_to_proto(record: &HoldRecord) -> pb::HoldInfo {
+    let mut info = pb::HoldInfo {
         id: record.id.to_string(),
-        kind: kind as i32,
-        mailbox_id: record.mailbox.to_string(),
-        days,
-        until,
         created_at: Some(convert::time_to_timestamp(record.created_at)),
         created_by: record.created_by.clone(),
         released_at: record.released_at.map(convert::time_to_timestamp),
         released_by: record.released_by.clone().unwrap_or_default(),
+        ..pb::HoldInfo::default()
+    };
+    let only_mailbox = || {
+        record
+            .mailboxes
+            .iter()
+            .next()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    match &record.kind {
+        HoldKind::Litigation { days } => {
+            info.kind = pb::HoldKind::Litigation as i32;
+            info.mailbox_id = only_mailbox();
+            info.days = days.unwrap_or(0);
+        }
+        HoldKind::Delay { until } => {
+            info.kind = pb::HoldKind::Delay as i32;
+            info.mailbox_id = only_mailbox();
+            info.until = Some(convert::time_to_timestamp(*until));
+        }
+        HoldKind::Case {
+            case_id,
+            name,
+            query,
+            created_from,
+            created_to,
+        } => {
+            info.kind = pb::HoldKind::Case as i32;
+            info.case_id = case_id.to_string();
+            info.name = name.clone();
+            info.custodians = record.mailboxes.iter().map(ToString::to_string).collect();
+            info.query = query.clone();
+            info.created_from = created_from.map(convert::time_to_timestamp);
+            info.created_to = created_to.map(convert::time_to_timestamp);
+        }
     }
+    info
+}
+
+/// Stores a hold change while the sweeper cannot be between its last hold check and a
+/// destruction.
+pub(super) async fn save_hold(shared: &Shared, record: HoldRecord) -> Result<HoldRecord, Error> {
+    let store = Arc::clone(&shared.store);
+    let rules = Arc::clone(&shared.rules);
+    blocking(move || {
+        let _guard = rules.holds_guard.lock().unwrap_or_else(|e| e.into_inner());
+        store.put_hold(&record)?;
+        Ok(record)
+    })
+    .await
+}
+
+/// Releases a hold: every mailbox it was on first gets a delay hold (so that no instant is
+/// left without protection), then the hold is marked released and the mailboxes' items are
+/// re-planned (items the hold kept may now go, after the delay).
+pub(super) async fn release_with_delay(
+    shared: &Shared,
+    mut hold: HoldRecord,
+    principal: &Principal,
+) -> Result<HoldRecord, Error> {
+    if hold.released_at.is_some() {
+        return Err(Error::FailedPrecondition(format!(
+            "hold {} is already released",
+            hold.id
+        )));
+    }
+    let delay_days = i64::from(shared.retention.delay_hold_days);
+    let at = now();
+    if delay_days > 0 {
+        for mailbox in &hold.mailboxes {
+            save_hold(
+                shared,
+                HoldRecord {
+                    id: Ulid::new(),
+                    mailboxes: [mailbox.clone()].into(),
+                    kind: HoldKind::Delay {
+                        until: at + TimeDelta::days(delay_days),
+                    },
+                    created_at: at,
+                    created_by: principal.name.clone(),
+                    released_at: None,
+                    released_by: None,
+                },
+            )
+            .await?;
+        }
+    }
+    hold.released_at = Some(at);
+    hold.released_by = Some(principal.name.clone());
+    let record = save_hold(shared, hold).await?;
+    request_replan(shared, ReplanScope::Mailboxes(record.mailboxes.clone())).await?;
+    Ok(record)
+}
+
+pub(super) async fn request_replan(shared: &Shared, scope: ReplanScope) -> Result<(), Error> {
+    let rules = Arc::clone(&shared.rules);
+    blocking(move || Ok(rules.request_replan(scope, now())?)).await
 }
 
 fn describe(reason: &Reason) -> String {
@@ -290,13 +385,17 @@ impl RetentionService for RetentionApi {
                 )));
             }
             let at = now();
-            self.save_policy(PolicyRecord {
-                id,
-                policy,
-                created_at: at,
-                created_by: principal.name.clone(),
-                updated_at: at,
-            })
+            let scope = ReplanScope::of_policy(&policy);
+            self.save_policy(
+                PolicyRecord {
+                    id,
+                    policy,
+                    created_at: at,
+                    created_by: principal.name.clone(),
+                    updated_at: at,
+                },
+                scope,
+            )
             .await
         }
         .await;
@@ -350,9 +449,11 @@ impl RetentionService for RetentionApi {
             let mut record = self.policy(&request.id).await?;
             let updated = policy_from_spec(record.id, &spec, record.policy.locked)?;
             record.policy.check_change(&updated).map_err(policy_error)?;
+            let scope =
+                ReplanScope::of_policy(&record.policy).union(ReplanScope::of_policy(&updated));
             record.policy = updated;
             record.updated_at = now();
-            self.save_policy(record).await
+            self.save_policy(record, scope).await
         }
         .await;
         let record = self
@@ -373,8 +474,9 @@ impl RetentionService for RetentionApi {
         let outcome = async {
             let record = self.policy(&id).await?;
             record.policy.check_delete().map_err(policy_error)?;
-            let store = Arc::clone(&self.shared.store);
-            blocking(move || Ok(store.delete_policy(record.id)?)).await
+            let scope = ReplanScope::of_policy(&record.policy);
+            self.change_policy(scope, move |store| Ok(store.delete_policy(record.id)?))
+                .await
         }
         .await;
         self.audited(&principal, "DeletePolicy", id, json!({}), outcome)
@@ -397,7 +499,9 @@ impl RetentionService for RetentionApi {
             }
             record.policy.locked = true;
             record.updated_at = now();
-            self.save_policy(record).await
+            // Locking changes no outcome: nothing to re-plan.
+            self.save_policy(record, ReplanScope::Mailboxes(Default::default()))
+                .await
         }
         .await;
         let record = self
@@ -422,7 +526,7 @@ impl RetentionService for RetentionApi {
             }
             self.save_hold(HoldRecord {
                 id: Ulid::new(),
-                mailbox,
+                mailboxes: [mailbox].into(),
                 kind: HoldKind::Litigation {
                     days: (request.days > 0).then_some(request.days),
                 },
@@ -455,39 +559,20 @@ impl RetentionService for RetentionApi {
             .authorize(&request, "ReleaseHold", ADMIN)
             .await?;
         let id = request.into_inner().id;
-        let delay_days = i64::from(self.shared.retention.delay_hold_days);
+        let delay_days = self.shared.retention.delay_hold_days;
         let outcome = async {
-            let mut hold = self.hold(&id).await?;
-            let wanted = hold.id;
-            if hold.released_at.is_some() {
-                return Err(Error::FailedPrecondition(format!(
-                    "hold {wanted} is already released"
-                )));
-            }
-            if matches!(hold.kind, HoldKind::Delay { .. }) {
-                return Err(Error::FailedPrecondition(
+            let hold = self.hold(&id).await?;
+            match hold.kind {
+                HoldKind::Delay { .. } => Err(Error::FailedPrecondition(
                     "a delay hold is ended with ClearDelayHold".into(),
-                ));
+                )),
+                HoldKind::Case { case_id, .. } => Err(Error::FailedPrecondition(format!(
+                    "a case hold is released by its case's members (ReleaseCaseHold, case {case_id})"
+                ))),
+                HoldKind::Litigation { .. } => {
+                    release_with_delay(&self.shared, hold, &principal).await
+                }
             }
-            let at = now();
-            hold.released_at = Some(at);
-            hold.released_by = Some(principal.name.clone());
-            // The delay hold first, so that no instant is left without protection.
-            if delay_days > 0 {
-                self.save_hold(HoldRecord {
-                    id: Ulid::new(),
-                    mailbox: hold.mailbox.clone(),
-                    kind: HoldKind::Delay {
-                        until: at + TimeDelta::days(delay_days),
-                    },
-                    created_at: at,
-                    created_by: principal.name.clone(),
-                    released_at: None,
-                    released_by: None,
-                })
-                .await?;
-            }
-            self.save_hold(hold).await
         }
         .await;
         let record = self
@@ -521,7 +606,9 @@ impl RetentionService for RetentionApi {
             }
             hold.released_at = Some(now());
             hold.released_by = Some(principal.name.clone());
-            self.save_hold(hold).await
+            let hold = self.save_hold(hold).await?;
+            request_replan(&self.shared, ReplanScope::Mailboxes(hold.mailboxes.clone())).await?;
+            Ok(hold)
         }
         .await;
         let record = self
@@ -547,7 +634,7 @@ impl RetentionService for RetentionApi {
             .holds()
             .await?
             .iter()
-            .filter(|h| mailbox.as_ref().is_none_or(|m| &h.mailbox == m))
+            .filter(|h| mailbox.as_ref().is_none_or(|m| h.is_on(m)))
             .filter(|h| request.include_released || h.is_active(at))
             .map(hold_to_proto)
             .collect();
@@ -567,35 +654,21 @@ impl RetentionService for RetentionApi {
             .parse()
             .map_err(|reason: String| Error::invalid("id", reason))?;
         let store = Arc::clone(&self.shared.store);
-        let item = blocking(move || Ok(store.get_interaction(id)?))
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no interaction with id {id}")))?;
+        let sweeper = Arc::clone(&self.shared.sweeper);
         let at = now();
-        let policies: Vec<Policy> = self
-            .policies()
-            .await?
-            .into_iter()
-            .map(|r| r.policy)
-            .collect();
-        let holds: Vec<_> = self
-            .holds()
-            .await?
-            .iter()
-            .filter(|h| h.mailbox == item.content.mailbox_id && h.is_active(at))
-            .map(HoldRecord::to_hold)
-            .collect();
-        let decision = decide::decide(
-            &Item {
-                mailbox: item.content.mailbox_id.as_str(),
-                app: &item.content.app,
-                created_at: item.content.created_at,
-                location: item.location,
-            },
-            &policies,
-            &holds,
-            &retention::settings(&self.shared.retention),
-            at,
-        );
+        let (item, decision) = blocking(move || {
+            let item = store
+                .get_interaction(id)?
+                .ok_or_else(|| Error::NotFound(format!("no interaction with id {id}")))?;
+            let planned = store
+                .planned_items(&[id])?
+                .pop()
+                .flatten()
+                .ok_or_else(|| Error::NotFound(format!("no interaction with id {id}")))?;
+            let decision = sweeper.explain(&planned, at)?;
+            Ok((item, decision))
+        })
+        .await?;
         let interaction = convert::interaction_to_proto(item);
         Ok(Response::new(pb::ExplainRetentionResponse {
             id: interaction.id,
@@ -614,5 +687,270 @@ impl RetentionService for RetentionApi {
             next_check: decision.next_check.map(convert::time_to_timestamp),
             reasons: decision.reasons.iter().map(describe).collect(),
         }))
+    }
+
+    async fn preview_policy(
+        &self,
+        request: Request<pb::PreviewPolicyRequest>,
+    ) -> Result<Response<pb::PreviewPolicyResponse>, Status> {
+        self.shared
+            .authorize(&request, "PreviewPolicy", ADMIN)
+            .await?;
+        let request = request.into_inner();
+        let spec = request.spec.unwrap_or_default();
+        let mut current: Vec<PolicyRecord> = self.policies().await?;
+        let (id, locked, replaced) = match request.policy_id.as_str() {
+            "" => (Ulid::new(), false, None),
+            raw => {
+                let record = self.policy(raw).await?;
+                (record.id, record.policy.locked, Some(record.policy))
+            }
+        };
+        let proposed = policy_from_spec(id, &spec, locked)?;
+        if let Some(old) = &replaced {
+            old.check_change(&proposed).map_err(policy_error)?;
+        }
+        let scope = replaced.as_ref().map_or_else(
+            || ReplanScope::of_policy(&proposed),
+            |old| ReplanScope::of_policy(old).union(ReplanScope::of_policy(&proposed)),
+        );
+        let before: Vec<Policy> = current.iter().map(|r| r.policy.clone()).collect();
+        current.retain(|r| r.id != id);
+        let mut after: Vec<Policy> = current.into_iter().map(|r| r.policy).collect();
+        after.push(proposed);
+        let holds = self.holds().await?;
+        let store = Arc::clone(&self.shared.store);
+        let settings = self.shared.rules.settings;
+        let response = blocking(move || {
+            let at = now();
+            let mut by_mailbox: std::collections::BTreeMap<String, pb::MailboxPreview> =
+                Default::default();
+            let mut response = pb::PreviewPolicyResponse::default();
+            let mut cursor = None;
+            loop {
+                let items = store.scan_planned_items(cursor, 10_000)?;
+                let Some(last) = items.last() else { break };
+                cursor = Some(last.id);
+                for item in items.iter().filter(|i| scope.contains(&i.facts.mailbox)) {
+                    response.items_examined += 1;
+                    // Case holds count as covering here: a preview does not run their queries.
+                    let covering: Vec<_> = holds
+                        .iter()
+                        .filter(|h| h.is_active(at) && h.is_on(&item.facts.mailbox))
+                        .filter(|h| h.admits_created_at(item.facts.created_at))
+                        .map(HoldRecord::to_hold)
+                        .collect();
+                    let view = |policies: &[Policy], location| {
+                        decide::decide(
+                            &Item {
+                                mailbox: item.facts.mailbox.as_str(),
+                                app: &item.facts.app,
+                                created_at: item.facts.created_at,
+                                location,
+                            },
+                            policies,
+                            &covering,
+                            &settings,
+                            at,
+                        )
+                    };
+                    let old = view(&before, item.location);
+                    let new = view(&after, item.location);
+                    // An item the new policy moves now becomes destroyable once it has spent
+                    // the minimum age in the holds area, if nothing else keeps it.
+                    let new_destroyable = if new.move_now {
+                        let moved = ItemLocation::Active.move_to_holds_area(
+                            holdfast_retention::MoveReason::Expired,
+                            at - settings.holds_area_minimum_age,
+                        );
+                        view(&after, moved).destroyable
+                    } else {
+                        new.destroyable
+                    };
+                    let entry = by_mailbox
+                        .entry(item.facts.mailbox.to_string())
+                        .or_insert_with(|| pb::MailboxPreview {
+                            mailbox_id: item.facts.mailbox.to_string(),
+                            ..Default::default()
+                        });
+                    if after.iter().any(|p| {
+                        p.id == id.to_string()
+                            && p.applies_to(item.facts.mailbox.as_str(), &item.facts.app)
+                    }) {
+                        entry.items += 1;
+                    }
+                    if new.move_now && !old.move_now {
+                        entry.move_now += 1;
+                        response.total_move_now += 1;
+                    }
+                    if new_destroyable && !old.destroyable {
+                        entry.destroyable += 1;
+                        response.total_destroyable += 1;
+                    }
+                }
+            }
+            response.mailboxes = by_mailbox
+                .into_values()
+                .filter(|m| m.items + m.move_now + m.destroyable > 0)
+                .collect();
+            Ok(response)
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_mailbox_status(
+        &self,
+        request: Request<pb::GetMailboxStatusRequest>,
+    ) -> Result<Response<pb::MailboxStatus>, Status> {
+        self.shared
+            .authorize(&request, "GetMailboxStatus", EXPLAIN)
+            .await?;
+        let mailbox = convert::parse_mailbox("mailbox_id", &request.get_ref().mailbox_id)?;
+        let at = now();
+        let policies = self
+            .policies()
+            .await?
+            .iter()
+            .filter(|r| {
+                r.policy.enabled
+                    && match &r.policy.scope {
+                        Scope::OrgWide { exclude } => !exclude.contains(mailbox.as_str()),
+                        Scope::Include(included) => included.contains(mailbox.as_str()),
+                    }
+            })
+            .map(policy_to_proto)
+            .collect();
+        let holds = self
+            .holds()
+            .await?
+            .iter()
+            .filter(|h| h.is_active(at) && h.is_on(&mailbox))
+            .map(hold_to_proto)
+            .collect();
+        let store = Arc::clone(&self.shared.store);
+        let counted = mailbox.clone();
+        let (active, held) = blocking(move || Ok(store.count_mailbox(&counted)?)).await?;
+        Ok(Response::new(pb::MailboxStatus {
+            mailbox_id: mailbox.to_string(),
+            active_items: active,
+            holds_area_items: held,
+            policies,
+            holds,
+            default_retention_days: self.shared.retention.default_retention_days,
+        }))
+    }
+
+    async fn run_sweep(
+        &self,
+        request: Request<pb::RunSweepRequest>,
+    ) -> Result<Response<pb::SweepStats>, Status> {
+        let principal = self.shared.authorize(&request, "RunSweep", ADMIN).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let requests = self.shared.sweep_requests.clone();
+        let outcome = async {
+            blocking(move || {
+                requests
+                    .send(crate::sweeper::SweepRequest { reply })
+                    .map_err(|_| Error::Unavailable("the sweeper has stopped".into()))
+            })
+            .await?;
+            answer
+                .await
+                .map_err(|_| Error::Unavailable("the sweeper has stopped".into()))?
+        }
+        .await;
+        let stats = self
+            .audited(&principal, "RunSweep", String::new(), json!({}), outcome)
+            .await?;
+        Ok(Response::new(sweep_stats_to_proto(&stats)))
+    }
+
+    async fn get_sweeper_status(
+        &self,
+        request: Request<pb::GetSweeperStatusRequest>,
+    ) -> Result<Response<pb::SweeperStatus>, Status> {
+        self.shared
+            .authorize(&request, "GetSweeperStatus", EXPLAIN)
+            .await?;
+        let status = self.shared.sweeper.status();
+        let rules = Arc::clone(&self.shared.rules);
+        let pending = blocking(move || Ok(rules.replan_job()?)).await?;
+        Ok(Response::new(pb::SweeperStatus {
+            running: status.running,
+            last_run: status.last_run.as_ref().map(sweep_stats_to_proto),
+            last_error: status.last_error.unwrap_or_default(),
+            totals: Some(sweep_stats_to_proto(&status.totals)),
+            interval_seconds: status.interval_seconds,
+            replan_pending: pending.is_some(),
+        }))
+    }
+
+    async fn list_dispositions(
+        &self,
+        request: Request<pb::ListDispositionsRequest>,
+    ) -> Result<Response<pb::ListDispositionsResponse>, Status> {
+        self.shared
+            .authorize(&request, "ListDispositions", DISPOSITIONS)
+            .await?;
+        let request = request.into_inner();
+        let mailbox = match request.mailbox_id.as_str() {
+            "" => None,
+            raw => Some(convert::parse_mailbox("mailbox_id", raw)?),
+        };
+        let limit = super::page_size(request.page_size)?;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(parse_disposition_token(token)?),
+        };
+        let store = Arc::clone(&self.shared.store);
+        let found =
+            blocking(move || Ok(store.list_dispositions(mailbox.as_ref(), after, limit + 1)?))
+                .await?;
+        let next_page_token = if found.len() > limit {
+            let last = &found[limit - 1];
+            format!("{}.{}", last.purged_at.timestamp_micros(), last.id)
+        } else {
+            String::new()
+        };
+        let dispositions = found
+            .iter()
+            .take(limit)
+            .map(|d| pb::Disposition {
+                id: d.id.to_string(),
+                mailbox_id: d.mailbox.to_string(),
+                content_sha256: d.content_sha256.clone(),
+                created_at: Some(convert::time_to_timestamp(d.created_at)),
+                moved_at: Some(convert::time_to_timestamp(d.moved_at)),
+                purged_at: Some(convert::time_to_timestamp(d.purged_at)),
+                reason: convert::move_reason_to_proto(d.reason) as i32,
+                policies: d.policies.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListDispositionsResponse {
+            dispositions,
+            next_page_token,
+        }))
+    }
+}
+
+fn parse_disposition_token(token: &str) -> Result<(i64, InteractionId), Error> {
+    let bad = || Error::invalid("page_token", "not a token from ListDispositions");
+    let (micros, id) = token.split_once('.').ok_or_else(bad)?;
+    Ok((
+        micros.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn sweep_stats_to_proto(stats: &crate::sweeper::SweepStats) -> pb::SweepStats {
+    pb::SweepStats {
+        started_at: stats.started_at.map(convert::time_to_timestamp),
+        duration_ms: stats.duration_ms,
+        examined: stats.examined,
+        moved: stats.moved,
+        destroyed: stats.destroyed,
+        skipped_held: stats.skipped_held,
+        errors: stats.errors,
     }
 }

@@ -18,7 +18,14 @@
 //! | `cases`             | case id (16)                                     | case record (JSON)     |
 //! | `policies`          | policy id (16)                                   | policy record (JSON)   |
 //! | `holds`             | hold id (16)                                     | hold record (JSON)     |
+//! | `item_facts`        | id (16)                                          | retention facts (JSON) |
+//! | `due`               | check time µs (8) id (16)                        | empty                  |
+//! | `dispositions`      | purged_at µs (8) id (16)                         | disposition (JSON)     |
 //! | `meta`              | name                                             | value                  |
+//!
+//! `due` entries are hints, never promises: "look at this item again at this time". An item
+//! may have several (a stale one is harmless: the sweeper recomputes and drops it); what must
+//! never happen is an item whose next action has no entry at or before its time.
 
 use crate::domain::{InteractionId, MailboxId};
 
@@ -34,6 +41,9 @@ pub const CF_INDEX_QUEUE: &str = "index_queue";
 pub const CF_CASES: &str = "cases";
 pub const CF_POLICIES: &str = "policies";
 pub const CF_HOLDS: &str = "holds";
+pub const CF_FACTS: &str = "item_facts";
+pub const CF_DUE: &str = "due";
+pub const CF_DISPOSITIONS: &str = "dispositions";
 pub const CF_META: &str = "meta";
 
 pub const ALL_CFS: &[&str] = &[
@@ -49,12 +59,19 @@ pub const ALL_CFS: &[&str] = &[
     CF_CASES,
     CF_POLICIES,
     CF_HOLDS,
+    CF_FACTS,
+    CF_DUE,
+    CF_DISPOSITIONS,
     CF_META,
 ];
 
 /// `meta` key holding the on-disk format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Version 1 had no `item_facts` and `due`; opening it fills them in (see `RocksStore::open`).
+pub const FORMAT_VERSION_WITHOUT_FACTS: u32 = 1;
+/// `meta` key of the pending re-plan job (see `sweeper::Replan`).
+pub const META_REPLAN: &[u8] = b"replan";
 /// `meta` key holding the last index-queue sequence handed out (the queue itself is trimmed).
 pub const META_INDEX_SEQUENCE: &[u8] = b"index_sequence";
 

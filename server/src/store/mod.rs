@@ -5,7 +5,8 @@ pub mod keys;
 mod rocks;
 
 use chrono::{DateTime, Utc};
-use holdfast_retention::MoveReason;
+use holdfast_retention::{ItemLocation, MoveReason};
+use serde::{Deserialize, Serialize};
 
 pub use rocks::RocksStore;
 
@@ -13,7 +14,8 @@ use crate::audit::AuditRecord;
 use crate::auth::TokenRecord;
 use crate::cases::CaseRecord;
 use crate::domain::{
-    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
+    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
+    StoredInteraction,
 };
 use crate::retention::{HoldRecord, PolicyRecord};
 
@@ -44,6 +46,78 @@ pub struct NewInteraction {
     /// The `interactions` value: `RECORD_VERSION`, then the JSON object
     /// `{"received_at":…,"content_sha256":…,"content":<canonical encoding>}`.
     pub record: Vec<u8>,
+    /// When the sweeper should first look at the item (its `delete_at`), set by the writer
+    /// from the policies in force when it is written; `None`: nothing will happen by time.
+    pub first_check: Option<DateTime<Utc>>,
+}
+
+impl NewInteraction {
+    /// What retention needs to know about the item.
+    pub fn facts(&self) -> ItemFacts {
+        ItemFacts {
+            mailbox: self.content.mailbox_id.clone(),
+            thread: self.content.thread_id.clone(),
+            app: self.content.app.clone(),
+            client_key: self.content.client_key.clone(),
+            created_at: self.content.created_at,
+            content_sha256: hex::encode(self.content_sha256),
+        }
+    }
+}
+
+/// The few fields of an item that retention, the sweeper and destruction need, kept apart
+/// from the record so that planning never decodes prompt or response text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemFacts {
+    pub mailbox: MailboxId,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub thread: String,
+    pub app: String,
+    pub client_key: String,
+    pub created_at: DateTime<Utc>,
+    /// Hex.
+    pub content_sha256: String,
+}
+
+/// An item as planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedItem {
+    pub id: InteractionId,
+    pub facts: ItemFacts,
+    pub location: ItemLocation,
+}
+
+/// What is kept of a destroyed item (SPEC §2): no content, only what auditors need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disposition {
+    pub id: InteractionId,
+    pub mailbox: MailboxId,
+    pub content_sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub moved_at: DateTime<Utc>,
+    pub purged_at: DateTime<Utc>,
+    pub reason: MoveReason,
+    /// Ids of the policies that applied (empty: none; "default" for default retention).
+    pub policies: Vec<String>,
+}
+
+/// One atomic step of the sweeper: due entries it consumed, items it moves to the holds
+/// area (`EXPIRED`), items it destroys (with their disposition records), and when to look at
+/// items again. Index work for every moved or destroyed item is queued in the same write.
+#[derive(Debug, Clone, Default)]
+pub struct SweepWrite {
+    pub consumed: Vec<(i64, InteractionId)>,
+    pub moves: Vec<PlannedItem>,
+    pub destroys: Vec<(PlannedItem, Disposition)>,
+    pub schedule: Vec<(DateTime<Utc>, InteractionId)>,
+}
+
+/// What a `SweepWrite` did: moves of items that were no longer ACTIVE when it was written,
+/// and destructions of items no longer where the sweeper saw them, are skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepApplied {
+    pub moved: u64,
+    pub destroyed: u64,
 }
 
 impl NewInteraction {
@@ -71,6 +145,7 @@ impl NewInteraction {
             content_sha256,
             content,
             record,
+            first_check: None,
         }
     }
 }
@@ -136,6 +211,49 @@ pub trait Store: Send + Sync + 'static {
         &self,
         ids: &[InteractionId],
     ) -> Result<Vec<Option<StoredInteraction>>, StoreError>;
+
+    /// Moves the given items to the holds area if they are still ACTIVE; returns the ids
+    /// that moved. Each gets a due entry at `now` so that the sweeper plans it.
+    fn move_ids_to_holds_area(
+        &self,
+        ids: &[InteractionId],
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InteractionId>, StoreError>;
+    /// Up to `limit` due entries with time <= `until`, oldest first.
+    fn due_until(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError>;
+    /// Facts and locations of items; `None` for unknown (destroyed) ids.
+    fn planned_items(&self, ids: &[InteractionId]) -> Result<Vec<Option<PlannedItem>>, StoreError>;
+    /// Up to `limit` items in id order after `after`: for re-planning and previews.
+    fn scan_planned_items(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<PlannedItem>, StoreError>;
+    /// Adds due entries.
+    fn schedule(&self, entries: &[(DateTime<Utc>, InteractionId)]) -> Result<(), StoreError>;
+    /// Applies one sweeper step atomically and durably.
+    fn apply_sweep(
+        &self,
+        write: &SweepWrite,
+        now: DateTime<Utc>,
+    ) -> Result<SweepApplied, StoreError>;
+    /// Disposition records in (purged_at, id) order after `after`, optionally of one mailbox.
+    fn list_dispositions(
+        &self,
+        mailbox: Option<&MailboxId>,
+        after: Option<(i64, InteractionId)>,
+        limit: usize,
+    ) -> Result<Vec<Disposition>, StoreError>;
+    /// Items of a mailbox by location: (active, holds area).
+    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError>;
+    fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets (or with `None` removes) a `meta` value durably.
+    fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;
 
     /// The last audit entry, if any.
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError>;

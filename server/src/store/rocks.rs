@@ -14,12 +14,16 @@ use rocksdb::{
 use serde::Deserialize;
 
 use super::keys::{self, *};
-use super::{NewInteraction, Store, StoreError, WriteOutcome, RECORD_VERSION};
+use super::{
+    Disposition, ItemFacts, NewInteraction, PlannedItem, Store, StoreError, SweepApplied,
+    SweepWrite, WriteOutcome, RECORD_VERSION,
+};
 use crate::audit::AuditRecord;
 use crate::auth::TokenRecord;
 use crate::cases::CaseRecord;
 use crate::domain::{
-    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, StoredInteraction,
+    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
+    StoredInteraction,
 };
 use crate::retention::{HoldRecord, PolicyRecord};
 
@@ -125,11 +129,132 @@ impl RocksStore {
                 Ok(())
             }
             Some(found) if found.as_slice() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(found) if found.as_slice() == FORMAT_VERSION_WITHOUT_FACTS.to_be_bytes() => {
+                self.add_facts_and_due_entries()?;
+                let version = FORMAT_VERSION.to_be_bytes();
+                self.db
+                    .put_cf_opt(meta, META_FORMAT_VERSION, version, &self.sync_write)?;
+                tracing::info!(path = %path.display(), "store upgraded to format version 2");
+                Ok(())
+            }
             Some(found) => Err(StoreError::UnsupportedFormat {
                 path: path.display().to_string(),
                 found: hex::encode(found),
             }),
         }
+    }
+
+    /// Upgrades a version-1 store: every item gets its retention facts and a due entry at its
+    /// `created_at` (no action can come earlier), so the first sweeps plan every item once.
+    fn add_facts_and_due_entries(&self) -> Result<(), StoreError> {
+        let mut after = None;
+        loop {
+            let items = self.scan_interactions(after, 5_000)?;
+            let Some(last) = items.last() else {
+                return Ok(());
+            };
+            after = Some(last.id);
+            let mut batch = WriteBatch::default();
+            for item in &items {
+                let content = &item.content;
+                let facts = ItemFacts {
+                    mailbox: content.mailbox_id.clone(),
+                    thread: content.thread_id.clone(),
+                    app: content.app.clone(),
+                    client_key: content.client_key.clone(),
+                    created_at: content.created_at,
+                    content_sha256: hex::encode(item.content_sha256),
+                };
+                self.put_facts(&mut batch, item.id, &facts);
+                batch.put_cf(
+                    self.cf(CF_DUE),
+                    keys::timed_key(&[], time_micros(content.created_at), item.id),
+                    [],
+                );
+            }
+            self.db.write_opt(batch, &self.sync_write)?;
+        }
+    }
+
+    fn put_facts(&self, batch: &mut WriteBatch, id: InteractionId, facts: &ItemFacts) {
+        batch.put_cf(
+            self.cf(CF_FACTS),
+            keys::interaction_key(id),
+            serde_json::to_vec(facts).expect("facts serialise"),
+        );
+    }
+
+    fn put_due(&self, batch: &mut WriteBatch, at: DateTime<Utc>, id: InteractionId) {
+        batch.put_cf(
+            self.cf(CF_DUE),
+            keys::timed_key(&[], time_micros(at), id),
+            [],
+        );
+    }
+
+    /// Adds to `batch` the removal of an ACTIVE item's listing keys and its move to the holds
+    /// area at `now`, with a due entry at `now` so that the sweeper plans it.
+    fn add_move(
+        &self,
+        batch: &mut WriteBatch,
+        id: InteractionId,
+        facts: &ItemFacts,
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) {
+        let created = time_micros(facts.created_at);
+        let mailbox_prefix = keys::mailbox_prefix(&facts.mailbox);
+        batch.delete_cf(
+            self.cf(CF_ACTIVE_BY_MAILBOX),
+            keys::timed_key(&mailbox_prefix, created, id),
+        );
+        if !facts.thread.is_empty() {
+            let thread_prefix = keys::thread_prefix(&facts.mailbox, &facts.thread);
+            batch.delete_cf(
+                self.cf(CF_ACTIVE_BY_THREAD),
+                keys::timed_key(&thread_prefix, created, id),
+            );
+        }
+        let location = ItemLocation::Active.move_to_holds_area(reason, now);
+        batch.put_cf(
+            self.cf(CF_LOCATIONS),
+            keys::interaction_key(id),
+            serde_json::to_vec(&location).expect("locations serialise"),
+        );
+        batch.put_cf(
+            self.cf(CF_HOLDS_AREA),
+            keys::timed_key(&mailbox_prefix, time_micros(now), id),
+            serde_json::to_vec(&reason).expect("reasons serialise"),
+        );
+        self.put_due(batch, now, id);
+    }
+
+    fn facts_of(&self, ids: &[InteractionId]) -> Result<Vec<Option<ItemFacts>>, StoreError> {
+        let fact_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_FACTS), fact_keys.iter(), false)
+            .into_iter()
+            .zip(ids)
+            .map(|(found, id)| match found? {
+                None => Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}"))),
+            })
+            .collect()
+    }
+
+    fn count_prefix(&self, column_family: &'static str, prefix: &[u8]) -> u64 {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::prefix_end(prefix));
+        self.db
+            .iterator_cf_opt(
+                self.cf(column_family),
+                options,
+                IteratorMode::From(prefix, Direction::Forward),
+            )
+            .take_while(Result::is_ok)
+            .count() as u64
     }
 
     fn load_index_sequence(&self) -> Result<u64, StoreError> {
@@ -373,6 +498,10 @@ impl Store for RocksStore {
                     [],
                 );
             }
+            self.put_facts(&mut batch, item.id, &item.facts());
+            if let Some(at) = item.first_check {
+                self.put_due(&mut batch, at, item.id);
+            }
             in_this_group.insert(lookup_key, (item.id, item.content_sha256));
             outcomes.push(WriteOutcome::Created(item.id));
             created_ids.push(item.id);
@@ -526,6 +655,7 @@ impl Store for RocksStore {
                     keys::timed_key(&mailbox_prefix, moved_micros, id),
                     &reason_json,
                 );
+                self.put_due(&mut batch, now, id);
                 moved.push(id);
             }
             self.write_with_index_work(batch, &moved)?;
@@ -634,6 +764,240 @@ impl Store for RocksStore {
                 Some(bytes) => Self::decode_record(*id, &bytes, location).map(Some),
             })
             .collect()
+    }
+
+    fn move_ids_to_holds_area(
+        &self,
+        ids: &[InteractionId],
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InteractionId>, StoreError> {
+        let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = Vec::new();
+        for chunk in ids.chunks(MOVE_CHUNK) {
+            let facts = self.facts_of(chunk)?;
+            let locations = self.locations_of(chunk)?;
+            let mut batch = WriteBatch::default();
+            let mut moved_now = Vec::new();
+            for ((id, facts), location) in chunk.iter().zip(facts).zip(locations) {
+                if let (Some(facts), ItemLocation::Active) = (facts, location) {
+                    self.add_move(&mut batch, *id, &facts, reason, now);
+                    moved_now.push(*id);
+                }
+            }
+            if !moved_now.is_empty() {
+                self.write_with_index_work(batch, &moved_now)?;
+                moved.extend(moved_now);
+            }
+        }
+        Ok(moved)
+    }
+
+    fn due_until(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError> {
+        let mut options = ReadOptions::default();
+        let upper = keys::encode_time(time_micros(until).saturating_add(1));
+        options.set_iterate_upper_bound(upper.to_vec());
+        let mut due = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf_opt(self.cf(CF_DUE), options, IteratorMode::Start)
+            .take(limit)
+        {
+            let (key, _) = entry?;
+            due.push(keys::split_timed_key(&key).ok_or_else(|| corrupt(CF_DUE, "key too short"))?);
+        }
+        Ok(due)
+    }
+
+    fn planned_items(&self, ids: &[InteractionId]) -> Result<Vec<Option<PlannedItem>>, StoreError> {
+        let facts = self.facts_of(ids)?;
+        let locations = self.locations_of(ids)?;
+        Ok(ids
+            .iter()
+            .zip(facts)
+            .zip(locations)
+            .map(|((id, facts), location)| {
+                facts.map(|facts| PlannedItem {
+                    id: *id,
+                    facts,
+                    location,
+                })
+            })
+            .collect())
+    }
+
+    fn scan_planned_items(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<PlannedItem>, StoreError> {
+        let start = after.map(|id| [&keys::interaction_key(id)[..], &[0u8]].concat());
+        let mode = match &start {
+            Some(start) => IteratorMode::From(start, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut found = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_FACTS), mode).take(limit) {
+            let (key, value) = entry?;
+            let id: [u8; 16] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_FACTS, "key is not 16 bytes"))?;
+            let id = InteractionId::from_bytes(id);
+            let facts: ItemFacts = serde_json::from_slice(&value)
+                .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}")))?;
+            found.push((id, facts));
+        }
+        let ids: Vec<InteractionId> = found.iter().map(|(id, _)| *id).collect();
+        let locations = self.locations_of(&ids)?;
+        Ok(found
+            .into_iter()
+            .zip(locations)
+            .map(|((id, facts), location)| PlannedItem {
+                id,
+                facts,
+                location,
+            })
+            .collect())
+    }
+
+    fn schedule(&self, entries: &[(DateTime<Utc>, InteractionId)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (at, id) in entries {
+            self.put_due(&mut batch, *at, *id);
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn apply_sweep(
+        &self,
+        write: &SweepWrite,
+        now: DateTime<Utc>,
+    ) -> Result<SweepApplied, StoreError> {
+        let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::default();
+        for (micros, id) in &write.consumed {
+            batch.delete_cf(self.cf(CF_DUE), keys::timed_key(&[], *micros, *id));
+        }
+        for (at, id) in &write.schedule {
+            self.put_due(&mut batch, *at, *id);
+        }
+        // Re-read locations under the move lock: a user deletion may have moved an item since
+        // the sweeper looked at it.
+        let move_ids: Vec<InteractionId> = write.moves.iter().map(|m| m.id).collect();
+        let destroy_ids: Vec<InteractionId> = write.destroys.iter().map(|(d, _)| d.id).collect();
+        let move_locations = self.locations_of(&move_ids)?;
+        let destroy_current = self.planned_items(&destroy_ids)?;
+        let mut changed = Vec::with_capacity(move_ids.len() + destroy_ids.len());
+        let mut applied = SweepApplied::default();
+        for (item, location) in write.moves.iter().zip(move_locations) {
+            if location == ItemLocation::Active {
+                self.add_move(&mut batch, item.id, &item.facts, MoveReason::Expired, now);
+                changed.push(item.id);
+                applied.moved += 1;
+            }
+        }
+        for ((item, disposition), current) in write.destroys.iter().zip(destroy_current) {
+            let Some(current) = current else { continue };
+            let ItemLocation::HoldsArea { moved_at, .. } = current.location else {
+                continue;
+            };
+            if current.location != item.location {
+                continue;
+            }
+            let id = item.id;
+            let facts = &current.facts;
+            let key = keys::interaction_key(id);
+            batch.delete_cf(self.cf(CF_INTERACTIONS), key);
+            batch.delete_cf(self.cf(CF_FACTS), key);
+            batch.delete_cf(self.cf(CF_LOCATIONS), key);
+            batch.delete_cf(
+                self.cf(CF_CLIENT_KEYS),
+                keys::client_key_key(&facts.mailbox, &facts.client_key),
+            );
+            batch.delete_cf(
+                self.cf(CF_HOLDS_AREA),
+                keys::timed_key(
+                    &keys::mailbox_prefix(&facts.mailbox),
+                    time_micros(moved_at),
+                    id,
+                ),
+            );
+            batch.put_cf(
+                self.cf(CF_DISPOSITIONS),
+                keys::timed_key(&[], time_micros(disposition.purged_at), id),
+                serde_json::to_vec(disposition).expect("dispositions serialise"),
+            );
+            changed.push(id);
+            applied.destroyed += 1;
+        }
+        // The index work (a destroyed id's document is deleted because its record is gone)
+        // commits with the store change: neither can happen without the other.
+        self.write_with_index_work(batch, &changed)?;
+        Ok(applied)
+    }
+
+    fn list_dispositions(
+        &self,
+        mailbox: Option<&MailboxId>,
+        after: Option<(i64, InteractionId)>,
+        limit: usize,
+    ) -> Result<Vec<Disposition>, StoreError> {
+        let start = after.map(|(micros, id)| {
+            let mut key = keys::timed_key(&[], micros, id);
+            key.push(0);
+            key
+        });
+        let mode = match &start {
+            Some(start) => IteratorMode::From(start, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut found = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_DISPOSITIONS), mode) {
+            let (key, value) = entry?;
+            let record: Disposition = serde_json::from_slice(&value).map_err(|error| {
+                corrupt(
+                    CF_DISPOSITIONS,
+                    format!("at {}: {error}", hex::encode(&key)),
+                )
+            })?;
+            if mailbox.is_none_or(|m| *m == record.mailbox) {
+                found.push(record);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError> {
+        let prefix = keys::mailbox_prefix(mailbox);
+        Ok((
+            self.count_prefix(CF_ACTIVE_BY_MAILBOX, &prefix),
+            self.count_prefix(CF_HOLDS_AREA, &prefix),
+        ))
+    }
+
+    fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), name)?)
+    }
+
+    fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(value) => self
+                .db
+                .put_cf_opt(self.cf(CF_META), name, value, &self.sync_write)?,
+            None => self
+                .db
+                .delete_cf_opt(self.cf(CF_META), name, &self.sync_write)?,
+        }
+        Ok(())
     }
 
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {

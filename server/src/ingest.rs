@@ -104,20 +104,7 @@ fn run_writer(
             replies.push((job.items.len(), job.reply));
             items.extend(job.items);
         }
-        // Each new item is planned (its first due entry) by the policies in force while it is
-        // written; a policy change waits for the write and then re-plans.
-        let result = rules.with_policies(|policies| {
-            for item in &mut items {
-                let content = &item.content;
-                item.first_check = rules.first_check(
-                    policies,
-                    &content.mailbox_id,
-                    &content.app,
-                    content.created_at,
-                );
-            }
-            store.write_interactions(&items)
-        });
+        let result = write_planned(store.as_ref(), &rules, &mut items);
         metrics::counter!("holdfast_store_syncs_total").increment(1);
         metrics::histogram!("holdfast_group_commit_items").record(items.len() as f64);
         metrics::histogram!("holdfast_group_commit_requests").record(replies.len() as f64);
@@ -139,6 +126,27 @@ fn run_writer(
             }
         }
     }
+}
+
+/// Writes items with their first due entry, planned by the policies in force while they are
+/// written (a policy change waits for the write, then re-plans).
+pub fn write_planned(
+    store: &dyn Store,
+    rules: &Rules,
+    items: &mut [NewInteraction],
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    rules.with_policies(|policies| {
+        for item in items.iter_mut() {
+            let content = &item.content;
+            item.first_check = rules.first_check(
+                policies,
+                &content.mailbox_id,
+                &content.app,
+                content.created_at,
+            );
+        }
+        store.write_interactions(items)
+    })
 }
 
 /// Why an item of an ingest request was refused before it was written.

@@ -78,6 +78,10 @@ pub struct Sweeper {
     status: Mutex<SweeperStatus>,
     /// One pass or re-plan step at a time (the loop and `RunSweep` share it).
     running: Mutex<()>,
+    /// Runs between a chunk's first look at holds and the re-check (tests place a hold
+    /// there to show that the re-check sees it).
+    #[cfg(test)]
+    before_recheck: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 
 /// Holds that may cover items of one chunk, by mailbox.
@@ -140,6 +144,8 @@ impl Sweeper {
                 ..SweeperStatus::default()
             }),
             running: Mutex::new(()),
+            #[cfg(test)]
+            before_recheck: Mutex::new(None),
         }
     }
 
@@ -312,16 +318,20 @@ impl Sweeper {
                 metrics::counter!("holdfast_sweeper_moved_total").increment(applied.moved);
                 continue;
             }
+            #[cfg(test)]
+            if let Some(hook) = self.before_recheck.lock().unwrap().as_ref() {
+                hook();
+            }
             // Re-check holds immediately before destroying, with hold changes locked out.
             let _holds_guard = self
                 .rules
                 .holds_guard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let fresh = ChunkHolds::load(self.store.as_ref(), Utc::now().max(now))?;
+            let fresh = ChunkHolds::load(self.store.as_ref(), now)?;
             let fresh_view = ChunkHoldsView::Loaded(&fresh);
             let matches = self.case_matches(&candidates, &fresh_view)?;
-            let purged_at = Utc::now();
+            let purged_at = now;
             for item in candidates {
                 let decision = self.decide(
                     item,
@@ -584,3 +594,7 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sweeper_tests.rs"]
+mod tests;

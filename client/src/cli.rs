@@ -140,6 +140,39 @@ pub enum Command {
     Hold(HoldCommand),
     /// Why an interaction is still here and when it will go.
     Explain { id: String },
+    /// A mailbox's policies, holds and items by location.
+    #[command(subcommand)]
+    Mailbox(crate::cli_retention::MailboxCommand),
+    /// Run one sweeper pass now (retention_admin), or show the sweeper's status.
+    Sweep {
+        /// Show the status instead of running a pass.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Disposition records of destroyed items (auditor, retention_admin, admin).
+    Dispositions {
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// Records per page (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Search-and-purge for spillage (purge role): moves matching items to the holds area.
+    Purge {
+        #[arg(long = "case")]
+        case_id: String,
+        /// The KQL query (required).
+        #[arg(long)]
+        query: String,
+        /// Only these custodians (repeatable).
+        #[arg(long = "mailbox")]
+        mailboxes: Vec<String>,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manage bearer tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -184,6 +217,9 @@ pub enum CaseCommand {
     Close {
         case_id: String,
     },
+    /// Case holds: place, list (with items held), release.
+    #[command(subcommand)]
+    Hold(crate::cli_retention::CaseHoldCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -262,6 +298,15 @@ pub enum PolicyCommand {
     /// Puts a preservation lock on a policy; it cannot be removed.
     Lock {
         id: String,
+    },
+    /// Before saving: per mailbox, what a new policy (or a change of --id) would move and
+    /// make destroyable.
+    Preview {
+        /// The policy to change; omit for a new one.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        args: PolicyArgs,
     },
 }
 
@@ -429,7 +474,9 @@ pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
     bail!("{text:?} is not a time (expected RFC 3339, e.g. 2025-03-01T12:00:00Z, or 2025-03-01)")
 }
 
-fn optional_timestamp(text: &Option<String>) -> anyhow::Result<Option<prost_types::Timestamp>> {
+pub(crate) fn optional_timestamp(
+    text: &Option<String>,
+) -> anyhow::Result<Option<prost_types::Timestamp>> {
     text.as_deref()
         .map(|t| parse_time(t).map(timestamp))
         .transpose()
@@ -574,6 +621,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Case(command) => {
             let client = cli.connection.connect().await?;
             case_command(client, command, json).await
+        }
+        Command::Mailbox(command) => {
+            let client = cli.connection.connect().await?;
+            crate::cli_retention::mailbox_command(client, command, json).await
+        }
+        Command::Sweep { status } => {
+            let client = cli.connection.connect().await?;
+            crate::cli_retention::sweep_command(client, status, json).await
+        }
+        Command::Dispositions {
+            mailbox,
+            limit,
+            page_token,
+        } => {
+            let client = cli.connection.connect().await?;
+            crate::cli_retention::dispositions_command(client, mailbox, limit, page_token, json)
+                .await
+        }
+        Command::Purge {
+            case_id,
+            query,
+            mailboxes,
+            dry_run,
+        } => {
+            let client = cli.connection.connect().await?;
+            let request = pb::PurgeRequest {
+                case_id,
+                query,
+                mailboxes,
+                dry_run,
+            };
+            crate::cli_retention::purge_command(client, request, json).await
         }
         Command::Search {
             case_id,
@@ -771,7 +850,7 @@ async fn ingest_file(
     })
 }
 
-fn format_time(timestamp: Option<prost_types::Timestamp>) -> String {
+pub(crate) fn format_time(timestamp: Option<prost_types::Timestamp>) -> String {
     timestamp
         .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -1168,6 +1247,9 @@ async fn case_command(
             print_case(&case, json);
         }
         CaseCommand::Close { case_id } => print_case(&client.close_case(&case_id).await?, json),
+        CaseCommand::Hold(command) => {
+            return crate::cli_retention::case_hold_command(client, command, json).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1391,7 +1473,7 @@ async fn export(client: HoldfastClient, args: ExportArgs, json: bool) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-fn policy_json(policy: &pb::RetentionPolicy) -> serde_json::Value {
+pub(crate) fn policy_json(policy: &pb::RetentionPolicy) -> serde_json::Value {
     let spec = policy.spec.clone().unwrap_or_default();
     serde_json::json!({
         "id": policy.id,
@@ -1509,6 +1591,17 @@ async fn policy_command(
                 .map_err(status)?;
             println!("deleted policy {id}");
         }
+        PolicyCommand::Preview { id, args } => {
+            let preview = retention
+                .preview_policy(pb::PreviewPolicyRequest {
+                    policy_id: id.unwrap_or_default(),
+                    spec: Some(args.spec()?),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            crate::cli_retention::print_preview(&preview, json);
+        }
         PolicyCommand::Lock { id } => {
             let policy = retention
                 .lock_policy(pb::PolicyRef { id })
@@ -1521,10 +1614,14 @@ async fn policy_command(
     Ok(ExitCode::SUCCESS)
 }
 
-fn hold_json(hold: &pb::HoldInfo) -> serde_json::Value {
+pub(crate) fn hold_json(hold: &pb::HoldInfo) -> serde_json::Value {
     serde_json::json!({
         "id": hold.id,
-        "kind": if hold.kind == pb::HoldKind::Delay as i32 { "delay" } else { "litigation" },
+        "kind": match pb::HoldKind::try_from(hold.kind) {
+            Ok(pb::HoldKind::Delay) => "delay",
+            Ok(pb::HoldKind::Case) => "case",
+            _ => "litigation",
+        },
         "mailbox_id": hold.mailbox_id,
         "days": if hold.days == 0 { serde_json::Value::Null } else { hold.days.into() },
         "until": hold.until.map(|t| format_time(Some(t))),

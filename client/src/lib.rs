@@ -4,6 +4,7 @@
 pub mod bag;
 pub mod builder;
 pub mod cli;
+mod cli_retention;
 pub mod ingester;
 pub mod json;
 
@@ -133,7 +134,8 @@ pub struct HoldfastClient {
     interactions: InteractionServiceClient<Authed>,
     admin: AdminServiceClient<Authed>,
     audit: AuditServiceClient<Authed>,
-    discovery: DiscoveryServiceClient<Authed>,
+    /// Cases, search, export, case holds and purge requests.
+    pub discovery: DiscoveryServiceClient<Authed>,
     /// Retention policies, holds and explanations.
     pub retention: RetentionServiceClient<Authed>,
 }

@@ -570,7 +570,16 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
         };
         match requests.recv_timeout(wait) {
             Ok(request) => {
-                let _ = request.reply.send(sweeper.run_once(Utc::now()));
+                // A requested pass first finishes any pending re-plan, so that it acts on
+                // every change made before it was asked for.
+                let result = loop {
+                    match sweeper.replan_step(Utc::now()) {
+                        Ok(true) => continue,
+                        Ok(false) => break sweeper.run_once(Utc::now()),
+                        Err(error) => break Err(error),
+                    }
+                };
+                let _ = request.reply.send(result);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if Instant::now() < next_pass || interval.is_zero() {

@@ -20,6 +20,7 @@ pub const EDISCOVERY_TOKEN: &str = "hf_test_ediscovery_token";
 pub const OTHER_REVIEWER_TOKEN: &str = "hf_test_other_reviewer_token";
 pub const EDISCOVERY_ADMIN_TOKEN: &str = "hf_test_ediscovery_admin_token";
 pub const RETENTION_ADMIN_TOKEN: &str = "hf_test_retention_admin_token";
+pub const PURGE_TOKEN: &str = "hf_test_purge_token";
 
 pub fn sha256_hex(text: &str) -> String {
     holdfast_server::auth::hash_token(text)
@@ -80,6 +81,11 @@ name = "retention-admin"
 sha256 = "{retention_admin}"
 roles = ["retention_admin"]
 
+[[tokens]]
+name = "purger"
+sha256 = "{purge}"
+roles = ["purge"]
+
 [index]
 commit_interval_ms = 100
 "#,
@@ -90,6 +96,7 @@ commit_interval_ms = 100
         other_reviewer = sha256_hex(OTHER_REVIEWER_TOKEN),
         ediscovery_admin = sha256_hex(EDISCOVERY_ADMIN_TOKEN),
         retention_admin = sha256_hex(RETENTION_ADMIN_TOKEN),
+        purge = sha256_hex(PURGE_TOKEN),
     )
 }
 

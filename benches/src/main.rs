@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
 mod search;
+mod sweep;
 use search::SearchArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -33,6 +34,8 @@ enum Bench {
     Ingest(Args),
     /// Search latency per query shape, and time until a new item is searchable.
     Search(SearchArgs),
+    /// Sweeper throughput (moves, destructions), nothing-due passes, ingest during a sweep.
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Ingest(args) => ingest(args).await,
         Bench::Search(args) => search::run(args).await,
+        Bench::Sweep(args) => tokio::task::spawn_blocking(move || sweep::run(args)).await?,
     }
 }
 

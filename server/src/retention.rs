@@ -3,7 +3,9 @@
 //! (which plans each new item), the services (which change them) and the sweeper.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use holdfast_retention::decide::{self, Item, Settings};
@@ -180,6 +182,9 @@ pub struct Rules {
     /// hold placed at the same moment is either seen or placed after the destruction.
     pub holds_guard: Mutex<()>,
     replan_guard: Mutex<()>,
+    /// When ingest last wrote (ms after `started`): the sweeper yields to ingest.
+    last_ingest_ms: AtomicU64,
+    started: Instant,
 }
 
 impl Rules {
@@ -195,6 +200,8 @@ impl Rules {
             settings: settings(config),
             holds_guard: Mutex::new(()),
             replan_guard: Mutex::new(()),
+            last_ingest_ms: AtomicU64::new(0),
+            started: Instant::now(),
         };
         // Items were planned with the settings of their time: re-plan if they changed.
         let recorded = rules.store.get_meta(b"retention_settings")?;
@@ -220,7 +227,20 @@ impl Rules {
     /// it must plan them by.
     pub fn with_policies<T>(&self, write: impl FnOnce(&[Policy]) -> T) -> T {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        write(&policies)
+        let result = write(&policies);
+        self.last_ingest_ms.store(
+            self.started.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+        result
+    }
+
+    /// Whether ingest wrote within `window`.
+    pub fn ingest_active(&self, window: Duration) -> bool {
+        let last = self.last_ingest_ms.load(Ordering::Relaxed);
+        last > 0
+            && (self.started.elapsed().as_millis() as u64 + 1).saturating_sub(last)
+                <= window.as_millis() as u64
     }
 
     /// When an item just written should first be looked at: its `delete_at`.

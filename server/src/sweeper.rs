@@ -41,6 +41,12 @@ const REPLAN_CHUNK: usize = 5_000;
 /// When an item cannot be checked against a query-based case hold yet (it is not in the
 /// search index), it is looked at again this much later.
 const INDEX_RETRY: TimeDelta = TimeDelta::minutes(1);
+/// Ingest counts as busy if it wrote within this window.
+const INGEST_WINDOW: Duration = Duration::from_millis(500);
+/// While ingest is busy, the sweeper pauses this many times as long as each chunk took.
+const YIELD_FACTOR: u32 = 9;
+/// A pass that consumed at least this many due entries compacts the due-time index.
+const COMPACT_AFTER: u64 = 10_000;
 /// Longest wait after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -78,6 +84,7 @@ pub struct Sweeper {
     status: Mutex<SweeperStatus>,
     /// One pass or re-plan step at a time (the loop and `RunSweep` share it).
     running: Mutex<()>,
+    pending_compaction: std::sync::atomic::AtomicBool,
     /// Runs between a chunk's first look at holds and the re-check (tests place a hold
     /// there to show that the re-check sees it).
     #[cfg(test)]
@@ -144,6 +151,7 @@ impl Sweeper {
                 ..SweeperStatus::default()
             }),
             running: Mutex::new(()),
+            pending_compaction: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             before_recheck: Mutex::new(None),
         }
@@ -259,6 +267,10 @@ impl Sweeper {
         };
         let result = self.sweep(now, &mut stats);
         stats.duration_ms = started.elapsed().as_millis() as u64;
+        if stats.examined >= COMPACT_AFTER {
+            self.pending_compaction
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if result.is_err() {
             stats.errors += 1;
         }
@@ -267,7 +279,22 @@ impl Sweeper {
     }
 
     fn sweep(&self, now: DateTime<Utc>, stats: &mut SweepStats) -> Result<(), Error> {
+        let mut chunk_started = Instant::now();
         loop {
+            // While ingest is busy, the sweeper takes at most a quarter of the time: on a
+            // small machine ingest and indexing need the cores more than a pass does.
+            if self.rules.ingest_active(INGEST_WINDOW) {
+                std::thread::sleep(chunk_started.elapsed() * YIELD_FACTOR);
+                // Moves and destructions are index work too: leave the index's headroom to
+                // ingest, whose backpressure starts at `max_lag`.
+                let headroom = self.index.settings.max_lag / 2;
+                while self.index.lag(self.store.as_ref()) > headroom
+                    && self.rules.ingest_active(INGEST_WINDOW)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            chunk_started = Instant::now();
             let due = self.store.due_until(now, CHUNK)?;
             if due.is_empty() {
                 return Ok(());
@@ -304,6 +331,32 @@ impl Sweeper {
                     now,
                 );
                 if decision.move_now {
+                    // Its next look: now if it may go at once, else when time may free it.
+                    let moved = PlannedItem {
+                        location: ItemLocation::Active
+                            .move_to_holds_area(holdfast_retention::MoveReason::Expired, now),
+                        ..item.clone()
+                    };
+                    let after = self.decide(
+                        &moved,
+                        &policies,
+                        holds.on(&item.facts.mailbox),
+                        &CaseMatches::default(),
+                        now,
+                    );
+                    let query_holds = holds
+                        .on(&item.facts.mailbox)
+                        .iter()
+                        .any(|h| h.query().is_some());
+                    if after.destroyable || query_holds {
+                        // Destroyable at once (or only the index can tell): look again in
+                        // this pass.
+                        write.schedule.push((now, item.id));
+                    } else {
+                        let next =
+                            self.plan_next(&moved, &after, &CaseMatches::default(), &policies, now);
+                        self.defer(&moved, next, &mut write, stats);
+                    }
                     write.moves.push(item.clone());
                 } else if decision.destroyable {
                     candidates.push(item);
@@ -411,6 +464,22 @@ impl Sweeper {
         if let Some(at) = at {
             write.schedule.push((at, item.id));
         }
+    }
+
+    /// After a pass that consumed many due entries: drops their deletion markers so that the
+    /// next passes start at the first live entry. The loop calls it after replying to a
+    /// `RunSweep`; returns whether it compacted.
+    pub fn compact_if_needed(&self) -> bool {
+        if !self
+            .pending_compaction
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return false;
+        }
+        if let Err(error) = self.store.compact_due() {
+            tracing::warn!(%error, "cannot compact the due-time index");
+        }
+        true
     }
 
     /// One step of a pending re-plan. Returns whether more remains.
@@ -553,6 +622,7 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
     let mut backoff = Duration::from_secs(1);
     let mut next_pass = Instant::now();
     loop {
+        sweeper.compact_if_needed();
         let replanning = match sweeper.replan_step(Utc::now()) {
             Ok(more) => more,
             Err(error) => {

@@ -251,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Disposition>, StoreError>;
     /// Items of a mailbox by location: (active, holds area).
     fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError>;
+    /// Drops the deletion markers of consumed due entries, so that a pass with nothing due
+    /// does not step over them.
+    fn compact_due(&self) -> Result<(), StoreError>;
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets (or with `None` removes) a `meta` value durably.
     fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;

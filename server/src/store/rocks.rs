@@ -193,7 +193,7 @@ impl RocksStore {
     }
 
     /// Adds to `batch` the removal of an ACTIVE item's listing keys and its move to the holds
-    /// area at `now`, with a due entry at `now` so that the sweeper plans it.
+    /// area at `now`, with a due entry at `due_at` (if given) so that the sweeper plans it.
     fn add_move(
         &self,
         batch: &mut WriteBatch,
@@ -201,6 +201,7 @@ impl RocksStore {
         facts: &ItemFacts,
         reason: MoveReason,
         now: DateTime<Utc>,
+        due_at: Option<DateTime<Utc>>,
     ) {
         let created = time_micros(facts.created_at);
         let mailbox_prefix = keys::mailbox_prefix(&facts.mailbox);
@@ -226,7 +227,9 @@ impl RocksStore {
             keys::timed_key(&mailbox_prefix, time_micros(now), id),
             serde_json::to_vec(&reason).expect("reasons serialise"),
         );
-        self.put_due(batch, now, id);
+        if let Some(at) = due_at {
+            self.put_due(batch, at, id);
+        }
     }
 
     fn facts_of(&self, ids: &[InteractionId]) -> Result<Vec<Option<ItemFacts>>, StoreError> {
@@ -781,7 +784,7 @@ impl Store for RocksStore {
             let mut moved_now = Vec::new();
             for ((id, facts), location) in chunk.iter().zip(facts).zip(locations) {
                 if let (Some(facts), ItemLocation::Active) = (facts, location) {
-                    self.add_move(&mut batch, *id, &facts, reason, now);
+                    self.add_move(&mut batch, *id, &facts, reason, now, Some(now));
                     moved_now.push(*id);
                 }
             }
@@ -897,7 +900,15 @@ impl Store for RocksStore {
         let mut applied = SweepApplied::default();
         for (item, location) in write.moves.iter().zip(move_locations) {
             if location == ItemLocation::Active {
-                self.add_move(&mut batch, item.id, &item.facts, MoveReason::Expired, now);
+                // The sweeper schedules the moved item's next check itself.
+                self.add_move(
+                    &mut batch,
+                    item.id,
+                    &item.facts,
+                    MoveReason::Expired,
+                    now,
+                    None,
+                );
                 changed.push(item.id);
                 applied.moved += 1;
             }
@@ -982,6 +993,12 @@ impl Store for RocksStore {
             self.count_prefix(CF_ACTIVE_BY_MAILBOX, &prefix),
             self.count_prefix(CF_HOLDS_AREA, &prefix),
         ))
+    }
+
+    fn compact_due(&self) -> Result<(), StoreError> {
+        self.db
+            .compact_range_cf(self.cf(CF_DUE), None::<&[u8]>, None::<&[u8]>);
+        Ok(())
     }
 
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

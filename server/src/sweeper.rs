@@ -35,7 +35,7 @@ use crate::search::{kql, searcher};
 use crate::store::{Disposition, PlannedItem, Store, StoreError, SweepWrite};
 
 /// Due entries handled per atomic write.
-const CHUNK: usize = 2_000;
+const CHUNK: usize = 10_000;
 /// Items re-planned per step between passes.
 const REPLAN_CHUNK: usize = 5_000;
 /// When an item cannot be checked against a query-based case hold yet (it is not in the
@@ -280,6 +280,10 @@ impl Sweeper {
 
     fn sweep(&self, now: DateTime<Utc>, stats: &mut SweepStats) -> Result<(), Error> {
         let mut chunk_started = Instant::now();
+        // Each chunk continues after the last entry read; when that finds nothing, one scan
+        // from the start picks up entries written behind the cursor meanwhile (and those this
+        // pass scheduled at `now`).
+        let mut cursor: Option<(i64, InteractionId)> = None;
         loop {
             // While ingest is busy, the sweeper takes at most a quarter of the time: on a
             // small machine ingest and indexing need the cores more than a pass does.
@@ -295,10 +299,14 @@ impl Sweeper {
                 }
             }
             chunk_started = Instant::now();
-            let due = self.store.due_until(now, CHUNK)?;
-            if due.is_empty() {
+            let due = self.store.due_until(cursor, now, CHUNK)?;
+            let Some(last) = due.last().copied() else {
+                if cursor.take().is_some() {
+                    continue;
+                }
                 return Ok(());
-            }
+            };
+            cursor = Some(last);
             stats.examined += due.len() as u64;
             let mut ids: Vec<InteractionId> = due.iter().map(|(_, id)| *id).collect();
             ids.sort();

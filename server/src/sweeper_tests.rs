@@ -199,7 +199,11 @@ fn moves_at_delete_at_and_destroys_after_the_minimum_age_with_a_disposition() {
     assert_eq!(record.content_sha256.len(), 64);
     assert_eq!(record.policies.len(), 1);
     // The client key is free again and nothing is due any more.
-    assert!(h.store.due_until(date(2100, 1, 1), 10).unwrap().is_empty());
+    assert!(h
+        .store
+        .due_until(None, date(2100, 1, 1), 10)
+        .unwrap()
+        .is_empty());
     // The index drops the document.
     h.wait_for_index();
     let searcher = h.index.reader.searcher();
@@ -248,7 +252,11 @@ fn holds_are_checked_right_before_destroying_and_a_release_re_plans() {
     assert_eq!((stats.destroyed, stats.skipped_held), (1, 1));
     assert!(h.exists(ids[0]) && !h.exists(ids[1]));
     // Held forever: nothing is due for alice's item any more (a release re-plans it).
-    assert!(h.store.due_until(date(2100, 1, 1), 10).unwrap().is_empty());
+    assert!(h
+        .store
+        .due_until(None, date(2100, 1, 1), 10)
+        .unwrap()
+        .is_empty());
 
     // Release with a delay hold of 30 days, then re-plan the mailbox.
     let later = now + TimeDelta::days(10);

@@ -220,9 +220,11 @@ pub trait Store: Send + Sync + 'static {
         reason: MoveReason,
         now: DateTime<Utc>,
     ) -> Result<Vec<InteractionId>, StoreError>;
-    /// Up to `limit` due entries with time <= `until`, oldest first.
+    /// Up to `limit` due entries with time <= `until`, oldest first, after the entry `after`
+    /// (exclusive) when given.
     fn due_until(
         &self,
+        after: Option<(i64, InteractionId)>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(i64, InteractionId)>, StoreError>;

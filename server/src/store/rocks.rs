@@ -90,8 +90,9 @@ impl RocksStore {
                     table.set_block_size(32 << 10);
                     options.set_write_buffer_size(32 << 20);
                 }
-                CF_CLIENT_KEYS => {
-                    // Every ingest probes here, usually for a key that does not exist.
+                CF_CLIENT_KEYS | CF_LOCATIONS => {
+                    // Every ingest probes `client_keys`, and planning probes `locations`,
+                    // usually for a key that does not exist (an ACTIVE item has none).
                     table.set_bloom_filter(10.0, false);
                     options.set_write_buffer_size(16 << 20);
                 }
@@ -798,16 +799,31 @@ impl Store for RocksStore {
 
     fn due_until(
         &self,
+        after: Option<(i64, InteractionId)>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(i64, InteractionId)>, StoreError> {
         let mut options = ReadOptions::default();
         let upper = keys::encode_time(time_micros(until).saturating_add(1));
         options.set_iterate_upper_bound(upper.to_vec());
+        // Starting after the last entry read skips the deletion markers of the entries a
+        // pass has already consumed.
+        let lower = after.map(|(micros, id)| {
+            let mut key = keys::timed_key(&[], micros, id);
+            key.push(0);
+            key
+        });
+        if let Some(lower) = &lower {
+            options.set_iterate_lower_bound(lower.clone());
+        }
+        let mode = match &lower {
+            Some(lower) => IteratorMode::From(lower, Direction::Forward),
+            None => IteratorMode::Start,
+        };
         let mut due = Vec::new();
         for entry in self
             .db
-            .iterator_cf_opt(self.cf(CF_DUE), options, IteratorMode::Start)
+            .iterator_cf_opt(self.cf(CF_DUE), options, mode)
             .take(limit)
         {
             let (key, _) = entry?;

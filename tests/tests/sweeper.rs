@@ -698,3 +698,136 @@ async fn kill_during_a_sweep_leaves_store_and_index_consistent() {
         "one disposition record per destroyed item"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_sweeps_holds_purges_and_shows_dispositions() {
+    let server = TestServer::start_with_config(config("")).await;
+    let ids = store(
+        &server,
+        &[
+            (ALICE, date(2019, 1, 1), "old merger notes"),
+            (ALICE, date(2019, 1, 2), "old lunch notes"),
+            (BOB, date(2025, 1, 1), "spilled secret"),
+        ],
+    )
+    .await;
+    let case = open_case(&server, &[ALICE, BOB], &["purger"]).await;
+    search_until(&server, &case, "notes OR secret", 3).await;
+
+    let preview = server.cli(
+        RETENTION_ADMIN_TOKEN,
+        &[
+            "--json",
+            "policy",
+            "preview",
+            "--name",
+            "d1",
+            "--include",
+            ALICE,
+            "--action",
+            "delete-only",
+            "--days",
+            "365",
+        ],
+    );
+    assert_eq!(preview.code, 0, "{}", preview.stderr);
+    let preview: serde_json::Value = serde_json::from_str(&preview.stdout).unwrap();
+    assert_eq!(preview["total_move_now"], 2);
+
+    let held = server.cli(
+        EDISCOVERY_TOKEN,
+        &[
+            "--json", "case", "hold", "place", "--case", &case.id, "--name", "merger", "--query",
+            "merger",
+        ],
+    );
+    assert_eq!(held.code, 0, "{}", held.stderr);
+    let held: serde_json::Value = serde_json::from_str(&held.stdout).unwrap();
+    assert_eq!(held[0]["items_held"], 1);
+    assert_eq!(held[0]["kind"], "case");
+
+    let created = server.cli(
+        RETENTION_ADMIN_TOKEN,
+        &[
+            "policy",
+            "create",
+            "--name",
+            "d1",
+            "--include",
+            ALICE,
+            "--action",
+            "delete-only",
+            "--days",
+            "365",
+        ],
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+
+    let dry = server.cli(
+        PURGE_TOKEN,
+        &[
+            "--json",
+            "purge",
+            "--case",
+            &case.id,
+            "--query",
+            "secret",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let dry: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(dry["ids"], serde_json::json!([ids[2]]));
+    assert_eq!(dry["mailboxes"][0]["moved"], 0);
+    let purged = server.cli(
+        PURGE_TOKEN,
+        &["purge", "--case", &case.id, "--query", "secret"],
+    );
+    assert_eq!(purged.code, 0, "{}", purged.stderr);
+    assert!(purged.stdout.contains(BOB), "{}", purged.stdout);
+
+    let swept = server.cli(RETENTION_ADMIN_TOKEN, &["--json", "sweep"]);
+    assert_eq!(swept.code, 0, "{}", swept.stderr);
+    let swept: serde_json::Value = serde_json::from_str(&swept.stdout).unwrap();
+    // Alice's two move; the lunch one and bob's purged one go; the merger one is held.
+    assert_eq!(swept["moved"], 2);
+    assert_eq!(swept["destroyed"], 2);
+    assert_eq!(swept["skipped_held"], 1);
+    let status = server.cli(AUDITOR_TOKEN, &["--json", "sweep", "--status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["totals"]["destroyed"], 2);
+
+    let records = server.cli(AUDITOR_TOKEN, &["--json", "dispositions"]);
+    assert_eq!(records.code, 0, "{}", records.stderr);
+    let records: serde_json::Value = serde_json::from_str(&records.stdout).unwrap();
+    let records = records["dispositions"].as_array().unwrap().clone();
+    assert_eq!(records.len(), 2);
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"purge_requested") && reasons.contains(&"expired"),
+        "{reasons:?}"
+    );
+    assert!(!records.iter().any(|r| r.to_string().contains("lunch")));
+
+    let mailbox = server.cli(RETENTION_ADMIN_TOKEN, &["mailbox", "status", ALICE]);
+    assert_eq!(mailbox.code, 0, "{}", mailbox.stderr);
+    assert!(
+        mailbox.stdout.contains("holds-area items: 1"),
+        "{}",
+        mailbox.stdout
+    );
+    assert!(mailbox.stdout.contains("case"), "{}", mailbox.stdout);
+
+    // Wrong role: exit code 1 with a clear message.
+    let denied = server.cli(INGEST_TOKEN, &["sweep"]);
+    assert_eq!(denied.code, 1);
+    assert!(
+        denied.stderr.contains("retention_admin"),
+        "{}",
+        denied.stderr
+    );
+}

@@ -35,6 +35,9 @@ pub struct SweepArgs {
     /// Items for the ingest-during-sweep comparison (each phase).
     #[arg(long, default_value_t = 100_000)]
     ingest_items: usize,
+    /// Alternating rounds of the ingest comparison.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Spread the due items evenly among the others (a backfill of old items) instead of
     /// storing them first (items ingested in time order, the usual case).
     #[arg(long)]
@@ -266,44 +269,53 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         idle[idle.len() - 1].as_secs_f64() * 1e3
     );
 
-    // Ingest alone, then while a pass moves and destroys as many due items. The due items
-    // are stored first, so both ingest phases start from the same state of the store.
-    let base = args.items;
-    store_items(&setup, (base, args.ingest_items), 100, false, now);
-    wait_for_index(&setup);
-    std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    store_items(
-        &setup,
-        (base + args.ingest_items, args.ingest_items),
-        0,
-        false,
-        now,
-    );
-    let alone = rate(args.ingest_items as u64, started.elapsed());
-    wait_for_index(&setup);
-    std::thread::sleep(Duration::from_secs(2));
-    let sweeper = Arc::clone(&setup.sweeper);
-    let sweeping = std::thread::spawn(move || -> anyhow::Result<(u64, u64, Duration)> {
+    // Ingest alone, then while a pass moves and destroys as many due items; `--rounds`
+    // times, alternating, so that both see the store in the same states (single runs vary
+    // by ±30% with flushes and compactions).
+    let mut next = args.items;
+    let mut alone = Vec::new();
+    let mut during = Vec::new();
+    for round in 0..args.rounds {
+        store_items(&setup, (next, args.ingest_items), 100, false, now);
+        next += args.ingest_items;
+        wait_for_index(&setup);
+        std::thread::sleep(Duration::from_secs(2));
         let started = Instant::now();
-        let moved = sweeper.run_once(now)?.moved;
-        let destroyed = sweeper.run_once(later)?.destroyed;
-        Ok((moved, destroyed, started.elapsed()))
-    });
-    let started = Instant::now();
-    store_items(
-        &setup,
-        (base + 2 * args.ingest_items, args.ingest_items),
-        0,
-        false,
-        now,
-    );
-    let during = rate(args.ingest_items as u64, started.elapsed());
-    let (moved, destroyed, took) = sweeping.join().expect("sweep thread")?;
+        store_items(&setup, (next, args.ingest_items), 0, false, now);
+        next += args.ingest_items;
+        alone.push(rate(args.ingest_items as u64, started.elapsed()));
+        wait_for_index(&setup);
+        std::thread::sleep(Duration::from_secs(2));
+        let sweeper = Arc::clone(&setup.sweeper);
+        let sweeping = std::thread::spawn(move || -> anyhow::Result<(u64, u64, Duration)> {
+            let started = Instant::now();
+            let moved = sweeper.run_once(now)?.moved;
+            let destroyed = sweeper.run_once(later)?.destroyed;
+            Ok((moved, destroyed, started.elapsed()))
+        });
+        let started = Instant::now();
+        store_items(&setup, (next, args.ingest_items), 0, false, now);
+        next += args.ingest_items;
+        during.push(rate(args.ingest_items as u64, started.elapsed()));
+        let (moved, destroyed, took) = sweeping.join().expect("sweep thread")?;
+        wait_for_index(&setup);
+        println!(
+            "  round {round}: ingest alone {:.0}/s; during a pass that moved {moved} and \
+             destroyed {destroyed} in {:.2} s: {:.0}/s",
+            alone[round],
+            took.as_secs_f64(),
+            during[round]
+        );
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (alone, during) = (median(&mut alone), median(&mut during));
     println!(
-        "ingest (acknowledged writes, with the server's index backpressure; in process): alone {alone:.0}/s; during a pass that moved {moved} \
-         and destroyed {destroyed} in {:.2} s: {during:.0}/s ({:+.1}%)",
-        took.as_secs_f64(),
+        "ingest (acknowledged writes, with the server's index backpressure; in process), \
+         median of {} rounds: alone {alone:.0}/s, during a pass {during:.0}/s ({:+.1}%)",
+        args.rounds,
         (during / alone - 1.0) * 100.0
     );
     stop.cancel();

@@ -265,7 +265,10 @@ impl Sweeper {
             as_of: Some(now),
             ..SweepStats::default()
         };
-        let result = self.sweep(now, &mut stats);
+        // A bug must not stop retention for good: a panic ends this pass like an error.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sweep(now, &mut stats)))
+                .unwrap_or_else(|_| Err(Error::Internal("the sweeper panicked".into())));
         stats.duration_ms = started.elapsed().as_millis() as u64;
         if stats.examined >= COMPACT_AFTER {
             self.pending_compaction
@@ -492,6 +495,11 @@ impl Sweeper {
 
     /// One step of a pending re-plan. Returns whether more remains.
     pub fn replan_step(&self, now: DateTime<Utc>) -> Result<bool, Error> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.replan_chunk(now)))
+            .unwrap_or_else(|_| Err(Error::Internal("a re-plan step panicked".into())))
+    }
+
+    fn replan_chunk(&self, now: DateTime<Utc>) -> Result<bool, Error> {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let Some(job) = self.rules.replan_job()? else {
             return Ok(false);

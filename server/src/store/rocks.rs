@@ -1148,3 +1148,76 @@ impl Store for RocksStore {
         Ok(tokens)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use ulid::Ulid;
+
+    use super::*;
+    use crate::domain::{Model, Safety};
+
+    fn item(client_key: &str) -> NewInteraction {
+        NewInteraction::new(
+            InteractionId(Ulid::new()),
+            Utc::now(),
+            InteractionContent {
+                client_key: client_key.into(),
+                mailbox_id: MailboxId::parse("old@contoso.com").unwrap(),
+                thread_id: "t".into(),
+                app: "Word".into(),
+                created_at: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
+                prompt: "p".into(),
+                response: String::new(),
+                model: Model::default(),
+                plugins: Vec::new(),
+                accessed_resources: Vec::new(),
+                contexts: Vec::new(),
+                safety: Safety::default(),
+                sensitivity_label: String::new(),
+                attributes: Default::default(),
+            },
+        )
+    }
+
+    /// A format-1 directory (no facts, no due entries) is upgraded when opened: every item
+    /// gets its facts and a due entry at its `created_at`.
+    #[test]
+    fn a_format_1_store_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let items = [item("a"), item("b")];
+        {
+            let store = RocksStore::open(&path).unwrap();
+            store.write_interactions(&items).unwrap();
+            // Make it look like format 1.
+            for cf in [CF_FACTS, CF_DUE] {
+                store
+                    .db
+                    .delete_range_cf(store.cf(cf), &[0u8][..], &[0xffu8; 32][..])
+                    .unwrap();
+            }
+            store
+                .db
+                .put_cf(
+                    store.cf(CF_META),
+                    META_FORMAT_VERSION,
+                    FORMAT_VERSION_WITHOUT_FACTS.to_be_bytes(),
+                )
+                .unwrap();
+            assert!(store.planned_items(&[items[0].id]).unwrap()[0].is_none());
+        }
+        let store = RocksStore::open(&path).unwrap();
+        let planned = store.planned_items(&[items[0].id, items[1].id]).unwrap();
+        assert_eq!(planned[0].as_ref().unwrap().facts, items[0].facts());
+        assert_eq!(planned[1].as_ref().unwrap().facts, items[1].facts());
+        let due = store
+            .due_until(None, Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(), 10)
+            .unwrap();
+        assert_eq!(due.len(), 2);
+        assert_eq!(
+            store.get_meta(META_FORMAT_VERSION).unwrap().unwrap(),
+            FORMAT_VERSION.to_be_bytes()
+        );
+    }
+}

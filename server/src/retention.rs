@@ -205,7 +205,11 @@ impl Rules {
         };
         // Items were planned with the settings of their time: re-plan if they changed.
         let recorded = rules.store.get_meta(b"retention_settings")?;
-        let current = serde_json::to_vec(config).expect("config serialises");
+        let current = serde_json::to_vec(&serde_json::json!({
+            "default_retention_days": config.default_retention_days,
+            "holds_area_minimum_age_hours": config.holds_area_minimum_age_hours,
+        }))
+        .expect("settings serialise");
         if recorded.as_deref() != Some(current.as_slice()) {
             if recorded.is_some() {
                 tracing::info!("retention settings changed since the last start: re-planning");

@@ -288,8 +288,8 @@ impl Sweeper {
         // pass scheduled at `now`).
         let mut cursor: Option<(i64, InteractionId)> = None;
         loop {
-            // While ingest is busy, the sweeper takes at most a quarter of the time: on a
-            // small machine ingest and indexing need the cores more than a pass does.
+            // While ingest is busy, the sweeper takes about a tenth of the time: on a small
+            // machine ingest and indexing need the cores more than a pass does.
             if self.rules.ingest_active(INGEST_WINDOW) {
                 std::thread::sleep(chunk_started.elapsed() * YIELD_FACTOR);
                 // Moves and destructions are index work too: leave the index's headroom to
@@ -342,32 +342,14 @@ impl Sweeper {
                     now,
                 );
                 if decision.move_now {
-                    // Its next look: now if it may go at once, else when time may free it.
-                    let moved = PlannedItem {
-                        location: ItemLocation::Active
-                            .move_to_holds_area(holdfast_retention::MoveReason::Expired, now),
-                        ..item.clone()
-                    };
-                    let after = self.decide(
-                        &moved,
+                    self.schedule_after_move(
+                        item,
                         &policies,
                         holds.on(&item.facts.mailbox),
-                        &CaseMatches::default(),
                         now,
+                        &mut write,
+                        stats,
                     );
-                    let query_holds = holds
-                        .on(&item.facts.mailbox)
-                        .iter()
-                        .any(|h| h.query().is_some());
-                    if after.destroyable || query_holds {
-                        // Destroyable at once (or only the index can tell): look again in
-                        // this pass.
-                        write.schedule.push((now, item.id));
-                    } else {
-                        let next =
-                            self.plan_next(&moved, &after, &CaseMatches::default(), &policies, now);
-                        self.defer(&moved, next, &mut write, stats);
-                    }
                     write.moves.push(item.clone());
                 } else if decision.destroyable {
                     candidates.push(item);
@@ -377,9 +359,7 @@ impl Sweeper {
                 }
             }
             if candidates.is_empty() {
-                let applied = self.store.apply_sweep(&write, now)?;
-                stats.moved += applied.moved;
-                metrics::counter!("holdfast_sweeper_moved_total").increment(applied.moved);
+                self.apply(&write, now, stats)?;
                 continue;
             }
             #[cfg(test)]
@@ -424,11 +404,46 @@ impl Sweeper {
                 };
                 write.destroys.push((item.clone(), disposition));
             }
-            let applied = self.store.apply_sweep(&write, now)?;
-            stats.moved += applied.moved;
-            stats.destroyed += applied.destroyed;
-            metrics::counter!("holdfast_sweeper_moved_total").increment(applied.moved);
-            metrics::counter!("holdfast_sweeper_destroyed_total").increment(applied.destroyed);
+            self.apply(&write, now, stats)?;
+        }
+    }
+
+    fn apply(
+        &self,
+        write: &SweepWrite,
+        now: DateTime<Utc>,
+        stats: &mut SweepStats,
+    ) -> Result<(), Error> {
+        let applied = self.store.apply_sweep(write, now)?;
+        stats.moved += applied.moved;
+        stats.destroyed += applied.destroyed;
+        metrics::counter!("holdfast_sweeper_moved_total").increment(applied.moved);
+        metrics::counter!("holdfast_sweeper_destroyed_total").increment(applied.destroyed);
+        Ok(())
+    }
+
+    /// Schedules the next look at an item this pass moves: now if it may go at once (or only
+    /// the index can tell, with a query-based case hold), else when time may free it.
+    fn schedule_after_move(
+        &self,
+        item: &PlannedItem,
+        policies: &[Policy],
+        holds: &[HoldRecord],
+        now: DateTime<Utc>,
+        write: &mut SweepWrite,
+        stats: &mut SweepStats,
+    ) {
+        let moved = PlannedItem {
+            location: ItemLocation::Active
+                .move_to_holds_area(holdfast_retention::MoveReason::Expired, now),
+            ..item.clone()
+        };
+        let after = self.decide(&moved, policies, holds, &CaseMatches::default(), now);
+        if after.destroyable || holds.iter().any(|h| h.query().is_some()) {
+            write.schedule.push((now, item.id));
+        } else {
+            let next = self.plan_next(&moved, &after, &CaseMatches::default(), policies, now);
+            self.defer(&moved, next, write, stats);
         }
     }
 

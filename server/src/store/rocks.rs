@@ -32,6 +32,24 @@ type IndexEntry = (Vec<u8>, Vec<u8>);
 
 /// Items moved per write batch by `move_to_holds_area`, so memory stays bounded.
 const MOVE_CHUNK: usize = 10_000;
+/// The encoded values of one kind of move, built once per batch.
+struct MoveValues {
+    location: Vec<u8>,
+    reason: Vec<u8>,
+    moved_micros: i64,
+}
+
+impl MoveValues {
+    fn new(reason: MoveReason, now: DateTime<Utc>) -> MoveValues {
+        let location = ItemLocation::Active.move_to_holds_area(reason, now);
+        MoveValues {
+            location: serde_json::to_vec(&location).expect("locations serialise"),
+            reason: serde_json::to_vec(&reason).expect("reasons serialise"),
+            moved_micros: time_micros(now),
+        }
+    }
+}
+
 /// The stored form of an interaction (after the version byte): JSON of this struct. It is
 /// written by `NewInteraction::new`, which splices in the canonical encoding of the content.
 #[derive(Deserialize)]
@@ -194,14 +212,14 @@ impl RocksStore {
     }
 
     /// Adds to `batch` the removal of an ACTIVE item's listing keys and its move to the holds
-    /// area at `now`, with a due entry at `due_at` (if given) so that the sweeper plans it.
+    /// area as `values` describe, with a due entry at `due_at` (if given) so that the sweeper
+    /// plans it.
     fn add_move(
         &self,
         batch: &mut WriteBatch,
         id: InteractionId,
         facts: &ItemFacts,
-        reason: MoveReason,
-        now: DateTime<Utc>,
+        values: &MoveValues,
         due_at: Option<DateTime<Utc>>,
     ) {
         let created = time_micros(facts.created_at);
@@ -217,16 +235,15 @@ impl RocksStore {
                 keys::timed_key(&thread_prefix, created, id),
             );
         }
-        let location = ItemLocation::Active.move_to_holds_area(reason, now);
         batch.put_cf(
             self.cf(CF_LOCATIONS),
             keys::interaction_key(id),
-            serde_json::to_vec(&location).expect("locations serialise"),
+            &values.location,
         );
         batch.put_cf(
             self.cf(CF_HOLDS_AREA),
-            keys::timed_key(&mailbox_prefix, time_micros(now), id),
-            serde_json::to_vec(&reason).expect("reasons serialise"),
+            keys::timed_key(&mailbox_prefix, values.moved_micros, id),
+            &values.reason,
         );
         if let Some(at) = due_at {
             self.put_due(batch, at, id);
@@ -777,6 +794,7 @@ impl Store for RocksStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<InteractionId>, StoreError> {
         let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let values = MoveValues::new(reason, now);
         let mut moved = Vec::new();
         for chunk in ids.chunks(MOVE_CHUNK) {
             let facts = self.facts_of(chunk)?;
@@ -785,7 +803,7 @@ impl Store for RocksStore {
             let mut moved_now = Vec::new();
             for ((id, facts), location) in chunk.iter().zip(facts).zip(locations) {
                 if let (Some(facts), ItemLocation::Active) = (facts, location) {
-                    self.add_move(&mut batch, *id, &facts, reason, now, Some(now));
+                    self.add_move(&mut batch, *id, &facts, &values, Some(now));
                     moved_now.push(*id);
                 }
             }
@@ -913,18 +931,12 @@ impl Store for RocksStore {
         let move_locations = self.locations_of(&move_ids)?;
         let destroy_current = self.planned_items(&destroy_ids)?;
         let mut changed = Vec::with_capacity(move_ids.len() + destroy_ids.len());
+        let expired = MoveValues::new(MoveReason::Expired, now);
         let mut applied = SweepApplied::default();
         for (item, location) in write.moves.iter().zip(move_locations) {
             if location == ItemLocation::Active {
                 // The sweeper schedules the moved item's next check itself.
-                self.add_move(
-                    &mut batch,
-                    item.id,
-                    &item.facts,
-                    MoveReason::Expired,
-                    now,
-                    None,
-                );
+                self.add_move(&mut batch, item.id, &item.facts, &expired, None);
                 changed.push(item.id);
                 applied.moved += 1;
             }

@@ -20,6 +20,11 @@ pub const MAX_MAILBOX_ID_BYTES: usize = 320;
 pub struct MailboxId(String);
 
 impl MailboxId {
+    /// A mailbox id read back from the store, where only validated ids are written.
+    pub fn from_stored(lower_cased: String) -> MailboxId {
+        MailboxId(lower_cased)
+    }
+
     pub fn parse(raw: &str) -> Result<MailboxId, String> {
         if raw.is_empty() {
             return Err("must not be empty".into());

@@ -18,7 +18,7 @@
 //! | `cases`             | case id (16)                                     | case record (JSON)     |
 //! | `policies`          | policy id (16)                                   | policy record (JSON)   |
 //! | `holds`             | hold id (16)                                     | hold record (JSON)     |
-//! | `item_facts`        | id (16)                                          | retention facts (JSON) |
+//! | `item_facts`        | id (16)                                          | retention facts (binary, `ItemFacts::encode`) |
 //! | `due`               | check time µs (8) id (16)                        | empty                  |
 //! | `dispositions`      | purged_at µs (8) id (16)                         | disposition (JSON)     |
 //! | `meta`              | name                                             | value                  |

@@ -79,6 +79,57 @@ pub struct ItemFacts {
     pub content_sha256: String,
 }
 
+impl ItemFacts {
+    /// The stored form, compact because every pass reads it: created_at µs (8 bytes, big
+    /// endian), the digest (32 bytes), then mailbox, thread, app and client key, each as a
+    /// 4-byte big-endian length and UTF-8.
+    pub fn encode(&self) -> Vec<u8> {
+        let strings = [
+            self.mailbox.as_str(),
+            &self.thread,
+            &self.app,
+            &self.client_key,
+        ];
+        let mut bytes = Vec::with_capacity(40 + strings.iter().map(|s| 4 + s.len()).sum::<usize>());
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&self.content_sha256, &mut digest).expect("digests are hex");
+        bytes.extend_from_slice(&digest);
+        for text in strings {
+            bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ItemFacts, String> {
+        let (created, rest) = bytes.split_at_checked(8).ok_or("too short")?;
+        let (digest, mut rest) = rest.split_at_checked(32).ok_or("too short")?;
+        let micros = i64::from_be_bytes(created.try_into().expect("8 bytes"));
+        let created_at =
+            DateTime::from_timestamp_micros(micros).ok_or("created_at out of range")?;
+        let mut next = || -> Result<String, String> {
+            let (length, tail) = rest.split_at_checked(4).ok_or("truncated length")?;
+            let length = u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize;
+            let (text, tail) = tail.split_at_checked(length).ok_or("truncated text")?;
+            rest = tail;
+            String::from_utf8(text.to_vec()).map_err(|_| "text is not UTF-8".to_string())
+        };
+        let facts = ItemFacts {
+            mailbox: MailboxId::from_stored(next()?),
+            thread: next()?,
+            app: next()?,
+            client_key: next()?,
+            created_at,
+            content_sha256: hex::encode(digest),
+        };
+        if !rest.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        Ok(facts)
+    }
+}
+
 /// An item as planning sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedItem {
@@ -408,6 +459,56 @@ mod tests {
                 moved_at: now
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod facts_tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn facts_round_trip(
+            mailbox in "[a-z0-9@.]{1,40}",
+            thread in "\\PC{0,20}",
+            app in "\\PC{0,12}",
+            client_key in "\\PC{0,40}",
+            micros in -62_000_000_000_000_000i64..250_000_000_000_000_000i64,
+            digest in any::<[u8; 32]>(),
+        ) {
+            let facts = ItemFacts {
+                mailbox: MailboxId::parse(&mailbox).unwrap(),
+                thread,
+                app,
+                client_key,
+                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
+                content_sha256: hex::encode(digest),
+            };
+            prop_assert_eq!(ItemFacts::decode(&facts.encode()), Ok(facts));
+        }
+
+        #[test]
+        fn damaged_facts_are_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = ItemFacts::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn truncated_facts_are_refused() {
+        let facts = ItemFacts {
+            mailbox: MailboxId::parse("a@b.c").unwrap(),
+            thread: "t".into(),
+            app: "Word".into(),
+            client_key: "k".into(),
+            created_at: Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(),
+            content_sha256: "00".repeat(32),
+        };
+        let bytes = facts.encode();
+        assert!(ItemFacts::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(ItemFacts::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
     }
 }
 

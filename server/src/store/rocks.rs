@@ -196,11 +196,7 @@ impl RocksStore {
     }
 
     fn put_facts(&self, batch: &mut WriteBatch, id: InteractionId, facts: &ItemFacts) {
-        batch.put_cf(
-            self.cf(CF_FACTS),
-            keys::interaction_key(id),
-            serde_json::to_vec(facts).expect("facts serialise"),
-        );
+        batch.put_cf(self.cf(CF_FACTS), keys::interaction_key(id), facts.encode());
     }
 
     fn put_due(&self, batch: &mut WriteBatch, at: DateTime<Utc>, id: InteractionId) {
@@ -258,7 +254,7 @@ impl RocksStore {
             .zip(ids)
             .map(|(found, id)| match found? {
                 None => Ok(None),
-                Some(bytes) => serde_json::from_slice(&bytes)
+                Some(bytes) => ItemFacts::decode(&bytes)
                     .map(Some)
                     .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}"))),
             })
@@ -885,7 +881,7 @@ impl Store for RocksStore {
                 .try_into()
                 .map_err(|_| corrupt(CF_FACTS, "key is not 16 bytes"))?;
             let id = InteractionId::from_bytes(id);
-            let facts: ItemFacts = serde_json::from_slice(&value)
+            let facts = ItemFacts::decode(&value)
                 .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}")))?;
             found.push((id, facts));
         }

@@ -91,13 +91,13 @@ pub struct Sweeper {
     before_recheck: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
 
-/// Holds that may cover items of one chunk, by mailbox.
-pub struct ChunkHolds {
+/// The active holds at some time, by mailbox (a hold on several mailboxes is under each).
+pub struct HoldsByMailbox {
     by_mailbox: HashMap<MailboxId, Vec<HoldRecord>>,
 }
 
-impl ChunkHolds {
-    fn load(store: &dyn Store, now: DateTime<Utc>) -> Result<ChunkHolds, StoreError> {
+impl HoldsByMailbox {
+    fn load(store: &dyn Store, now: DateTime<Utc>) -> Result<HoldsByMailbox, StoreError> {
         let mut by_mailbox: HashMap<MailboxId, Vec<HoldRecord>> = HashMap::new();
         for hold in store.list_holds()?.into_iter().filter(|h| h.is_active(now)) {
             for mailbox in &hold.mailboxes {
@@ -107,7 +107,7 @@ impl ChunkHolds {
                     .push(hold.clone());
             }
         }
-        Ok(ChunkHolds { by_mailbox })
+        Ok(HoldsByMailbox { by_mailbox })
     }
 
     fn on(&self, mailbox: &MailboxId) -> &[HoldRecord] {
@@ -204,7 +204,7 @@ impl Sweeper {
     pub fn case_matches(
         &self,
         items: &[&PlannedItem],
-        holds: &ChunkHoldsView<'_>,
+        holds: &HoldsByMailbox,
     ) -> Result<CaseMatches, Error> {
         let mut by_hold: BTreeMap<String, (&HoldRecord, Vec<InteractionId>)> = BTreeMap::new();
         for item in items {
@@ -243,15 +243,16 @@ impl Sweeper {
 
     /// The decision for one item now, with every hold that covers it (`ExplainRetention`).
     pub fn explain(&self, item: &PlannedItem, now: DateTime<Utc>) -> Result<Decision, Error> {
-        let holds: Vec<HoldRecord> = self
-            .store
-            .list_holds()?
-            .into_iter()
-            .filter(|h| h.is_active(now) && h.is_on(&item.facts.mailbox))
-            .collect();
-        let matches = self.case_matches(&[item], &ChunkHoldsView::These(&holds))?;
+        let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
+        let matches = self.case_matches(&[item], &holds)?;
         let policies = self.rules.policies();
-        Ok(self.decide(item, &policies, &holds, &matches, now))
+        Ok(self.decide(
+            item,
+            &policies,
+            holds.on(&item.facts.mailbox),
+            &matches,
+            now,
+        ))
     }
 
     /// One pass at `now`: everything due up to `now` is handled. Errors end the pass (what was
@@ -321,18 +322,17 @@ impl Sweeper {
                 .flatten()
                 .collect();
             let policies = self.rules.policies();
-            let holds = ChunkHolds::load(self.store.as_ref(), now)?;
+            let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
             let mut write = SweepWrite {
                 consumed: due,
                 ..SweepWrite::default()
             };
             let mut candidates = Vec::new();
-            let view = ChunkHoldsView::Loaded(&holds);
             let held_items: Vec<&PlannedItem> = items
                 .iter()
                 .filter(|i| matches!(i.location, ItemLocation::HoldsArea { .. }))
                 .collect();
-            let matches = self.case_matches(&held_items, &view)?;
+            let matches = self.case_matches(&held_items, &holds)?;
             for item in &items {
                 let decision = self.decide(
                     item,
@@ -372,9 +372,8 @@ impl Sweeper {
                 .holds_guard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let fresh = ChunkHolds::load(self.store.as_ref(), now)?;
-            let fresh_view = ChunkHoldsView::Loaded(&fresh);
-            let matches = self.case_matches(&candidates, &fresh_view)?;
+            let fresh = HoldsByMailbox::load(self.store.as_ref(), now)?;
+            let matches = self.case_matches(&candidates, &fresh)?;
             let purged_at = now;
             for item in candidates {
                 let decision = self.decide(
@@ -612,22 +611,6 @@ pub struct CaseMatches {
     pub holds: HashMap<InteractionId, Vec<String>>,
     /// Items not in the search index (yet): they count as matching.
     pub unindexed: HashSet<InteractionId>,
-}
-
-/// Holds by mailbox, as a chunk of the pass loaded them.
-pub enum ChunkHoldsView<'a> {
-    Loaded(&'a ChunkHolds),
-    /// Explicit holds (for one item, e.g. `ExplainRetention`).
-    These(&'a [HoldRecord]),
-}
-
-impl ChunkHoldsView<'_> {
-    fn on(&self, mailbox: &MailboxId) -> Vec<&HoldRecord> {
-        match self {
-            ChunkHoldsView::Loaded(holds) => holds.on(mailbox).iter().collect(),
-            ChunkHoldsView::These(holds) => holds.iter().filter(|h| h.is_on(mailbox)).collect(),
-        }
-    }
 }
 
 /// A request to run one pass now.

@@ -345,33 +345,27 @@ impl DiscoveryService for DiscoveryApi {
             .await?;
         case.require_open()?;
         let case_id = case.id;
-        let holds = self.case_holds(case_id, false).await?;
-        if !holds.is_empty() {
-            let error = Error::FailedPrecondition(format!(
-                "case {case_id} has {} active hold(s); release them before closing it",
-                holds.len()
-            ));
-            self.shared
-                .audit_done(
-                    &principal,
-                    "CloseCase",
-                    case_id.to_string(),
-                    json!({}),
-                    format!("refused: {error}"),
-                )
-                .await?;
-            return Err(error.into());
+        let outcome = async {
+            let holds = self.case_holds(case_id, false).await?;
+            if !holds.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "case {case_id} has {} active hold(s); release them before closing it",
+                    holds.len()
+                )));
+            }
+            case.status = CaseStatus::Closed;
+            case.closed_at = Some(now());
+            self.save_case(case).await
         }
-        case.status = CaseStatus::Closed;
-        case.closed_at = Some(now());
-        let case = self.save_case(case).await?;
-        self.shared
-            .audit_done(
+        .await;
+        let case = self
+            .shared
+            .audited(
                 &principal,
                 "CloseCase",
-                case.id.to_string(),
+                case_id.to_string(),
                 json!({}),
-                "ok".into(),
+                outcome,
             )
             .await?;
         Ok(Response::new(case_to_proto(&case)))
@@ -625,20 +619,16 @@ impl DiscoveryService for DiscoveryApi {
             super::retention::save_hold(&self.shared, record).await
         }
         .await;
-        let result = match &outcome {
-            Ok(_) => "ok".to_string(),
-            Err(error) => format!("refused: {error}"),
-        };
-        self.shared
-            .audit_done(
+        let record = self
+            .shared
+            .audited(
                 &principal,
                 "PlaceCaseHold",
                 request.case_id.clone(),
                 parameters,
-                result,
+                outcome,
             )
             .await?;
-        let record = outcome?;
         let mut info = super::retention::hold_to_proto(&record);
         info.items_held = self.items_held(&record).await?;
         Ok(Response::new(info))
@@ -687,21 +677,18 @@ impl DiscoveryService for DiscoveryApi {
             super::retention::release_with_delay(&self.shared, hold, &principal).await
         }
         .await;
-        let result = match &outcome {
-            Ok(_) => "ok".to_string(),
-            Err(error) => format!("refused: {error}"),
-        };
-        self.shared
-            .audit_done(
+        let record = self
+            .shared
+            .audited(
                 &principal,
                 "ReleaseCaseHold",
                 request.hold_id.clone(),
                 json!({ "case_id": request.case_id,
                         "delay_hold_days": self.shared.retention.delay_hold_days }),
-                result,
+                outcome,
             )
             .await?;
-        Ok(Response::new(super::retention::hold_to_proto(&outcome?)))
+        Ok(Response::new(super::retention::hold_to_proto(&record)))
     }
 
     async fn purge(

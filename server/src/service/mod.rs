@@ -104,6 +104,24 @@ impl Shared {
         }
     }
 
+    /// Audits the outcome of a change, "ok" or "refused: <why>", then returns it.
+    pub async fn audited<T>(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        target: String,
+        parameters: serde_json::Value,
+        outcome: Result<T, Error>,
+    ) -> Result<T, Status> {
+        let result = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(error) => format!("refused: {error}"),
+        };
+        self.audit_done(principal, action, target, parameters, result)
+            .await?;
+        outcome.map_err(Status::from)
+    }
+
     /// Records a completed compliance action. If the entry cannot be written the caller gets
     /// an error saying so, so that an unaudited action is never reported as a plain success.
     pub async fn audit_done(

@@ -92,25 +92,6 @@ impl RetentionApi {
         let rules = Arc::clone(&self.shared.rules);
         blocking(move || rules.change_policies(scope, now(), change)).await
     }
-
-    /// Audits the outcome of a change, refused or not, then returns it.
-    async fn audited<T>(
-        &self,
-        principal: &Principal,
-        action: &'static str,
-        target: String,
-        parameters: serde_json::Value,
-        outcome: Result<T, Error>,
-    ) -> Result<T, Status> {
-        let result = match &outcome {
-            Ok(_) => "ok".to_string(),
-            Err(error) => format!("refused: {error}"),
-        };
-        self.shared
-            .audit_done(principal, action, target, parameters, result)
-            .await?;
-        outcome.map_err(Status::from)
-    }
 }
 
 fn parse_id(field: &str, id: &str) -> Result<Ulid, Error> {
@@ -400,6 +381,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(
                 &principal,
                 "CreatePolicy",
@@ -457,6 +439,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(&principal, "UpdatePolicy", request.id, parameters, outcome)
             .await?;
         Ok(Response::new(policy_to_proto(&record)))
@@ -479,7 +462,8 @@ impl RetentionService for RetentionApi {
                 .await
         }
         .await;
-        self.audited(&principal, "DeletePolicy", id, json!({}), outcome)
+        self.shared
+            .audited(&principal, "DeletePolicy", id, json!({}), outcome)
             .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
@@ -505,6 +489,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(&principal, "LockPolicy", id, json!({}), outcome)
             .await?;
         Ok(Response::new(policy_to_proto(&record)))
@@ -539,6 +524,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(
                 &principal,
                 "PlaceLitigationHold",
@@ -576,6 +562,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(
                 &principal,
                 "ReleaseHold",
@@ -612,6 +599,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let record = self
+            .shared
             .audited(&principal, "ClearDelayHold", id, json!({}), outcome)
             .await?;
         Ok(Response::new(hold_to_proto(&record)))
@@ -861,6 +849,7 @@ impl RetentionService for RetentionApi {
         }
         .await;
         let stats = self
+            .shared
             .audited(&principal, "RunSweep", String::new(), json!({}), outcome)
             .await?;
         Ok(Response::new(sweep_stats_to_proto(&stats)))

@@ -207,25 +207,24 @@ impl RocksStore {
         );
     }
 
-    /// Adds to `batch` the removal of an ACTIVE item's listing keys and its move to the holds
-    /// area as `values` describe, with a due entry at `due_at` (if given) so that the sweeper
-    /// plans it.
+    /// Adds to `batch` the removal of an ACTIVE item's listing keys (`mailbox`, `thread`,
+    /// `created` µs) and its move to the holds area as `values` describe, with a due entry at
+    /// `due_at` (if given) so that the sweeper plans it.
     fn add_move(
         &self,
         batch: &mut WriteBatch,
         id: InteractionId,
-        facts: &ItemFacts,
+        (mailbox, thread, created): (&MailboxId, &str, i64),
         values: &MoveValues,
         due_at: Option<DateTime<Utc>>,
     ) {
-        let created = time_micros(facts.created_at);
-        let mailbox_prefix = keys::mailbox_prefix(&facts.mailbox);
+        let mailbox_prefix = keys::mailbox_prefix(mailbox);
         batch.delete_cf(
             self.cf(CF_ACTIVE_BY_MAILBOX),
             keys::timed_key(&mailbox_prefix, created, id),
         );
-        if !facts.thread.is_empty() {
-            let thread_prefix = keys::thread_prefix(&facts.mailbox, &facts.thread);
+        if !thread.is_empty() {
+            let thread_prefix = keys::thread_prefix(mailbox, thread);
             batch.delete_cf(
                 self.cf(CF_ACTIVE_BY_THREAD),
                 keys::timed_key(&thread_prefix, created, id),
@@ -455,6 +454,11 @@ fn time_micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
 }
 
+/// Where an ACTIVE item is listed: mailbox, thread, created_at µs.
+fn listed(facts: &ItemFacts) -> (&MailboxId, &str, i64) {
+    (&facts.mailbox, &facts.thread, time_micros(facts.created_at))
+}
+
 impl Store for RocksStore {
     fn write_interactions(
         &self,
@@ -615,21 +619,18 @@ impl Store for RocksStore {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let by_mailbox = self.cf(CF_ACTIVE_BY_MAILBOX);
-        let by_thread = self.cf(CF_ACTIVE_BY_THREAD);
         let (scan_cf, prefix) = if selector.thread_id.is_empty() {
-            (by_mailbox, keys::mailbox_prefix(&selector.mailbox_id))
+            (
+                self.cf(CF_ACTIVE_BY_MAILBOX),
+                keys::mailbox_prefix(&selector.mailbox_id),
+            )
         } else {
             (
-                by_thread,
+                self.cf(CF_ACTIVE_BY_THREAD),
                 keys::thread_prefix(&selector.mailbox_id, &selector.thread_id),
             )
         };
-        let mailbox_prefix = keys::mailbox_prefix(&selector.mailbox_id);
-        let location = ItemLocation::Active.move_to_holds_area(reason, now);
-        let location_json = serde_json::to_vec(&location).expect("locations serialise");
-        let reason_json = serde_json::to_vec(&reason).expect("reasons serialise");
-        let moved_micros = time_micros(now);
+        let values = MoveValues::new(reason, now);
         let before = selector.before.map(time_micros);
 
         let mut num_moved = 0u64;
@@ -657,22 +658,8 @@ impl Store for RocksStore {
                 } else {
                     selector.thread_id.clone()
                 };
-                batch.delete_cf(by_mailbox, keys::timed_key(&mailbox_prefix, created, id));
-                if !thread.is_empty() {
-                    let thread_prefix = keys::thread_prefix(&selector.mailbox_id, &thread);
-                    batch.delete_cf(by_thread, keys::timed_key(&thread_prefix, created, id));
-                }
-                batch.put_cf(
-                    self.cf(CF_LOCATIONS),
-                    keys::interaction_key(id),
-                    &location_json,
-                );
-                batch.put_cf(
-                    self.cf(CF_HOLDS_AREA),
-                    keys::timed_key(&mailbox_prefix, moved_micros, id),
-                    &reason_json,
-                );
-                self.put_due(&mut batch, now, id);
+                let place = (&selector.mailbox_id, thread.as_str(), created);
+                self.add_move(&mut batch, id, place, &values, Some(now));
                 moved.push(id);
             }
             self.write_with_index_work(batch, &moved)?;
@@ -799,7 +786,7 @@ impl Store for RocksStore {
             let mut moved_now = Vec::new();
             for ((id, facts), location) in chunk.iter().zip(facts).zip(locations) {
                 if let (Some(facts), ItemLocation::Active) = (facts, location) {
-                    self.add_move(&mut batch, *id, &facts, &values, Some(now));
+                    self.add_move(&mut batch, *id, listed(&facts), &values, Some(now));
                     moved_now.push(*id);
                 }
             }
@@ -925,28 +912,28 @@ impl Store for RocksStore {
         let move_ids: Vec<InteractionId> = write.moves.iter().map(|m| m.id).collect();
         let destroy_ids: Vec<InteractionId> = write.destroys.iter().map(|(d, _)| d.id).collect();
         let move_locations = self.locations_of(&move_ids)?;
-        let destroy_current = self.planned_items(&destroy_ids)?;
+        // Facts never change; only the location needs checking (a destroyed item has none).
+        let destroy_locations = self.locations_of(&destroy_ids)?;
         let mut changed = Vec::with_capacity(move_ids.len() + destroy_ids.len());
         let expired = MoveValues::new(MoveReason::Expired, now);
         let mut applied = SweepApplied::default();
         for (item, location) in write.moves.iter().zip(move_locations) {
             if location == ItemLocation::Active {
                 // The sweeper schedules the moved item's next check itself.
-                self.add_move(&mut batch, item.id, &item.facts, &expired, None);
+                self.add_move(&mut batch, item.id, listed(&item.facts), &expired, None);
                 changed.push(item.id);
                 applied.moved += 1;
             }
         }
-        for ((item, disposition), current) in write.destroys.iter().zip(destroy_current) {
-            let Some(current) = current else { continue };
-            let ItemLocation::HoldsArea { moved_at, .. } = current.location else {
+        for ((item, disposition), location) in write.destroys.iter().zip(destroy_locations) {
+            let ItemLocation::HoldsArea { moved_at, .. } = location else {
                 continue;
             };
-            if current.location != item.location {
+            if location != item.location {
                 continue;
             }
             let id = item.id;
-            let facts = &current.facts;
+            let facts = &item.facts;
             let key = keys::interaction_key(id);
             batch.delete_cf(self.cf(CF_INTERACTIONS), key);
             batch.delete_cf(self.cf(CF_FACTS), key);

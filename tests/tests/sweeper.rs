@@ -831,3 +831,102 @@ async fn the_cli_drives_sweeps_holds_purges_and_shows_dispositions() {
         denied.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_to_the_new_calls_is_refused_clearly() {
+    let server = TestServer::start_with_config(config("")).await;
+    let mut admin = server.client(RETENTION_ADMIN_TOKEN).await.retention.clone();
+    let bad_token = admin
+        .list_dispositions(pb::ListDispositionsRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), tonic::Code::InvalidArgument);
+    assert!(bad_token.message().contains("page_token"));
+    let too_big = admin
+        .list_dispositions(pb::ListDispositionsRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), tonic::Code::InvalidArgument);
+    let bad_mailbox = admin
+        .get_mailbox_status(pb::GetMailboxStatusRequest {
+            mailbox_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_mailbox.code(), tonic::Code::InvalidArgument);
+    assert!(bad_mailbox.message().contains("mailbox_id"));
+    let unknown_policy = admin
+        .preview_policy(pb::PreviewPolicyRequest {
+            policy_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            spec: Some(spec("p", &[ALICE], pb::PolicyAction::DeleteOnly, 30)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_policy.code(), tonic::Code::NotFound);
+
+    let case = open_case(&server, &[ALICE], &[]).await;
+    let mut reviewer = server.client(EDISCOVERY_TOKEN).await.discovery.clone();
+    let bad_hold = reviewer
+        .release_case_hold(pb::ReleaseCaseHoldRequest {
+            case_id: case.id.clone(),
+            hold_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_hold.code(), tonic::Code::InvalidArgument);
+    let unknown_hold = reviewer
+        .release_case_hold(pb::ReleaseCaseHoldRequest {
+            case_id: case.id.clone(),
+            hold_id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_hold.code(), tonic::Code::NotFound);
+    let outsider = reviewer
+        .place_case_hold(pb::PlaceCaseHoldRequest {
+            case_id: case.id.clone(),
+            name: "h".into(),
+            custodians: vec![BOB.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outsider.code(), tonic::Code::InvalidArgument);
+    let backwards = reviewer
+        .place_case_hold(pb::PlaceCaseHoldRequest {
+            case_id: case.id.clone(),
+            name: "h".into(),
+            created_from: Some(prost_types::Timestamp {
+                seconds: date(2025, 2, 1).timestamp(),
+                nanos: 0,
+            }),
+            created_to: Some(prost_types::Timestamp {
+                seconds: date(2025, 1, 1).timestamp(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(backwards.code(), tonic::Code::InvalidArgument);
+    // The other reviewer is not a member of the case.
+    let stranger = server
+        .client(OTHER_REVIEWER_TOKEN)
+        .await
+        .discovery
+        .clone()
+        .place_case_hold(pb::PlaceCaseHoldRequest {
+            case_id: case.id.clone(),
+            name: "h".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
+}

@@ -6,11 +6,12 @@
 //! on. Truncating the tail is detectable only against a head hash recorded elsewhere, which
 //! is why `verify` reports it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Store, StoreError};
 
@@ -90,15 +91,29 @@ struct Head {
     last_hash: String,
 }
 
+/// One entry waiting for the audit writer.
+struct AppendJob {
+    event: AuditEvent,
+    time: DateTime<Utc>,
+    reply: oneshot::Sender<Result<AuditRecord, StoreError>>,
+}
+
+/// Appends waiting for the writer; a full queue makes appenders wait.
+const QUEUE_CAPACITY: usize = 4096;
+/// Most entries written by one sync.
+const MAX_GROUP: usize = 1024;
+
 pub struct AuditLog {
     store: Arc<dyn Store>,
-    head: Mutex<Head>,
+    /// To the writer thread, which alone assigns sequences and hashes.
+    appends: mpsc::Sender<AppendJob>,
 }
 
 /// Entries scanned per read while querying or verifying.
 const SCAN_CHUNK: usize = 1024;
 
 impl AuditLog {
+    /// Opens the log and starts its writer thread (it stops when the log is dropped).
     pub fn open(store: Arc<dyn Store>) -> Result<AuditLog, StoreError> {
         let head = match store.last_audit_record()? {
             Some(last) => Head {
@@ -110,45 +125,49 @@ impl AuditLog {
                 last_hash: String::new(),
             },
         };
-        Ok(AuditLog {
-            store,
-            head: Mutex::new(head),
-        })
+        let (appends, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let writer_store = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("holdfast-audit".into())
+            .spawn(move || run_writer(writer_store.as_ref(), head, receiver))
+            .map_err(|error| {
+                StoreError::Engine(format!("cannot start the audit writer: {error}"))
+            })?;
+        Ok(AuditLog { store, appends })
     }
 
-    /// Appends an entry durably (blocking: call from a blocking context).
+    /// Appends an entry durably (blocking: call from a thread, never from async code).
     pub fn append_blocking(
         &self,
         event: AuditEvent,
         now: DateTime<Utc>,
     ) -> Result<AuditRecord, StoreError> {
-        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        let mut record = AuditRecord {
-            sequence: head.next_sequence,
-            time: now,
-            actor: event.actor,
-            action: event.action.to_string(),
-            target: event.target,
-            parameters: event.parameters,
-            result: event.result,
-            previous_hash: head.last_hash.clone(),
-            hash: String::new(),
-        };
-        record.hash = record.compute_hash();
-        self.store.append_audit_record(&record)?;
-        head.next_sequence += 1;
-        head.last_hash = record.hash.clone();
-        Ok(record)
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .blocking_send(AppendJob {
+                event,
+                time: now,
+                reply,
+            })
+            .map_err(|_| writer_gone())?;
+        answer.blocking_recv().map_err(|_| writer_gone())?
     }
 
-    /// Appends from async code, off the runtime's worker threads. A failure to audit is logged
-    /// and returned: a compliance action that cannot be audited must not be reported as done.
+    /// Appends from async code; waits for the sync (shared with every concurrent append) but
+    /// holds no thread meanwhile. A failure to audit is logged and returned: a compliance
+    /// action that cannot be audited must not be reported as done.
     pub async fn append(self: &Arc<Self>, event: AuditEvent) -> Result<AuditRecord, StoreError> {
-        let log = Arc::clone(self);
         let action = event.action;
-        let result = tokio::task::spawn_blocking(move || log.append_blocking(event, Utc::now()))
-            .await
-            .unwrap_or_else(|join_error| Err(StoreError::Engine(join_error.to_string())));
+        let (reply, answer) = oneshot::channel();
+        let job = AppendJob {
+            event,
+            time: Utc::now(),
+            reply,
+        };
+        let result = match self.appends.send(job).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(writer_gone())),
+            Err(_) => Err(writer_gone()),
+        };
         if let Err(error) = &result {
             tracing::error!(action, %error, "cannot append to the audit log");
         }
@@ -235,6 +254,66 @@ impl AuditLog {
                     head_hash: previous_hash,
                     problem: None,
                 });
+            }
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Engine("the audit writer has stopped".into())
+}
+
+/// The audit writer: takes every append waiting (up to `MAX_GROUP`), chains them, writes them
+/// with one synced write and answers each. A failed or panicking write answers its group
+/// with an error and leaves the head where it was, so the chain stays intact.
+fn run_writer(store: &dyn Store, mut head: Head, mut receiver: mpsc::Receiver<AppendJob>) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let (mut sequence, mut previous_hash) = (head.next_sequence, head.last_hash.clone());
+        for job in jobs {
+            let mut record = AuditRecord {
+                sequence,
+                time: job.time,
+                actor: job.event.actor,
+                action: job.event.action.to_string(),
+                target: job.event.target,
+                parameters: job.event.parameters,
+                result: job.event.result,
+                previous_hash: std::mem::take(&mut previous_hash),
+                hash: String::new(),
+            };
+            record.hash = record.compute_hash();
+            previous_hash = record.hash.clone();
+            sequence += 1;
+            records.push(record);
+            replies.push(job.reply);
+        }
+        let written = crate::workers::catch_panic("audit writer", || {
+            Ok(store.append_audit_records(&records)?)
+        });
+        metrics::counter!("holdfast_audit_syncs_total").increment(1);
+        metrics::histogram!("holdfast_audit_group_entries").record(records.len() as f64);
+        match written {
+            Ok(()) => {
+                head.next_sequence = sequence;
+                head.last_hash = previous_hash;
+                for (record, reply) in records.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(record));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, entries = records.len(), "audit append failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Engine(error.to_string())));
+                }
             }
         }
     }

@@ -176,6 +176,16 @@ impl TokenRegistry {
             .cloned()
     }
 
+    /// Whether the token with this hash still exists and holds one of `roles` (a stream
+    /// checks this for each message, so that a revoked token stops writing at once).
+    pub fn is_current(&self, token_sha256: &[u8; 32], roles: &[Role]) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token_sha256)
+            .is_some_and(|principal| principal.has_any(roles))
+    }
+
     pub fn list(&self) -> Vec<Principal> {
         let mut principals: Vec<Principal> = self
             .tokens
@@ -249,14 +259,19 @@ impl TokenRegistry {
     }
 }
 
-/// On first start with no token anywhere, creates an `admin` token and writes it to
-/// `<data_dir>/admin.token` with mode 0600. Returns the file's path when it did.
+/// On the first start of a new data directory with no token anywhere, creates an `admin`
+/// token and writes it to `<data_dir>/admin.token` with mode 0600. Returns the file's path
+/// when it did. A data directory that already holds a store never gets a token this way:
+/// if every token was revoked, an operator adds one to the config file (minting an admin
+/// token on restart would let whoever can restart the server, or read its data directory,
+/// take over a store whose tokens were deliberately revoked).
 pub fn bootstrap_admin_token(
     registry: &TokenRegistry,
     data_dir: &Path,
+    data_dir_is_new: bool,
     now: DateTime<Utc>,
 ) -> Result<Option<std::path::PathBuf>, Error> {
-    if !registry.is_empty() {
+    if !registry.is_empty() || !data_dir_is_new {
         return Ok(None);
     }
     let path = data_dir.join("admin.token");
@@ -302,6 +317,31 @@ mod tests {
         assert!(validate_principal_name("").is_err());
         assert!(validate_principal_name("a b").is_err());
         assert!(validate_principal_name(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn an_admin_token_is_minted_only_for_a_new_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::RocksStore::open(&dir.path().join("store")).unwrap());
+        let registry = TokenRegistry::load(Arc::clone(&store), &[]).unwrap();
+        // Every token revoked, then a restart: nothing is minted.
+        assert_eq!(
+            bootstrap_admin_token(&registry, dir.path(), false, Utc::now()).unwrap(),
+            None
+        );
+        assert!(registry.is_empty());
+        assert!(!dir.path().join("admin.token").exists());
+        // A new data directory gets one.
+        let path = bootstrap_admin_token(&registry, dir.path(), true, Utc::now())
+            .unwrap()
+            .unwrap();
+        let token = std::fs::read_to_string(path).unwrap();
+        let principal = registry.authenticate(token.trim()).unwrap();
+        assert!(registry.is_current(&principal.token_sha256, &[Role::Admin]));
+        assert!(!registry.is_current(&principal.token_sha256, &[Role::Ingest]));
+        registry.revoke_blocking("admin").unwrap();
+        assert!(!registry.is_current(&principal.token_sha256, &[Role::Admin]));
     }
 
     #[test]

@@ -93,6 +93,51 @@ impl Default for RetentionConfig {
     }
 }
 
+/// How much of the server one caller or one kind of work may take (issue 8, defects 2 and 5).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencyConfig {
+    /// Threads of the runtime's blocking pool (short store reads, index reads, syncs).
+    pub blocking_threads: usize,
+    /// Threads reserved for validating ingest batches; nothing else runs on them.
+    pub ingest_threads: usize,
+    /// Long operations (DeleteHistory, PreviewPolicy, Purge) running at once, server-wide;
+    /// more wait without holding a thread.
+    pub long_operations: usize,
+    /// Long operations one principal may have running or waiting at once.
+    pub long_operations_per_principal: usize,
+    /// Export chunk reads running at once, server-wide.
+    pub export_reads: usize,
+    /// Export streams one principal may have open at once.
+    pub exports_per_principal: usize,
+    /// An export stream whose client reads nothing for this long is ended.
+    pub export_idle_timeout_seconds: u64,
+    /// Refused calls without a valid token, per source address: the sustained rate allowed
+    /// (per second) before the answer becomes RESOURCE_EXHAUSTED.
+    pub unauthenticated_per_second: u32,
+    /// The burst of refused calls a source may make before the rate applies.
+    pub unauthenticated_burst: u32,
+    /// Refused calls without a valid token are audited as one entry per source and window.
+    pub refusal_window_seconds: u64,
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            blocking_threads: 64,
+            ingest_threads: 4,
+            long_operations: 2,
+            long_operations_per_principal: 8,
+            export_reads: 4,
+            exports_per_principal: 24,
+            export_idle_timeout_seconds: 300,
+            unauthenticated_per_second: 10,
+            unauthenticated_burst: 50,
+            refusal_window_seconds: 60,
+        }
+    }
+}
+
 /// TLS for the gRPC listener (rustls).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +188,7 @@ pub struct Config {
     pub limits: Limits,
     pub index: IndexConfig,
     pub retention: RetentionConfig,
+    pub concurrency: ConcurrencyConfig,
 }
 
 impl Default for Config {
@@ -159,6 +205,7 @@ impl Default for Config {
             limits: Limits::default(),
             index: IndexConfig::default(),
             retention: RetentionConfig::default(),
+            concurrency: ConcurrencyConfig::default(),
         }
     }
 }
@@ -253,18 +300,172 @@ impl Config {
                 self.listen
             ));
         }
-        if self.index.commit_interval_ms == 0 || self.index.commit_interval_ms > 60_000 {
-            return invalid("index.commit_interval_ms must be within 1..=60000".into());
-        }
-        if self.max_group_commit_items == 0 {
-            return invalid("max_group_commit_items must be at least 1".into());
-        }
+        check_range(
+            "index.commit_interval_ms",
+            self.index.commit_interval_ms,
+            1,
+            60_000,
+        )?;
+        check_range("index.max_lag", self.index.max_lag, 1, 100_000_000)?;
+        check_range(
+            "max_group_commit_items",
+            self.max_group_commit_items as u64,
+            1,
+            1_000_000,
+        )?;
         let limits = &self.limits;
-        if limits.max_batch_items == 0 || limits.max_request_bytes == 0 {
-            return invalid("limits.max_batch_items and max_request_bytes must be positive".into());
+        check_range(
+            "limits.max_prompt_bytes",
+            limits.max_prompt_bytes as u64,
+            1,
+            64 << 20,
+        )?;
+        check_range(
+            "limits.max_response_bytes",
+            limits.max_response_bytes as u64,
+            1,
+            64 << 20,
+        )?;
+        check_range(
+            "limits.max_attributes",
+            limits.max_attributes as u64,
+            0,
+            10_000,
+        )?;
+        check_range(
+            "limits.max_field_bytes",
+            limits.max_field_bytes as u64,
+            1,
+            1 << 20,
+        )?;
+        check_range(
+            "limits.max_list_items",
+            limits.max_list_items as u64,
+            0,
+            100_000,
+        )?;
+        check_range(
+            "limits.max_batch_items",
+            limits.max_batch_items as u64,
+            1,
+            100_000,
+        )?;
+        check_range(
+            "limits.max_request_bytes",
+            limits.max_request_bytes as u64,
+            1,
+            1 << 30,
+        )?;
+        // Seconds added to the current time: bounded so that the sum cannot overflow.
+        if !(0..=MAX_FUTURE_SKEW_SECONDS).contains(&limits.max_future_skew_seconds) {
+            return invalid(format!(
+                "limits.max_future_skew_seconds must be within 0..={MAX_FUTURE_SKEW_SECONDS}, \
+                 not {}",
+                limits.max_future_skew_seconds
+            ));
         }
-        if limits.max_future_skew_seconds < 0 {
-            return invalid("limits.max_future_skew_seconds must not be negative".into());
+        let retention = &self.retention;
+        let max_days = u64::from(holdfast_retention::policy::MAX_DAYS);
+        check_range(
+            "retention.default_retention_days",
+            retention.default_retention_days.into(),
+            0,
+            max_days,
+        )?;
+        check_range(
+            "retention.holds_area_minimum_age_hours",
+            retention.holds_area_minimum_age_hours.into(),
+            0,
+            max_days * 24,
+        )?;
+        check_range(
+            "retention.delay_hold_days",
+            retention.delay_hold_days.into(),
+            0,
+            max_days,
+        )?;
+        check_range(
+            "retention.sweep_interval_seconds",
+            retention.sweep_interval_seconds,
+            0,
+            MAX_INTERVAL_SECONDS,
+        )?;
+        check_range(
+            "retention.purge_max_per_mailbox",
+            retention.purge_max_per_mailbox.into(),
+            1,
+            100_000,
+        )?;
+        let concurrency = &self.concurrency;
+        check_range(
+            "concurrency.blocking_threads",
+            concurrency.blocking_threads as u64,
+            8,
+            1024,
+        )?;
+        check_range(
+            "concurrency.ingest_threads",
+            concurrency.ingest_threads as u64,
+            1,
+            256,
+        )?;
+        check_range(
+            "concurrency.long_operations",
+            concurrency.long_operations as u64,
+            1,
+            256,
+        )?;
+        check_range(
+            "concurrency.long_operations_per_principal",
+            concurrency.long_operations_per_principal as u64,
+            1,
+            1024,
+        )?;
+        check_range(
+            "concurrency.export_reads",
+            concurrency.export_reads as u64,
+            1,
+            256,
+        )?;
+        check_range(
+            "concurrency.exports_per_principal",
+            concurrency.exports_per_principal as u64,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "concurrency.export_idle_timeout_seconds",
+            concurrency.export_idle_timeout_seconds,
+            1,
+            MAX_INTERVAL_SECONDS,
+        )?;
+        check_range(
+            "concurrency.unauthenticated_per_second",
+            concurrency.unauthenticated_per_second.into(),
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "concurrency.unauthenticated_burst",
+            concurrency.unauthenticated_burst.into(),
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "concurrency.refusal_window_seconds",
+            concurrency.refusal_window_seconds,
+            1,
+            MAX_INTERVAL_SECONDS,
+        )?;
+        // Long operations and export reads must leave blocking threads for everything else
+        // (authentication and ingest do not use this pool at all).
+        let reserved = concurrency.long_operations + concurrency.export_reads;
+        if reserved * 2 > concurrency.blocking_threads {
+            return invalid(format!(
+                "concurrency.long_operations + concurrency.export_reads ({reserved}) must be at \
+                 most half of concurrency.blocking_threads ({})",
+                concurrency.blocking_threads
+            ));
         }
         for token in &self.tokens {
             if crate::auth::parse_token_hash(&token.sha256).is_none() {
@@ -278,6 +479,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Longest configurable interval: a year. Instants and times are computed by adding these to
+/// "now", so they must stay far from where that sum overflows.
+const MAX_INTERVAL_SECONDS: u64 = 366 * 24 * 3600;
+
+/// Longest allowed clock skew of `created_at` into the future: a day.
+const MAX_FUTURE_SKEW_SECONDS: i64 = 24 * 3600;
+
+/// Refuses `value` outside `min..=max`, naming the key.
+fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} must be within {min}..={max}, not {value}"
+        )))
     }
 }
 
@@ -380,6 +599,63 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn durations_sizes_and_limits_out_of_range_are_refused_naming_the_key() {
+        for (text, key) in [
+            (
+                "[retention]\ndefault_retention_days = 4000000000\n",
+                "retention.default_retention_days",
+            ),
+            (
+                "[retention]\ndelay_hold_days = 40000\n",
+                "retention.delay_hold_days",
+            ),
+            (
+                "[retention]\nholds_area_minimum_age_hours = 4000000000\n",
+                "retention.holds_area_minimum_age_hours",
+            ),
+            (
+                "[retention]\nsweep_interval_seconds = 18446744073709551615\n",
+                "retention.sweep_interval_seconds",
+            ),
+            (
+                "[retention]\npurge_max_per_mailbox = 0\n",
+                "retention.purge_max_per_mailbox",
+            ),
+            (
+                "[limits]\nmax_future_skew_seconds = 9223372036854775807\n",
+                "limits.max_future_skew_seconds",
+            ),
+            (
+                "[limits]\nmax_future_skew_seconds = -1\n",
+                "limits.max_future_skew_seconds",
+            ),
+            ("[limits]\nmax_batch_items = 0\n", "limits.max_batch_items"),
+            (
+                "[index]\ncommit_interval_ms = 0\n",
+                "index.commit_interval_ms",
+            ),
+            ("max_group_commit_items = 0\n", "max_group_commit_items"),
+            (
+                "[concurrency]\nexports_per_principal = 0\n",
+                "concurrency.exports_per_principal",
+            ),
+            (
+                "[concurrency]\nexport_idle_timeout_seconds = 18446744073709551615\n",
+                "concurrency.export_idle_timeout_seconds",
+            ),
+            (
+                "[concurrency]\nlong_operations = 30\nblocking_threads = 32\n",
+                "concurrency.long_operations",
+            ),
+        ] {
+            let config: Config = toml::from_str(text).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        Config::default().validate().unwrap();
     }
 
     #[test]

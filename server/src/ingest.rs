@@ -54,10 +54,22 @@ impl GroupCommitter {
         rules: Arc<Rules>,
         max_group_items: usize,
     ) -> (GroupCommitter, WriterThread) {
+        GroupCommitter::start_with(max_group_items, move |items| {
+            write_planned(store.as_ref(), &rules, items)
+        })
+    }
+
+    /// The writer thread around any `write` of a group (tests inject failures here).
+    pub fn start_with(
+        max_group_items: usize,
+        write: impl FnMut(&mut [NewInteraction]) -> Result<Vec<WriteOutcome>, StoreError>
+            + Send
+            + 'static,
+    ) -> (GroupCommitter, WriterThread) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let handle = std::thread::Builder::new()
             .name("holdfast-writer".into())
-            .spawn(move || run_writer(store, rules, receiver, max_group_items))
+            .spawn(move || run_writer(write, receiver, max_group_items))
             .expect("can spawn the writer thread");
         (GroupCommitter { sender }, WriterThread(handle))
     }
@@ -80,8 +92,7 @@ impl GroupCommitter {
 }
 
 fn run_writer(
-    store: Arc<dyn Store>,
-    rules: Arc<Rules>,
+    mut write: impl FnMut(&mut [NewInteraction]) -> Result<Vec<WriteOutcome>, StoreError>,
     mut receiver: mpsc::Receiver<WriteJob>,
     max_group_items: usize,
 ) {
@@ -104,7 +115,18 @@ fn run_writer(
             replies.push((job.items.len(), job.reply));
             items.extend(job.items);
         }
-        let result = write_planned(store.as_ref(), &rules, &mut items);
+        // A panic while writing a group fails that group's requests (they were not
+        // acknowledged, so nothing is lost) and the writer goes on: never a silently dead
+        // writer with callers waiting forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut items)))
+            .unwrap_or_else(|payload| {
+                let message = crate::workers::panic_message(payload.as_ref());
+                tracing::error!(panic = %message, "the ingest writer panicked; the group is refused");
+                metrics::counter!("holdfast_panics_total", "what" => "ingest writer").increment(1);
+                Err(StoreError::Engine(
+                    "the write failed unexpectedly; nothing of this request was stored".into(),
+                ))
+            });
         metrics::counter!("holdfast_store_syncs_total").increment(1);
         metrics::histogram!("holdfast_group_commit_items").record(items.len() as f64);
         metrics::histogram!("holdfast_group_commit_requests").record(replies.len() as f64);
@@ -181,4 +203,58 @@ pub fn prepare(
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::{InteractionContent, MailboxId};
+
+    fn item(key: &str) -> NewInteraction {
+        let content = InteractionContent {
+            client_key: key.into(),
+            mailbox_id: MailboxId::parse("a@contoso.com").unwrap(),
+            thread_id: String::new(),
+            app: "Word".into(),
+            created_at: Utc::now(),
+            prompt: "p".into(),
+            response: "r".into(),
+            model: Default::default(),
+            plugins: Vec::new(),
+            accessed_resources: Vec::new(),
+            contexts: Vec::new(),
+            safety: Default::default(),
+            sensitivity_label: String::new(),
+            attributes: BTreeMap::new(),
+        };
+        NewInteraction::new(InteractionId(Ulid::new()), Utc::now(), content)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_its_callers_and_the_writer_goes_on() {
+        let mut calls = 0;
+        let (committer, writer) = GroupCommitter::start_with(100, move |items| {
+            calls += 1;
+            if calls == 1 {
+                panic!("overflow in a computation");
+            }
+            Ok(items
+                .iter()
+                .map(|item| WriteOutcome::Created(item.id))
+                .collect())
+        });
+        let failed = committer.write(vec![item("k1")]).await;
+        assert!(
+            matches!(failed, Err(Error::Store(StoreError::Engine(_)))),
+            "{failed:?}"
+        );
+        let second = item("k2");
+        let id = second.id;
+        let written = committer.write(vec![second]).await.unwrap();
+        assert_eq!(written, [WriteOutcome::Created(id)]);
+        drop(committer);
+        writer.join();
+    }
 }

@@ -1,6 +1,7 @@
 //! holdfast-server: the gRPC services, the RocksDB store, authentication, the audit log and
 //! the wiring that runs them. See ARCHITECTURE.md.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod cases;
@@ -10,12 +11,14 @@ pub mod domain;
 pub mod error;
 pub mod ingest;
 pub mod program;
+pub mod refusals;
 pub mod retention;
 pub mod search;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{start, RunningServer};

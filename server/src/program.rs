@@ -34,9 +34,11 @@ pub fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("holdfast")
-        // Validation and RocksDB calls run on blocking threads; a small pool keeps memory
-        // (one malloc arena per busy thread) bounded under load.
-        .max_blocking_threads(16)
+        // Short RocksDB and index reads run on blocking threads; long operations and export
+        // reads may hold only a bounded share of them (see `admission.rs`), and ingest and
+        // the audit writer have threads of their own. A bounded pool keeps memory (one
+        // malloc arena per busy thread) bounded under load.
+        .max_blocking_threads(config.concurrency.blocking_threads)
         .build()?;
     runtime.block_on(async move {
         let server = crate::start(config).await?;

@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::admission::Admission;
 use crate::audit::AuditLog;
 use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
 use crate::ingest::GroupCommitter;
+use crate::refusals::Refusals;
 use crate::retention::Rules;
 use crate::search;
 use crate::search::index::IndexSettings;
@@ -29,9 +31,13 @@ use crate::search::searcher::Snapshots;
 use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi, Shared};
 use crate::store::{RocksStore, Store};
 use crate::sweeper::{self, Sweeper};
+use crate::workers::WorkerPool;
 
 /// How long an unused page of search results stays pinned.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
+
+/// How long shutdown waits for in-flight calls and streams.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// How long shutdown waits for the writer to finish queued writes.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,15 +80,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     create_data_dir(&config.data_dir)?;
     let store_path = config.data_dir.join("store");
+    // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
+    let data_dir_is_new = !store_path.join("CURRENT").exists();
     let store: Arc<dyn Store> = Arc::new(
         RocksStore::open(&store_path)
             .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
     );
     let tokens = Arc::new(TokenRegistry::load(Arc::clone(&store), &config.tokens)?);
-    if let Some(path) = bootstrap_admin_token(&tokens, &config.data_dir, chrono::Utc::now())? {
+    if let Some(path) = bootstrap_admin_token(
+        &tokens,
+        &config.data_dir,
+        data_dir_is_new,
+        chrono::Utc::now(),
+    )? {
         tracing::warn!(
             path = %path.display(),
             "no tokens were configured: generated an admin token (mode 0600)"
+        );
+    } else if tokens.is_empty() {
+        tracing::error!(
+            "no token can call this server: every token was revoked and no admin token is \
+             minted for an existing data directory; add one to the config file ([[tokens]], \
+             `holdfast token hash` prints its sha256) and restart"
         );
     }
     let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
@@ -118,6 +137,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         sweep_interval,
     ));
     let (sweep_requests, sweeper_thread) = sweeper::start(Arc::clone(&sweeper), sweep_interval);
+    let refusals = Refusals::new(&config.concurrency);
+    let flusher_stop = CancellationToken::new();
+    let flusher = refusals.start_flusher(Arc::clone(&audit), flusher_stop.clone());
     let shared = Arc::new(Shared {
         store,
         tokens,
@@ -131,6 +153,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         sweeper,
         sweep_requests,
         shutdown: shutdown.clone(),
+        admission: Admission::new(&config.concurrency),
+        ingest_workers: WorkerPool::start("holdfast-ingest", config.concurrency.ingest_threads),
+        refusals: Arc::clone(&refusals),
+        concurrency: config.concurrency.clone(),
     });
 
     if let Some(metrics_addr) = config.metrics_listen {
@@ -194,9 +220,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = router
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
+        let mut serve =
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()));
+        // In-flight calls get a grace period; a client that stopped reading a stream must not
+        // keep the server (and the writer's drain) waiting forever.
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(
+                    grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                    "calls still open after the shutdown grace period; closing them"
+                );
+                Ok(())
+            }
+        };
+        drop(serve);
+        // The refusals counted since the last window are audited before the log closes.
+        flusher_stop.cancel();
+        let _ = flusher.await;
+        refusals.flush(&shared.audit).await;
         health_reporter
             .set_not_serving::<InteractionServiceServer<InteractionApi>>()
             .await;

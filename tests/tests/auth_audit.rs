@@ -7,7 +7,7 @@ use holdfast_client::{pb, ClientConfig, HoldfastClient};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
-    let server = TestServer::start().await;
+    let mut server = TestServer::start().await;
 
     let unknown = server.client("hf_not_a_real_token").await;
     let error = unknown.ingest(vec![item("a@b.c", "k")]).await.unwrap_err();
@@ -54,6 +54,12 @@ async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
     // Nothing was stored by the refused ingests.
     assert!(list_all(&backend, "a@b.c").await.is_empty());
 
+    // Calls without a valid token are audited per source and window (at the latest when the
+    // server stops); refusals of known principals one by one.
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    server.launch().await;
+    let auditor = server.client(AUDITOR_TOKEN).await;
     let entries = auditor
         .query_audit_log(pb::QueryAuditLogRequest::default())
         .await
@@ -67,14 +73,19 @@ async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
     assert_eq!(
         denied,
         [
-            ("anonymous", "Ingest"),
-            ("anonymous", "ListInteractions"),
             ("reviewer", "Ingest"),
             ("backend", "VerifyAuditLog"),
             ("backend", "CreateToken"),
             ("auditor", "DeleteHistory"),
+            ("anonymous", "UnauthenticatedCalls"),
         ]
     );
+    let anonymous = entries.last().unwrap();
+    assert_eq!(anonymous.target, "127.0.0.1");
+    let parameters: serde_json::Value = serde_json::from_str(&anonymous.parameters_json).unwrap();
+    assert_eq!(parameters["count"], 2);
+    assert_eq!(parameters["by_action"]["Ingest"], 1);
+    assert_eq!(parameters["by_action"]["ListInteractions"], 1);
     let verification = auditor.verify_audit_log().await.unwrap();
     assert!(verification.intact, "{verification:?}");
     assert_eq!(verification.num_entries, entries.len() as u64);

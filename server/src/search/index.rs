@@ -37,6 +37,8 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the indexer panicked: {0}")]
+    Panicked(String),
     #[error("search index directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -224,11 +226,21 @@ impl Indexer {
     fn run(mut self, mut rebuild: bool, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let step = if rebuild {
-                self.rebuild(&shutdown).map(|()| true)
-            } else {
-                self.step()
-            };
+            // A panic (a bug, a damaged segment) is handled like an error: roll back to the
+            // last commit and retry, never a silently dead indexer.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if rebuild {
+                    self.rebuild(&shutdown).map(|()| true)
+                } else {
+                    self.step()
+                }
+            }))
+            .unwrap_or_else(|payload| {
+                metrics::counter!("holdfast_panics_total", "what" => "indexer").increment(1);
+                Err(IndexError::Panicked(crate::workers::panic_message(
+                    payload.as_ref(),
+                )))
+            });
             match step {
                 Ok(worked) => {
                     rebuild = false;

@@ -2,31 +2,40 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::discovery_service_server::DiscoveryService;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use super::{blocking, now, Shared};
+use crate::admission::{Admission, Work};
 use crate::auth::{Principal, Role};
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
 use crate::retention::{HoldKind, HoldRecord};
+use crate::search::id_pages::IdPages;
 use crate::search::kql::{self, TextField};
 use crate::search::query::{Highlighter, QueryError};
 use crate::search::searcher::{self, Sort};
+use crate::store::Store;
 
 const ROLES: &[Role] = &[Role::Ediscovery, Role::EdiscoveryAdmin];
 const PURGE: &[Role] = &[Role::Purge];
-/// Items an export reads from the store at once.
-const EXPORT_CHUNK: usize = 256;
+/// Ids an export or a purge takes from the index at once (16 bytes each).
+const ID_PAGE: usize = 16_384;
+/// Items an export reads from the store at once (each up to a few MiB).
+const EXPORT_CHUNK: usize = 32;
+/// Messages queued between an export's producer and its client.
+const EXPORT_QUEUE: usize = 4;
 
 pub struct DiscoveryApi {
     shared: Arc<Shared>,
@@ -209,6 +218,92 @@ fn snippets(highlighter: &Highlighter, prompt: &str, response: &str) -> Vec<pb::
 }
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportMessage, Status>> + Send>>;
+
+/// Produces one export from async code: a page of ids from the index, then the items in small
+/// chunks, each read on a short blocking call. It never holds a thread while it waits for the
+/// client, and gives up when the client reads nothing for `idle_timeout`.
+struct ExportProducer {
+    pages: Arc<IdPages>,
+    store: Arc<dyn Store>,
+    admission: Arc<Admission>,
+    sender: tokio::sync::mpsc::Sender<Result<pb::ExportMessage, Status>>,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl ExportProducer {
+    /// Streams every item after `after`, then the trailer. `Err(None)`: the client went away;
+    /// `Err(Some(status))`: the export ended early and the client is told why.
+    async fn run(self, mut after: Option<InteractionId>) -> Result<(), Option<Status>> {
+        let mut digest = Sha256::new();
+        let mut count = 0u64;
+        loop {
+            let pages = Arc::clone(&self.pages);
+            let ids = self
+                .admission
+                .export_read(move || pages.page(after, ID_PAGE).map_err(query_error))
+                .await
+                .map_err(|error| Some(Status::from(error)))?;
+            let Some(&last) = ids.last() else { break };
+            after = Some(last);
+            for chunk in ids.chunks(EXPORT_CHUNK) {
+                let chunk = chunk.to_vec();
+                let store = Arc::clone(&self.store);
+                let items = self
+                    .admission
+                    .export_read(move || Ok(store.get_interactions(&chunk)?))
+                    .await
+                    .map_err(|error| Some(Status::from(error)))?;
+                // An item destroyed since the search ran is simply not exported.
+                for item in items.into_iter().flatten() {
+                    digest.update(hex::encode(item.content_sha256).as_bytes());
+                    digest.update(b"\n");
+                    count += 1;
+                    self.deliver(pb::ExportMessage {
+                        message: Some(pb::export_message::Message::Interaction(
+                            convert::interaction_to_proto(item),
+                        )),
+                    })
+                    .await?;
+                }
+            }
+            if ids.len() < ID_PAGE {
+                break;
+            }
+        }
+        self.deliver(pb::ExportMessage {
+            message: Some(pb::export_message::Message::Trailer(pb::ExportTrailer {
+                count,
+                digest: hex::encode(digest.finalize()),
+            })),
+        })
+        .await
+    }
+
+    async fn deliver(&self, message: pb::ExportMessage) -> Result<(), Option<Status>> {
+        tokio::select! {
+            sent = tokio::time::timeout(self.idle_timeout, self.sender.send(Ok(message))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(None), // The client went away.
+                Err(_) => {
+                    metrics::counter!("holdfast_export_idle_timeouts_total").increment(1);
+                    tracing::info!(
+                        idle_seconds = self.idle_timeout.as_secs(),
+                        "export stream ended: the client read nothing"
+                    );
+                    Err(Some(Status::deadline_exceeded(format!(
+                        "the export was ended after {} s without the client reading; resume \
+                         it with after_id",
+                        self.idle_timeout.as_secs()
+                    ))))
+                }
+            },
+            _ = self.shutdown.cancelled() => Err(Some(Status::unavailable(
+                "the server is shutting down; resume the export with after_id",
+            ))),
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl DiscoveryService for DiscoveryApi {
@@ -504,17 +599,21 @@ impl DiscoveryService for DiscoveryApi {
                     .map_err(|reason: String| Error::invalid("after_id", reason))?,
             ),
         };
-        let index = Arc::clone(&self.shared.index);
-        let searcher = index.reader.searcher();
-        let ids = blocking(move || {
-            searcher::matching_ids(&searcher, &index.fields, &query, &mailboxes)
-                .map_err(query_error)
-        })
-        .await?;
-        let ids: Vec<InteractionId> = match after {
-            Some(after) => ids.into_iter().filter(|id| *id > after).collect(),
-            None => ids,
-        };
+        // The principal's place is taken before anything is read, and kept until the
+        // producer ends (trailer sent, client gone, idle timeout or shutdown).
+        let slot = self.shared.admission.admit(Work::Export, &principal.name)?;
+        let searcher = self.shared.index.reader.searcher();
+        let fields = self.shared.index.fields;
+        let (pages, total) = self
+            .shared
+            .admission
+            .export_read(move || {
+                let pages =
+                    IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
+                let total = pages.count(after).map_err(query_error)?;
+                Ok((pages, total))
+            })
+            .await?;
         self.shared
             .audit_done(
                 &principal,
@@ -525,47 +624,33 @@ impl DiscoveryService for DiscoveryApi {
                     "mailboxes": request.mailboxes,
                     "after_id": request.after_id,
                 }),
-                format!("started: {} items", ids.len()),
+                format!("started: {total} items"),
             )
             .await?;
-        // A small channel: the producer waits for the client, so memory stays constant.
-        let (sender, receiver) = tokio::sync::mpsc::channel(64);
-        let store = Arc::clone(&self.shared.store);
-        tokio::task::spawn_blocking(move || {
-            let mut digest = Sha256::new();
-            let mut count = 0u64;
-            for chunk in ids.chunks(EXPORT_CHUNK) {
-                let items = match store.get_interactions(chunk) {
-                    Ok(items) => items,
-                    Err(error) => {
-                        let _ = sender.blocking_send(Err(Status::from(Error::Store(error))));
-                        return;
-                    }
-                };
-                // An item destroyed since the search ran is simply not exported.
-                for item in items.into_iter().flatten() {
-                    digest.update(hex::encode(item.content_sha256).as_bytes());
-                    digest.update(b"\n");
-                    count += 1;
-                    let message = pb::ExportMessage {
-                        message: Some(pb::export_message::Message::Interaction(
-                            convert::interaction_to_proto(item),
-                        )),
-                    };
-                    if sender.blocking_send(Ok(message)).is_err() {
-                        return; // The client went away.
-                    }
-                }
+        // A small queue: the producer waits for the client (never longer than the idle
+        // timeout), so memory per export stays bounded and no thread waits on a client.
+        let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_QUEUE);
+        let (end_sender, end) = tokio::sync::oneshot::channel::<Status>();
+        let producer = ExportProducer {
+            pages: Arc::new(pages),
+            store: Arc::clone(&self.shared.store),
+            admission: Arc::clone(&self.shared.admission),
+            sender,
+            idle_timeout: Duration::from_secs(self.shared.concurrency.export_idle_timeout_seconds),
+            shutdown: self.shared.shutdown.clone(),
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(Some(status)) = producer.run(after).await {
+                let _ = end_sender.send(status);
             }
-            let trailer = pb::ExportMessage {
-                message: Some(pb::export_message::Message::Trailer(pb::ExportTrailer {
-                    count,
-                    digest: hex::encode(digest.finalize()),
-                })),
-            };
-            let _ = sender.blocking_send(Ok(trailer));
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        // After the queued messages, a producer that ended early adds its error.
+        let ending =
+            futures::stream::once(end).filter_map(|ended| async move { ended.ok().map(Err) });
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(receiver).chain(ending),
+        )))
     }
 
     async fn place_case_hold(
@@ -709,58 +794,78 @@ impl DiscoveryService for DiscoveryApi {
             }
             let query = parse_query(&request.query)?;
             let mailboxes = case.search_scope(&request.mailboxes)?;
-            let index = Arc::clone(&self.shared.index);
+            let _slot = self
+                .shared
+                .admission
+                .admit(Work::LongOperation, &principal.name)?;
+            let searcher = self.shared.index.reader.searcher();
+            let fields = self.shared.index.fields;
             let store = Arc::clone(&self.shared.store);
             let dry_run = request.dry_run;
-            blocking(move || {
-                let searcher = index.reader.searcher();
-                let ids = searcher::matching_ids(&searcher, &index.fields, &query, &mailboxes)
-                    .map_err(query_error)?;
-                // Only ACTIVE items move; oldest first (ids sort by time), up to the cap.
-                let mut by_mailbox: std::collections::BTreeMap<MailboxId, Vec<InteractionId>> =
-                    Default::default();
-                for chunk in ids.chunks(10_000) {
-                    for item in store.planned_items(chunk)?.into_iter().flatten() {
-                        if item.location.is_visible_to_user() {
-                            by_mailbox
-                                .entry(item.facts.mailbox)
-                                .or_default()
-                                .push(item.id);
+            self.shared
+                .admission
+                .long_operation(move || {
+                    let pages =
+                        IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
+                    // Only ACTIVE items move; oldest first (ids sort by time), up to the cap. The
+                    // matches are walked page by page in id order: memory is bounded by the cap
+                    // per mailbox, not by the number of matches.
+                    let mut by_mailbox: std::collections::BTreeMap<
+                        MailboxId,
+                        (u64, Vec<InteractionId>),
+                    > = Default::default();
+                    let mut after = None;
+                    loop {
+                        let ids = pages.page(after, ID_PAGE).map_err(query_error)?;
+                        let Some(&last) = ids.last() else { break };
+                        after = Some(last);
+                        for chunk in ids.chunks(10_000) {
+                            for item in store.planned_items(chunk)?.into_iter().flatten() {
+                                if item.location.is_visible_to_user() {
+                                    let (matched, selected) =
+                                        by_mailbox.entry(item.facts.mailbox).or_default();
+                                    *matched += 1;
+                                    if selected.len() < cap {
+                                        selected.push(item.id);
+                                    }
+                                }
+                            }
+                        }
+                        if ids.len() < ID_PAGE {
+                            break;
                         }
                     }
-                }
-                let mut response = pb::PurgeResponse {
-                    dry_run,
-                    max_per_mailbox: cap as u32,
-                    ..Default::default()
-                };
-                for (mailbox, matched) in by_mailbox {
-                    let selected: Vec<InteractionId> = matched.iter().take(cap).copied().collect();
-                    let moved = if dry_run {
-                        0
-                    } else {
-                        store
-                            .move_ids_to_holds_area(
-                                &selected,
-                                holdfast_retention::MoveReason::PurgeRequested,
-                                now(),
-                            )?
-                            .len() as u64
+                    let mut response = pb::PurgeResponse {
+                        dry_run,
+                        max_per_mailbox: cap as u32,
+                        ..Default::default()
                     };
-                    response
-                        .ids
-                        .extend(selected.iter().map(ToString::to_string));
-                    response.mailboxes.push(pb::PurgeMailboxResult {
-                        mailbox_id: mailbox.to_string(),
-                        matched: matched.len() as u64,
-                        selected: selected.len() as u64,
-                        moved,
-                        capped: matched.len() > cap,
-                    });
-                }
-                Ok(response)
-            })
-            .await
+                    for (mailbox, (matched, selected)) in by_mailbox {
+                        let moved = if dry_run {
+                            0
+                        } else {
+                            store
+                                .move_ids_to_holds_area(
+                                    &selected,
+                                    holdfast_retention::MoveReason::PurgeRequested,
+                                    now(),
+                                )?
+                                .len() as u64
+                        };
+                        response
+                            .ids
+                            .extend(selected.iter().map(ToString::to_string));
+                        response.mailboxes.push(pb::PurgeMailboxResult {
+                            mailbox_id: mailbox.to_string(),
+                            matched,
+                            selected: selected.len() as u64,
+                            moved,
+                            capped: matched > cap as u64,
+                        });
+                    }
+                    Ok(response)
+                })
+                .await
         }
         .await;
         let (result, ids) = match &outcome {

@@ -12,6 +12,7 @@ use serde_json::json;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, now, page_size, Shared};
+use crate::admission::Work;
 use crate::auth::Role;
 use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
@@ -47,7 +48,12 @@ impl InteractionApi {
         }
         let batch_limits = limits.clone();
         let inputs = request.interactions;
-        let prepared = blocking(move || Ok(ingest::prepare(inputs, &batch_limits, now()))).await?;
+        // On the threads reserved for ingest: nothing else can take them.
+        let prepared = self
+            .shared
+            .ingest_workers
+            .run(move || Ok(ingest::prepare(inputs, &batch_limits, now())))
+            .await?;
 
         let mut results: Vec<pb::IngestResult> = Vec::with_capacity(num_items);
         let mut valid = Vec::with_capacity(num_items);
@@ -145,11 +151,13 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
-        self.shared
+        let principal = self
+            .shared
             .authorize(&request, "IngestStream", &[Role::Ingest])
             .await?;
         let api = self.clone();
         let shutdown = self.shared.shutdown.clone();
+        let token = principal.token_sha256;
         let responses = request
             .into_inner()
             .take_until(shutdown.cancelled_owned())
@@ -157,6 +165,13 @@ impl InteractionService for InteractionApi {
                 let api = api.clone();
                 async move {
                     let batch = message?;
+                    // Each batch re-checks the token: a revoked token (or one that lost the
+                    // ingest role) stops writing at once, not when the stream ends.
+                    if !api.shared.tokens.is_current(&token, &[Role::Ingest]) {
+                        return Err(Status::unauthenticated(
+                            "the token of this stream was revoked or lost the ingest role",
+                        ));
+                    }
                     api.ingest_batch(batch).await.map_err(Status::from)
                 }
             })
@@ -274,10 +289,17 @@ impl InteractionService for InteractionApi {
         });
         let target = selector.mailbox_id.to_string();
         let store = Arc::clone(&self.shared.store);
-        let moved = blocking(move || {
-            Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
-        })
-        .await;
+        let admission = &self.shared.admission;
+        let moved = match admission.admit(Work::LongOperation, &principal.name) {
+            Ok(_slot) => {
+                admission
+                    .long_operation(move || {
+                        Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
+                    })
+                    .await
+            }
+            Err(refused) => Err(refused),
+        };
         let result = match &moved {
             Ok(num_moved) => format!("ok: moved {num_moved} to the holds area"),
             Err(error) => format!("error: {error}"),

@@ -21,16 +21,19 @@ pub use discovery::DiscoveryApi;
 pub use interactions::InteractionApi;
 pub use retention::RetentionApi;
 
+use crate::admission::Admission;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Principal, Role, TokenRegistry};
-use crate::config::{Limits, RetentionConfig};
+use crate::config::{ConcurrencyConfig, Limits, RetentionConfig};
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use crate::refusals::Refusals;
 use crate::retention::Rules;
 use crate::search::index::SearchIndex;
 use crate::search::searcher::Snapshots;
 use crate::store::Store;
 use crate::sweeper::{SweepRequest, Sweeper};
+use crate::workers::WorkerPool;
 
 /// What every service shares.
 pub struct Shared {
@@ -49,6 +52,13 @@ pub struct Shared {
     pub sweep_requests: std::sync::mpsc::SyncSender<SweepRequest>,
     /// Cancelled when the server begins to shut down: streams stop taking new batches.
     pub shutdown: CancellationToken,
+    pub concurrency: ConcurrencyConfig,
+    /// Per-principal limits and the bounds on long operations and export reads.
+    pub admission: Arc<Admission>,
+    /// Threads reserved for validating ingest batches.
+    pub ingest_workers: WorkerPool,
+    /// Calls without a valid token: rate limits and their audit per source and window.
+    pub refusals: Arc<Refusals>,
 }
 
 /// Actor name recorded for calls without a valid token.
@@ -56,52 +66,60 @@ pub const ANONYMOUS: &str = "anonymous";
 
 impl Shared {
     /// Authenticates the caller and checks that it holds one of `allowed`. Refusals are
-    /// audited and answered with UNAUTHENTICATED or PERMISSION_DENIED.
+    /// audited and answered with UNAUTHENTICATED (RESOURCE_EXHAUSTED past the source's rate)
+    /// or PERMISSION_DENIED.
     pub async fn authorize<T>(
         &self,
         request: &Request<T>,
         action: &'static str,
         allowed: &[Role],
     ) -> Result<Principal, Status> {
-        let refusal = match bearer_token(request) {
-            Err(reason) => Err((ANONYMOUS.to_string(), Error::Unauthenticated(reason))),
-            Ok(token) => match self.tokens.authenticate(token) {
-                None => Err((
-                    ANONYMOUS.to_string(),
-                    Error::Unauthenticated("unknown bearer token".into()),
-                )),
-                Some(principal) if principal.has_any(allowed) => Ok(principal),
-                Some(principal) => {
-                    let needed: Vec<&str> = allowed.iter().map(|role| role.as_str()).collect();
-                    let name = principal.name.clone();
-                    Err((
-                        name,
-                        Error::PermissionDenied(format!(
-                            "{action} needs one of the roles {}",
-                            needed.join(", ")
-                        )),
-                    ))
-                }
-            },
+        let token = match bearer_token(request) {
+            Ok(token) => self
+                .tokens
+                .authenticate(token)
+                .ok_or_else(|| "unknown bearer token".to_string()),
+            Err(reason) => Err(reason),
         };
-        match refusal {
-            Ok(principal) => Ok(principal),
-            Err((actor, error)) => {
-                tracing::info!(actor, action, %error, "refused call");
+        let principal = match token {
+            Ok(principal) => principal,
+            Err(reason) => {
+                // No valid token: counted per source and audited once per window, never
+                // one synced entry per call; past its rate a source is told to slow down.
                 metrics::counter!("holdfast_refused_calls_total", "action" => action).increment(1);
-                let _ = self
-                    .audit
-                    .append(AuditEvent {
-                        actor,
-                        action,
-                        target: String::new(),
-                        parameters: json!({}),
-                        result: format!("denied: {error}"),
-                    })
-                    .await;
-                Err(error.into())
+                let source = request.remote_addr().map(|address| address.ip());
+                if self.refusals.record(source, action) {
+                    metrics::counter!("holdfast_rate_limited_calls_total").increment(1);
+                    return Err(Error::ResourceExhausted(
+                        "too many calls without a valid token from this address; slow down".into(),
+                    )
+                    .into());
+                }
+                tracing::debug!(action, %reason, "refused call without a valid token");
+                return Err(Error::Unauthenticated(reason).into());
             }
+        };
+        if principal.has_any(allowed) {
+            return Ok(principal);
         }
+        let needed: Vec<&str> = allowed.iter().map(|role| role.as_str()).collect();
+        let error = Error::PermissionDenied(format!(
+            "{action} needs one of the roles {}",
+            needed.join(", ")
+        ));
+        tracing::info!(actor = principal.name.as_str(), action, %error, "refused call");
+        metrics::counter!("holdfast_refused_calls_total", "action" => action).increment(1);
+        let _ = self
+            .audit
+            .append(AuditEvent {
+                actor: principal.name,
+                action,
+                target: String::new(),
+                parameters: json!({}),
+                result: format!("denied: {error}"),
+            })
+            .await;
+        Err(error.into())
     }
 
     /// Audits the outcome of a change, "ok" or "refused: <why>", then returns it.

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
 use super::{blocking, now, Shared};
+use crate::admission::Work;
 use crate::auth::{Principal, Role};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
@@ -681,9 +682,14 @@ impl RetentionService for RetentionApi {
         &self,
         request: Request<pb::PreviewPolicyRequest>,
     ) -> Result<Response<pb::PreviewPolicyResponse>, Status> {
-        self.shared
+        let principal = self
+            .shared
             .authorize(&request, "PreviewPolicy", ADMIN)
             .await?;
+        let _slot = self
+            .shared
+            .admission
+            .admit(Work::LongOperation, &principal.name)?;
         let request = request.into_inner();
         let spec = request.spec.unwrap_or_default();
         let mut current: Vec<PolicyRecord> = self.policies().await?;
@@ -709,81 +715,85 @@ impl RetentionService for RetentionApi {
         let holds = self.holds().await?;
         let store = Arc::clone(&self.shared.store);
         let settings = self.shared.rules.settings;
-        let response = blocking(move || {
-            let at = now();
-            let mut by_mailbox: std::collections::BTreeMap<String, pb::MailboxPreview> =
-                Default::default();
-            let mut response = pb::PreviewPolicyResponse::default();
-            let mut cursor = None;
-            loop {
-                let items = store.scan_planned_items(cursor, 10_000)?;
-                let Some(last) = items.last() else { break };
-                cursor = Some(last.id);
-                for item in items.iter().filter(|i| scope.contains(&i.facts.mailbox)) {
-                    response.items_examined += 1;
-                    // Case holds count as covering here: a preview does not run their queries.
-                    let covering: Vec<_> = holds
-                        .iter()
-                        .filter(|h| h.is_active(at) && h.is_on(&item.facts.mailbox))
-                        .filter(|h| h.admits_created_at(item.facts.created_at))
-                        .map(HoldRecord::to_hold)
-                        .collect();
-                    let view = |policies: &[Policy], location| {
-                        decide::decide(
-                            &Item {
-                                mailbox: item.facts.mailbox.as_str(),
-                                app: &item.facts.app,
-                                created_at: item.facts.created_at,
-                                location,
-                            },
-                            policies,
-                            &covering,
-                            &settings,
-                            at,
-                        )
-                    };
-                    let old = view(&before, item.location);
-                    let new = view(&after, item.location);
-                    // An item the new policy moves now becomes destroyable once it has spent
-                    // the minimum age in the holds area, if nothing else keeps it.
-                    let new_destroyable = if new.move_now {
-                        let moved = ItemLocation::Active.move_to_holds_area(
-                            holdfast_retention::MoveReason::Expired,
-                            at - settings.holds_area_minimum_age,
-                        );
-                        view(&after, moved).destroyable
-                    } else {
-                        new.destroyable
-                    };
-                    let entry = by_mailbox
-                        .entry(item.facts.mailbox.to_string())
-                        .or_insert_with(|| pb::MailboxPreview {
-                            mailbox_id: item.facts.mailbox.to_string(),
-                            ..Default::default()
-                        });
-                    if after.iter().any(|p| {
-                        p.id == id.to_string()
-                            && p.applies_to(item.facts.mailbox.as_str(), &item.facts.app)
-                    }) {
-                        entry.items += 1;
-                    }
-                    if new.move_now && !old.move_now {
-                        entry.move_now += 1;
-                        response.total_move_now += 1;
-                    }
-                    if new_destroyable && !old.destroyable {
-                        entry.destroyable += 1;
-                        response.total_destroyable += 1;
+        // A scan of every item: a long operation, bounded server-wide.
+        let response = self
+            .shared
+            .admission
+            .long_operation(move || {
+                let at = now();
+                let mut by_mailbox: std::collections::BTreeMap<String, pb::MailboxPreview> =
+                    Default::default();
+                let mut response = pb::PreviewPolicyResponse::default();
+                let mut cursor = None;
+                loop {
+                    let items = store.scan_planned_items(cursor, 10_000)?;
+                    let Some(last) = items.last() else { break };
+                    cursor = Some(last.id);
+                    for item in items.iter().filter(|i| scope.contains(&i.facts.mailbox)) {
+                        response.items_examined += 1;
+                        // Case holds count as covering here: a preview does not run their queries.
+                        let covering: Vec<_> = holds
+                            .iter()
+                            .filter(|h| h.is_active(at) && h.is_on(&item.facts.mailbox))
+                            .filter(|h| h.admits_created_at(item.facts.created_at))
+                            .map(HoldRecord::to_hold)
+                            .collect();
+                        let view = |policies: &[Policy], location| {
+                            decide::decide(
+                                &Item {
+                                    mailbox: item.facts.mailbox.as_str(),
+                                    app: &item.facts.app,
+                                    created_at: item.facts.created_at,
+                                    location,
+                                },
+                                policies,
+                                &covering,
+                                &settings,
+                                at,
+                            )
+                        };
+                        let old = view(&before, item.location);
+                        let new = view(&after, item.location);
+                        // An item the new policy moves now becomes destroyable once it has spent
+                        // the minimum age in the holds area, if nothing else keeps it.
+                        let new_destroyable = if new.move_now {
+                            let moved = ItemLocation::Active.move_to_holds_area(
+                                holdfast_retention::MoveReason::Expired,
+                                at - settings.holds_area_minimum_age,
+                            );
+                            view(&after, moved).destroyable
+                        } else {
+                            new.destroyable
+                        };
+                        let entry = by_mailbox
+                            .entry(item.facts.mailbox.to_string())
+                            .or_insert_with(|| pb::MailboxPreview {
+                                mailbox_id: item.facts.mailbox.to_string(),
+                                ..Default::default()
+                            });
+                        if after.iter().any(|p| {
+                            p.id == id.to_string()
+                                && p.applies_to(item.facts.mailbox.as_str(), &item.facts.app)
+                        }) {
+                            entry.items += 1;
+                        }
+                        if new.move_now && !old.move_now {
+                            entry.move_now += 1;
+                            response.total_move_now += 1;
+                        }
+                        if new_destroyable && !old.destroyable {
+                            entry.destroyable += 1;
+                            response.total_destroyable += 1;
+                        }
                     }
                 }
-            }
-            response.mailboxes = by_mailbox
-                .into_values()
-                .filter(|m| m.items + m.move_now + m.destroyable > 0)
-                .collect();
-            Ok(response)
-        })
-        .await?;
+                response.mailboxes = by_mailbox
+                    .into_values()
+                    .filter(|m| m.items + m.move_now + m.destroyable > 0)
+                    .collect();
+                Ok(response)
+            })
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -837,12 +847,17 @@ impl RetentionService for RetentionApi {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let requests = self.shared.sweep_requests.clone();
         let outcome = async {
-            blocking(move || {
-                requests
-                    .send(crate::sweeper::SweepRequest { reply })
-                    .map_err(|_| Error::Unavailable("the sweeper has stopped".into()))
-            })
-            .await?;
+            // Never wait for room in the sweeper's queue on a thread: a full queue is an answer.
+            requests
+                .try_send(crate::sweeper::SweepRequest { reply })
+                .map_err(|error| match error {
+                    std::sync::mpsc::TrySendError::Full(_) => Error::ResourceExhausted(
+                        "sweep requests are already queued; try again when they are done".into(),
+                    ),
+                    std::sync::mpsc::TrySendError::Disconnected(_) => {
+                        Error::Unavailable("the sweeper has stopped".into())
+                    }
+                })?;
             answer
                 .await
                 .map_err(|_| Error::Unavailable("the sweeper has stopped".into()))?

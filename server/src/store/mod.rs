@@ -315,6 +315,8 @@ pub trait Store: Send + Sync + 'static {
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError>;
     /// Appends one audit entry durably. The caller assigns sequence and hashes.
     fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Appends entries in one atomic, synced write (group commit of the audit log).
+    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
     /// Up to `limit` audit entries with sequence >= `from_sequence`, in order.
     fn scan_audit_records(
         &self,

@@ -1052,6 +1052,16 @@ impl Store for RocksStore {
         Ok(())
     }
 
+    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for record in records {
+            let value = serde_json::to_vec(record).expect("audit records serialise");
+            batch.put_cf(self.cf(CF_AUDIT), keys::audit_key(record.sequence), value);
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
     fn scan_audit_records(
         &self,
         from_sequence: u64,

@@ -15,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
+mod hostile;
 mod search;
 mod sweep;
 use search::SearchArgs;
@@ -36,6 +37,8 @@ enum Bench {
     Search(SearchArgs),
     /// Sweeper throughput (moves, destructions), nothing-due passes, ingest during a sweep.
     Sweep(sweep::SweepArgs),
+    /// Honest callers under a flood of bad tokens and with stalled exports.
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest(args).await,
         Bench::Search(args) => search::run(args).await,
         Bench::Sweep(args) => tokio::task::spawn_blocking(move || sweep::run(args)).await?,
+        Bench::Hostile(args) => hostile::run(args).await,
     }
 }
 

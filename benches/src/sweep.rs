@@ -21,7 +21,7 @@ use holdfast_server::domain::{InteractionContent, InteractionId, MailboxId, Mode
 use holdfast_server::ingest::write_planned;
 use holdfast_server::retention::{PolicyRecord, ReplanScope, Rules};
 use holdfast_server::search::index::{self, IndexSettings, SearchIndex};
-use holdfast_server::store::{NewInteraction, RocksStore, Store};
+use holdfast_server::store::{NewInteraction, PolicyWrite, RocksStore, Store};
 use holdfast_server::sweeper::Sweeper;
 
 #[derive(Debug, Args)]
@@ -185,11 +185,12 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         created_by: "bench".into(),
         updated_at: now,
     };
-    setup
-        .rules
-        .change_policies(ReplanScope::Mailboxes(Default::default()), now, move |s| {
-            Ok(s.put_policy(&record)?)
-        })?;
+    setup.rules.change_policies(
+        ReplanScope::Mailboxes(Default::default()),
+        now,
+        PolicyWrite::Put(record),
+        None,
+    )?;
     while setup.sweeper.replan_step(now)? {}
 
     eprintln!(

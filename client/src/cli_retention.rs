@@ -169,6 +169,8 @@ fn stats_json(stats: &pb::SweepStats) -> Value {
         "destroyed": stats.destroyed,
         "skipped_held": stats.skipped_held,
         "errors": stats.errors,
+        "item_errors": stats.item_errors,
+        "unevaluable_holds": stats.unevaluable_holds,
     })
 }
 
@@ -192,6 +194,14 @@ pub async fn sweep_command(
                 "last_run": status.last_run.as_ref().map(stats_json),
                 "last_error": status.last_error,
                 "totals": status.totals.as_ref().map(stats_json),
+                "unevaluable_hold_ids": status.unevaluable_hold_ids,
+                "erasure": {
+                    "pending": status.erasure_pending,
+                    "oldest": status.erasure_oldest.map(|t| format_time(Some(t))),
+                    "bound_seconds": status.erasure_bound_seconds,
+                    "erased_total": status.erased_total,
+                    "last_error": status.last_erasure_error,
+                },
             }),
             json,
         );

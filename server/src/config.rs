@@ -79,6 +79,9 @@ pub struct RetentionConfig {
     pub sweep_interval_seconds: u64,
     /// Most items a purge request moves per mailbox.
     pub purge_max_per_mailbox: u32,
+    /// Longest time, in seconds, that a destroyed item's text may stay in files on disk
+    /// (store and index) before the eraser has compacted it away (SPEC §8).
+    pub erasure_bound_seconds: u64,
 }
 
 impl Default for RetentionConfig {
@@ -89,6 +92,7 @@ impl Default for RetentionConfig {
             delay_hold_days: 30,
             sweep_interval_seconds: 60,
             purge_max_per_mailbox: 100,
+            erasure_bound_seconds: 86_400,
         }
     }
 }
@@ -136,6 +140,24 @@ impl Default for ConcurrencyConfig {
             refusal_window_seconds: 60,
         }
     }
+}
+
+/// Block compression of the store's files.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    /// No compression: bigger files; tests use it so that a byte scan of the data directory
+    /// sees any text that is still there.
+    None,
+}
+
+/// The RocksDB store.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub compression: Compression,
 }
 
 /// TLS for the gRPC listener (rustls).
@@ -189,6 +211,7 @@ pub struct Config {
     pub index: IndexConfig,
     pub retention: RetentionConfig,
     pub concurrency: ConcurrencyConfig,
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -206,6 +229,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             retention: RetentionConfig::default(),
             concurrency: ConcurrencyConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -312,6 +336,12 @@ impl Config {
             self.max_group_commit_items as u64,
             1,
             1_000_000,
+        )?;
+        check_range(
+            "retention.erasure_bound_seconds",
+            self.retention.erasure_bound_seconds,
+            1,
+            2_592_000,
         )?;
         let limits = &self.limits;
         check_range(

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod audit_intent;
 pub mod auth;
 pub mod cases;
 pub mod config;

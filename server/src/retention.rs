@@ -14,10 +14,11 @@ use holdfast_retention::ItemLocation;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+use crate::audit_intent::AuditIntent;
 use crate::config::RetentionConfig;
 use crate::domain::{InteractionId, MailboxId};
 use crate::store::keys::META_REPLAN;
-use crate::store::{Store, StoreError};
+use crate::store::{PolicyWrite, RulesWrite, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRecord {
@@ -178,9 +179,10 @@ pub struct Rules {
     store: Arc<dyn Store>,
     policies: RwLock<Arc<Vec<Policy>>>,
     pub settings: Settings,
-    /// Held while a hold is placed and while the sweeper re-checks holds and destroys, so a
-    /// hold placed at the same moment is either seen or placed after the destruction.
-    pub holds_guard: Mutex<()>,
+    /// Held while a hold or a policy changes and while the sweeper re-checks and writes a
+    /// chunk, so a change made at the same moment is either seen by the re-check or made
+    /// after the destruction. Taken before the policies' lock, never after it.
+    pub change_guard: Mutex<()>,
     replan_guard: Mutex<()>,
     /// When ingest last wrote (ms after `started`): the sweeper yields to ingest.
     last_ingest_ms: AtomicU64,
@@ -198,7 +200,7 @@ impl Rules {
             store,
             policies: RwLock::new(Arc::new(policies)),
             settings: settings(config),
-            holds_guard: Mutex::new(()),
+            change_guard: Mutex::new(()),
             replan_guard: Mutex::new(()),
             last_ingest_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -265,17 +267,26 @@ impl Rules {
     }
 
     /// Stores a policy change and puts it in force. Ingest waits meanwhile, so every item is
-    /// planned either by the old policies and then re-planned, or by the new ones. The
-    /// re-plan is requested first: a crash in between only costs a needless re-plan.
-    pub fn change_policies<T>(
+    /// planned either by the old policies and then re-planned, or by the new ones. The policy,
+    /// the re-plan of `scope` and the audit intent are one atomic write.
+    pub fn change_policies(
         &self,
         scope: ReplanScope,
         now: DateTime<Utc>,
-        change: impl FnOnce(&dyn Store) -> Result<T, crate::error::Error>,
-    ) -> Result<T, crate::error::Error> {
+        change: PolicyWrite,
+        intent: Option<AuditIntent>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.change_guard.lock().unwrap_or_else(|e| e.into_inner());
         let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
-        self.request_replan(scope, now)?;
-        let result = change(self.store.as_ref())?;
+        self.write_with_replan(
+            Some(scope),
+            now,
+            RulesWrite {
+                policy: Some(change),
+                audit_intent: intent,
+                ..RulesWrite::default()
+            },
+        )?;
         *policies = Arc::new(
             self.store
                 .list_policies()?
@@ -283,28 +294,101 @@ impl Rules {
                 .map(|r| r.policy)
                 .collect(),
         );
-        Ok(result)
+        Ok(())
+    }
+
+    /// Stores hold records (new, released or cleared) while the sweeper cannot be between its
+    /// re-check and a destruction, with the re-plan of `replan` (a release or a cleared delay
+    /// hold lets items go sooner) and the audit intent, in one atomic write: a crash cannot
+    /// leave a released hold whose items were never re-planned.
+    pub fn save_holds(
+        &self,
+        holds: Vec<HoldRecord>,
+        replan: Option<ReplanScope>,
+        intent: Option<AuditIntent>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.change_guard.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_with_replan(
+            replan,
+            now,
+            RulesWrite {
+                holds,
+                audit_intent: intent,
+                ..RulesWrite::default()
+            },
+        )
+    }
+
+    /// Releases `hold` as `by` at `now`: each of its mailboxes gets a delay hold of
+    /// `delay_days` (0: none) so that no instant is left without protection, the hold is
+    /// marked released, and its mailboxes are re-planned (items it kept may now go, after the
+    /// delay). One atomic write, with the audit intent: a crash leaves all of it or none.
+    pub fn release_hold(
+        &self,
+        mut hold: HoldRecord,
+        by: &str,
+        delay_days: u32,
+        intent: Option<AuditIntent>,
+        now: DateTime<Utc>,
+    ) -> Result<HoldRecord, StoreError> {
+        let mut records: Vec<HoldRecord> = if delay_days == 0 {
+            Vec::new()
+        } else {
+            hold.mailboxes
+                .iter()
+                .map(|mailbox| HoldRecord {
+                    id: Ulid::new(),
+                    mailboxes: [mailbox.clone()].into(),
+                    kind: HoldKind::Delay {
+                        until: now + TimeDelta::days(i64::from(delay_days)),
+                    },
+                    created_at: now,
+                    created_by: by.to_string(),
+                    released_at: None,
+                    released_by: None,
+                })
+                .collect()
+        };
+        hold.released_at = Some(now);
+        hold.released_by = Some(by.to_string());
+        records.push(hold.clone());
+        let scope = ReplanScope::Mailboxes(hold.mailboxes.clone());
+        self.save_holds(records, Some(scope), intent, now)?;
+        Ok(hold)
     }
 
     /// Asks the sweeper to re-plan the items in `scope` (in the background, resumably).
     pub fn request_replan(&self, scope: ReplanScope, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write_with_replan(Some(scope), now, RulesWrite::default())
+    }
+
+    /// Writes `write` with, when `scope` is given, the pending re-plan widened to it.
+    fn write_with_replan(
+        &self,
+        scope: Option<ReplanScope>,
+        now: DateTime<Utc>,
+        mut write: RulesWrite,
+    ) -> Result<(), StoreError> {
         let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
-        let job = match self.replan_job_unlocked()? {
-            None => ReplanJob {
-                generation: 1,
-                scope,
-                after: None,
-                requested_at: now,
-            },
-            Some(pending) => ReplanJob {
-                generation: pending.generation + 1,
-                scope: pending.scope.union(scope),
-                after: None,
-                requested_at: now,
-            },
-        };
-        let bytes = serde_json::to_vec(&job).expect("jobs serialise");
-        self.store.put_meta(META_REPLAN, Some(&bytes))
+        if let Some(scope) = scope {
+            let job = match self.replan_job_unlocked()? {
+                None => ReplanJob {
+                    generation: 1,
+                    scope,
+                    after: None,
+                    requested_at: now,
+                },
+                Some(pending) => ReplanJob {
+                    generation: pending.generation + 1,
+                    scope: pending.scope.union(scope),
+                    after: None,
+                    requested_at: now,
+                },
+            };
+            write.replan_job = Some(serde_json::to_vec(&job).expect("jobs serialise"));
+        }
+        self.store.write_rules(&write)
     }
 
     pub fn replan_job(&self) -> Result<Option<ReplanJob>, StoreError> {
@@ -347,3 +431,7 @@ impl Rules {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "retention_tests.rs"]
+mod tests;

@@ -83,7 +83,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
     let data_dir_is_new = !store_path.join("CURRENT").exists();
     let store: Arc<dyn Store> = Arc::new(
-        RocksStore::open(&store_path)
+        RocksStore::open_with(&store_path, config.storage.compression)
             .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
     );
     let tokens = Arc::new(TokenRegistry::load(Arc::clone(&store), &config.tokens)?);
@@ -105,6 +105,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         );
     }
     let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
+    // Changes saved just before a crash get the audit entries they still owe.
+    let recovered = crate::audit_intent::recover(store.as_ref(), &audit, chrono::Utc::now())
+        .context("cannot append the audit entries owed by changes saved before a crash")?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "audited changes saved before the last stop");
+    }
     let shutdown = CancellationToken::new();
     let index_settings = IndexSettings {
         commit_interval: Duration::from_millis(config.index.commit_interval_ms),
@@ -129,13 +135,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.max_group_commit_items,
     );
     let sweep_interval = Duration::from_secs(config.retention.sweep_interval_seconds);
-    let sweeper = Arc::new(Sweeper::new(
-        Arc::clone(&store),
-        Arc::clone(&rules),
-        Arc::clone(&index),
-        Arc::clone(&audit),
-        sweep_interval,
-    ));
+    let sweeper = Arc::new(
+        Sweeper::new(
+            Arc::clone(&store),
+            Arc::clone(&rules),
+            Arc::clone(&index),
+            Arc::clone(&audit),
+            sweep_interval,
+        )
+        .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds)),
+    );
     let (sweep_requests, sweeper_thread) = sweeper::start(Arc::clone(&sweeper), sweep_interval);
     let refusals = Refusals::new(&config.concurrency);
     let flusher_stop = CancellationToken::new();

@@ -47,6 +47,15 @@ const INGEST_WINDOW: Duration = Duration::from_millis(500);
 const YIELD_FACTOR: u32 = 9;
 /// A pass that consumed at least this many due entries compacts the due-time index.
 const COMPACT_AFTER: u64 = 10_000;
+/// An item that cannot be read or decided is looked at again this much later.
+const ITEM_ERROR_RETRY: TimeDelta = TimeDelta::hours(1);
+/// Items kept because a case hold's query could not be evaluated are looked at again this
+/// much later (a release re-plans them at once).
+const HOLD_ERROR_RETRY: TimeDelta = TimeDelta::hours(1);
+/// Destroyed items erased per round.
+const ERASE_CHUNK: usize = 100_000;
+/// How long erasure waits for the search index to merge away deleted documents.
+const ERASE_INDEX_WAIT: Duration = Duration::from_secs(600);
 /// Longest wait after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -63,7 +72,22 @@ pub struct SweepStats {
     pub destroyed: u64,
     /// Items that would have been destroyed but a hold covers them.
     pub skipped_held: u64,
+    /// Passes that ended with an error.
     pub errors: u64,
+    /// Items skipped because their records could not be read or decided; each is looked at
+    /// again an hour later. They never stop the pass for the others.
+    pub item_errors: u64,
+    /// Case holds whose query could not be evaluated in this pass (id → why). Each kept every
+    /// item of its custodians in its date range.
+    pub unevaluable_holds: BTreeMap<String, String>,
+}
+
+impl SweepStats {
+    fn note_unevaluable(&mut self, matches: &CaseMatches) {
+        for (hold, why) in &matches.unevaluable {
+            self.unevaluable_holds.insert(hold.clone(), why.clone());
+        }
+    }
 }
 
 /// The sweeper's state as `GetSweeperStatus` reports it.
@@ -74,6 +98,9 @@ pub struct SweeperStatus {
     pub running: bool,
     pub totals: SweepStats,
     pub interval_seconds: u64,
+    /// Destroyed items whose text the eraser has removed from the files, since start.
+    pub erased_total: u64,
+    pub last_erasure_error: Option<String>,
 }
 
 pub struct Sweeper {
@@ -85,10 +112,12 @@ pub struct Sweeper {
     /// One pass or re-plan step at a time (the loop and `RunSweep` share it).
     running: Mutex<()>,
     pending_compaction: std::sync::atomic::AtomicBool,
-    /// Runs between a chunk's first look at holds and the re-check (tests place a hold
-    /// there to show that the re-check sees it).
+    /// Longest time a destroyed item's text may stay in files on disk.
+    erasure_bound: Duration,
+    /// Runs once, between a chunk's first look and the re-check (tests place a hold or change
+    /// a policy there to show that the re-check sees it).
     #[cfg(test)]
-    before_recheck: Mutex<Option<Box<dyn Fn() + Send>>>,
+    before_recheck: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// The active holds at some time, by mailbox (a hold on several mailboxes is under each).
@@ -152,9 +181,87 @@ impl Sweeper {
             }),
             running: Mutex::new(()),
             pending_compaction: std::sync::atomic::AtomicBool::new(false),
+            erasure_bound: Duration::from_secs(86_400),
             #[cfg(test)]
             before_recheck: Mutex::new(None),
         }
+    }
+
+    /// Sets the longest time a destroyed item's text may stay in files on disk (default one
+    /// day).
+    pub fn with_erasure_bound(mut self, bound: Duration) -> Sweeper {
+        self.erasure_bound = bound;
+        self
+    }
+
+    pub fn erasure_bound(&self) -> Duration {
+        self.erasure_bound
+    }
+
+    /// How often the loop looks for destroyed items to erase.
+    fn erasure_poll(&self) -> Duration {
+        (self.erasure_bound / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Erases destroyed items' text from the files on disk once the oldest of them has waited
+    /// half the bound (so that one erasure covers many destructions, and the other half of
+    /// the bound is left for the work): the store's files first, then the index's segments.
+    /// Returns how many items it erased.
+    pub fn erase_if_due(&self, now: DateTime<Utc>) -> Result<u64, Error> {
+        let half = TimeDelta::from_std(self.erasure_bound / 2).unwrap_or(TimeDelta::hours(12));
+        if self.store.erasure_pending(now - half, 1)?.is_empty() {
+            return Ok(0);
+        }
+        let mut erased = 0u64;
+        loop {
+            let pending = self.store.erasure_pending(now, ERASE_CHUNK)?;
+            if pending.is_empty() {
+                return Ok(erased);
+            }
+            // Every destruction listed here queued its index work at or before this sequence.
+            let through = self.store.last_index_sequence();
+            let ids: Vec<InteractionId> = pending.iter().map(|(_, id)| *id).collect();
+            self.store.erase_from_disk(&ids)?;
+            self.index.request_erasure(through);
+            let deadline = Instant::now() + ERASE_INDEX_WAIT;
+            while self.index.erased_through() < through {
+                if Instant::now() > deadline {
+                    return Err(Error::Unavailable(
+                        "the search index has not merged away destroyed items yet".into(),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.store.finish_erasure(&pending)?;
+            erased += pending.len() as u64;
+            metrics::counter!("holdfast_sweeper_erased_total").increment(pending.len() as u64);
+            self.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .erased_total += pending.len() as u64;
+            tracing::info!(erased = pending.len(), "destroyed items erased from disk");
+            if pending.len() < ERASE_CHUNK {
+                return Ok(erased);
+            }
+        }
+    }
+
+    /// `erase_if_due` as the loop runs it: a failure is logged, reported and tried again at
+    /// the next look.
+    fn erase_step(&self) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.erase_if_due(Utc::now())
+        }))
+        .unwrap_or_else(|_| Err(Error::Internal("the eraser panicked".into())));
+        let error = result.err().map(|error| error.to_string());
+        if let Some(error) = &error {
+            tracing::error!(error, "erasure failed; it will be retried");
+            metrics::counter!("holdfast_sweeper_errors_total").increment(1);
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_erasure_error = error;
     }
 
     pub fn status(&self) -> SweeperStatus {
@@ -200,12 +307,11 @@ impl Sweeper {
     }
 
     /// For items of mailboxes with query-based case holds: which holds match each item, by
-    /// the search index. An item not (yet) in the index counts as matching every such hold.
-    pub fn case_matches(
-        &self,
-        items: &[&PlannedItem],
-        holds: &HoldsByMailbox,
-    ) -> Result<CaseMatches, Error> {
+    /// the search index. An item not (yet) in the index counts as matching every such hold,
+    /// and so does every item of a hold whose query cannot be evaluated (saved by an older
+    /// version, or the index failed): such a hold keeps all its custodians' items in its date
+    /// range until it is released or can be evaluated again (fail safe: keep).
+    pub fn case_matches(&self, items: &[&PlannedItem], holds: &HoldsByMailbox) -> CaseMatches {
         let mut by_hold: BTreeMap<String, (&HoldRecord, Vec<InteractionId>)> = BTreeMap::new();
         for item in items {
             for hold in holds.on(&item.facts.mailbox) {
@@ -220,31 +326,48 @@ impl Sweeper {
         }
         let mut matches = CaseMatches::default();
         if by_hold.is_empty() {
-            return Ok(matches);
+            return matches;
         }
         let searcher = self.index.reader.searcher();
         for (hold_id, (hold, ids)) in by_hold {
-            let query = kql::parse(hold.query().unwrap_or_default())
-                .map_err(|error| Error::Internal(format!("hold {hold_id}: {error}")))?;
-            let (present, matching) =
-                searcher::present_and_matching(&searcher, &self.index.fields, Some(&query), &ids)
-                    .map_err(|error| Error::Internal(format!("hold {hold_id}: {error}")))?;
-            for id in ids {
-                if !present.contains(&id) {
-                    matches.unindexed.insert(id);
+            let evaluated = kql::parse(hold.query().unwrap_or_default())
+                .map_err(|error| error.to_string())
+                .and_then(|query| {
+                    searcher::present_and_matching(
+                        &searcher,
+                        &self.index.fields,
+                        Some(&query),
+                        &ids,
+                    )
+                    .map_err(|error| error.to_string())
+                });
+            match evaluated {
+                Ok((present, matching)) => {
+                    for id in ids {
+                        if !present.contains(&id) {
+                            matches.unindexed.insert(id);
+                        }
+                        if matching.contains(&id) || !present.contains(&id) {
+                            matches.holds.entry(id).or_default().push(hold_id.clone());
+                        }
+                    }
                 }
-                if matching.contains(&id) || !present.contains(&id) {
-                    matches.holds.entry(id).or_default().push(hold_id.clone());
+                Err(error) => {
+                    for id in ids {
+                        matches.unevaluated_items.insert(id);
+                        matches.holds.entry(id).or_default().push(hold_id.clone());
+                    }
+                    matches.unevaluable.insert(hold_id, error);
                 }
             }
         }
-        Ok(matches)
+        matches
     }
 
     /// The decision for one item now, with every hold that covers it (`ExplainRetention`).
     pub fn explain(&self, item: &PlannedItem, now: DateTime<Utc>) -> Result<Decision, Error> {
         let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
-        let matches = self.case_matches(&[item], &holds)?;
+        let matches = self.case_matches(&[item], &holds);
         let policies = self.rules.policies();
         Ok(self.decide(
             item,
@@ -315,96 +438,151 @@ impl Sweeper {
             let mut ids: Vec<InteractionId> = due.iter().map(|(_, id)| *id).collect();
             ids.sort();
             ids.dedup();
-            let items: Vec<PlannedItem> = self
-                .store
-                .planned_items(&ids)?
-                .into_iter()
-                .flatten()
-                .collect();
-            let policies = self.rules.policies();
-            let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
             let mut write = SweepWrite {
                 consumed: due,
                 ..SweepWrite::default()
             };
-            let mut candidates = Vec::new();
+            // An item whose records cannot be read is skipped (and looked at again later);
+            // it never stops the pass for the others.
+            let mut items = Vec::with_capacity(ids.len());
+            for (id, found) in ids.iter().zip(self.store.planned_items_each(&ids)?) {
+                match found {
+                    Ok(Some(item)) => items.push(item),
+                    Ok(None) => {}
+                    Err(error) => self.item_failed(*id, &error.to_string(), now, &mut write, stats),
+                }
+            }
+            let policies = self.rules.policies();
+            let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
             let held_items: Vec<&PlannedItem> = items
                 .iter()
                 .filter(|i| matches!(i.location, ItemLocation::HoldsArea { .. }))
                 .collect();
-            let matches = self.case_matches(&held_items, &holds)?;
+            let matches = self.case_matches(&held_items, &holds);
+            stats.note_unevaluable(&matches);
+            let mut candidates = Vec::new();
             for item in &items {
-                let decision = self.decide(
-                    item,
-                    &policies,
-                    holds.on(&item.facts.mailbox),
-                    &matches,
-                    now,
-                );
-                if decision.move_now {
-                    self.schedule_after_move(
-                        item,
-                        &policies,
-                        holds.on(&item.facts.mailbox),
-                        now,
-                        &mut write,
-                        stats,
-                    );
-                    write.moves.push(item.clone());
-                } else if decision.destroyable {
-                    candidates.push(item);
-                } else {
-                    let next = self.plan_next(item, &decision, &matches, &policies, now);
-                    self.defer(item, next, &mut write, stats);
+                let looked = catch_item(|| {
+                    let mut part = Part::default();
+                    let on = holds.on(&item.facts.mailbox);
+                    let decision = self.decide(item, &policies, on, &matches, now);
+                    if decision.move_now {
+                        self.schedule_after_move(item, &policies, on, now, &mut part);
+                        part.write.moves.push(item.clone());
+                    } else if decision.destroyable {
+                        part.candidate = true;
+                    } else {
+                        let next = self.plan_next(item, &decision, &matches, &policies, now);
+                        defer(item, next, &mut part);
+                    }
+                    part
+                });
+                match looked {
+                    Ok(part) => {
+                        if part.candidate {
+                            candidates.push(item);
+                        }
+                        part.merge_into(&mut write, stats);
+                    }
+                    Err(why) => self.item_failed(item.id, &why, now, &mut write, stats),
                 }
             }
-            if candidates.is_empty() {
+            if candidates.is_empty() && write.moves.is_empty() {
                 self.apply(&write, now, stats)?;
                 continue;
             }
             #[cfg(test)]
-            if let Some(hook) = self.before_recheck.lock().unwrap().as_ref() {
+            if let Some(hook) = self.before_recheck.lock().unwrap().take() {
                 hook();
             }
-            // Re-check holds immediately before destroying, with hold changes locked out.
-            let _holds_guard = self
+            // Re-check immediately before writing, with hold and policy changes locked out:
+            // the policies and holds in force at this instant decide. A change made a moment
+            // earlier is seen; one made later comes after this write.
+            let _guard = self
                 .rules
-                .holds_guard
+                .change_guard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let fresh = HoldsByMailbox::load(self.store.as_ref(), now)?;
-            let matches = self.case_matches(&candidates, &fresh)?;
-            let purged_at = now;
-            for item in candidates {
-                let decision = self.decide(
-                    item,
-                    &policies,
-                    fresh.on(&item.facts.mailbox),
-                    &matches,
-                    now,
-                );
-                let ItemLocation::HoldsArea { reason, moved_at } = item.location else {
-                    continue;
-                };
-                if !decision.destroyable {
-                    let next = self.plan_next(item, &decision, &matches, &policies, now);
-                    self.defer(item, next, &mut write, stats);
-                    continue;
+            let fresh_policies = self.rules.policies();
+            if !Arc::ptr_eq(&fresh_policies, &policies) {
+                // A policy changed during the chunk: only moves it still wants are made. An
+                // item no longer moved is re-planned by the re-plan the change requested.
+                let moves = std::mem::take(&mut write.moves);
+                for item in moves {
+                    let still = catch_item(|| {
+                        self.decide(
+                            &item,
+                            &fresh_policies,
+                            holds.on(&item.facts.mailbox),
+                            &matches,
+                            now,
+                        )
+                        .move_now
+                    });
+                    if still == Ok(true) {
+                        write.moves.push(item);
+                    }
                 }
-                let disposition = Disposition {
-                    id: item.id,
-                    mailbox: item.facts.mailbox.clone(),
-                    content_sha256: item.facts.content_sha256.clone(),
-                    created_at: item.facts.created_at,
-                    moved_at,
-                    purged_at,
-                    reason,
-                    policies: deciding_policies(&decision),
-                };
-                write.destroys.push((item.clone(), disposition));
+            }
+            if !candidates.is_empty() {
+                let fresh = HoldsByMailbox::load(self.store.as_ref(), now)?;
+                let matches = self.case_matches(&candidates, &fresh);
+                stats.note_unevaluable(&matches);
+                for item in candidates {
+                    let ItemLocation::HoldsArea { reason, moved_at } = item.location else {
+                        continue;
+                    };
+                    let looked = catch_item(|| {
+                        let mut part = Part::default();
+                        let on = fresh.on(&item.facts.mailbox);
+                        let decision = self.decide(item, &fresh_policies, on, &matches, now);
+                        if decision.destroyable {
+                            part.destroy = Some(Disposition {
+                                id: item.id,
+                                mailbox: item.facts.mailbox.clone(),
+                                content_sha256: item.facts.content_sha256.clone(),
+                                created_at: item.facts.created_at,
+                                moved_at,
+                                purged_at: now,
+                                reason,
+                                policies: deciding_policies(&decision),
+                            });
+                        } else {
+                            let next =
+                                self.plan_next(item, &decision, &matches, &fresh_policies, now);
+                            defer(item, next, &mut part);
+                        }
+                        part
+                    });
+                    match looked {
+                        Ok(mut part) => {
+                            if let Some(disposition) = part.destroy.take() {
+                                write.destroys.push((item.clone(), disposition));
+                            }
+                            part.merge_into(&mut write, stats);
+                        }
+                        Err(why) => self.item_failed(item.id, &why, now, &mut write, stats),
+                    }
+                }
             }
             self.apply(&write, now, stats)?;
         }
+    }
+
+    /// Skips an item that cannot be read or decided: counted, logged (its id and why, never
+    /// content), and looked at again later so that a repaired record is picked up.
+    fn item_failed(
+        &self,
+        id: InteractionId,
+        why: &str,
+        now: DateTime<Utc>,
+        write: &mut SweepWrite,
+        stats: &mut SweepStats,
+    ) {
+        tracing::warn!(%id, error = why, "sweeper skipped an item it cannot handle");
+        metrics::counter!("holdfast_sweeper_item_errors_total").increment(1);
+        stats.item_errors += 1;
+        write.schedule.push((now + ITEM_ERROR_RETRY, id));
     }
 
     fn apply(
@@ -429,8 +607,7 @@ impl Sweeper {
         policies: &[Policy],
         holds: &[HoldRecord],
         now: DateTime<Utc>,
-        write: &mut SweepWrite,
-        stats: &mut SweepStats,
+        part: &mut Part,
     ) {
         let moved = PlannedItem {
             location: ItemLocation::Active
@@ -439,10 +616,10 @@ impl Sweeper {
         };
         let after = self.decide(&moved, policies, holds, &CaseMatches::default(), now);
         if after.destroyable || holds.iter().any(|h| h.query().is_some()) {
-            write.schedule.push((now, item.id));
+            part.write.schedule.push((now, item.id));
         } else {
             let next = self.plan_next(&moved, &after, &CaseMatches::default(), policies, now);
-            self.defer(&moved, next, write, stats);
+            defer(&moved, next, part);
         }
     }
 
@@ -469,26 +646,12 @@ impl Sweeper {
         let next = match decision.next_check {
             Some(at) if at > now => Some(at),
             _ if held && matches.unindexed.contains(&item.id) => Some(now + INDEX_RETRY),
+            _ if held && matches.unevaluated_items.contains(&item.id) => {
+                Some(now + HOLD_ERROR_RETRY)
+            }
             _ => None,
         };
         (next, skipped_held)
-    }
-
-    fn defer(
-        &self,
-        item: &PlannedItem,
-        next: (Option<DateTime<Utc>>, bool),
-        write: &mut SweepWrite,
-        stats: &mut SweepStats,
-    ) {
-        let (at, skipped_held) = next;
-        if skipped_held {
-            stats.skipped_held += 1;
-            metrics::counter!("holdfast_sweeper_skipped_held_total").increment(1);
-        }
-        if let Some(at) = at {
-            write.schedule.push((at, item.id));
-        }
     }
 
     /// After a pass that consumed many due entries: drops their deletion markers so that the
@@ -518,31 +681,56 @@ impl Sweeper {
         let Some(job) = self.rules.replan_job()? else {
             return Ok(false);
         };
-        let items = self.store.scan_planned_items(job.after, REPLAN_CHUNK)?;
+        let scanned = self.store.scan_planned_items(job.after, REPLAN_CHUNK)?;
         let policies = self.rules.policies();
         let mut schedule = Vec::new();
-        for item in items
-            .iter()
-            .filter(|i| job.scope.contains(&i.facts.mailbox))
-        {
+        let mut item_errors = 0u64;
+        for entry in &scanned {
+            let item = match entry {
+                Ok(item) if job.scope.contains(&item.facts.mailbox) => item,
+                Ok(_) => continue,
+                Err((id, error)) => {
+                    tracing::warn!(%id, %error, "re-plan skipped an item it cannot read");
+                    item_errors += 1;
+                    continue;
+                }
+            };
             // Holds are left to the pass: an entry at the earliest time retention allows is
             // early at worst, never late.
-            let decision = self.decide(item, &policies, &[], &CaseMatches::default(), now);
-            let at = match (item.location, decision.delete_at) {
-                (ItemLocation::Active, Some(at)) => Some(at),
-                (ItemLocation::Active, None) => None,
-                (ItemLocation::HoldsArea { .. }, _) if decision.destroyable => Some(now),
-                (ItemLocation::HoldsArea { .. }, _) => decision.next_check,
-            };
-            if let Some(at) = at {
-                schedule.push((at.max(item.facts.created_at), item.id));
+            let planned = catch_item(|| {
+                let decision = self.decide(item, &policies, &[], &CaseMatches::default(), now);
+                match (item.location, decision.delete_at) {
+                    (ItemLocation::Active, Some(at)) => Some(at),
+                    (ItemLocation::Active, None) => None,
+                    (ItemLocation::HoldsArea { .. }, _) if decision.destroyable => Some(now),
+                    (ItemLocation::HoldsArea { .. }, _) => decision.next_check,
+                }
+            });
+            match planned {
+                Ok(Some(at)) => schedule.push((at.max(item.facts.created_at), item.id)),
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::warn!(id = %item.id, error = why, "re-plan skipped an item it cannot decide");
+                    item_errors += 1;
+                }
             }
         }
+        if item_errors > 0 {
+            metrics::counter!("holdfast_sweeper_item_errors_total").increment(item_errors);
+            self.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .totals
+                .item_errors += item_errors;
+        }
         self.store.schedule(&schedule)?;
-        metrics::counter!("holdfast_sweeper_replanned_total").increment(items.len() as u64);
-        let more = items.len() == REPLAN_CHUNK;
+        metrics::counter!("holdfast_sweeper_replanned_total").increment(scanned.len() as u64);
+        let more = scanned.len() == REPLAN_CHUNK;
         let after = if more {
-            items.last().map(|i| i.id)
+            scanned.last().map(|entry| match entry {
+                Ok(item) => item.id,
+                Err((id, _)) => *id,
+            })
         } else {
             None
         };
@@ -569,7 +757,22 @@ impl Sweeper {
             totals.destroyed += stats.destroyed;
             totals.skipped_held += stats.skipped_held;
             totals.errors += stats.errors;
+            totals.item_errors += stats.item_errors;
+            totals
+                .unevaluable_holds
+                .extend(stats.unevaluable_holds.clone());
         }
+        for (hold, why) in &stats.unevaluable_holds {
+            tracing::warn!(
+                hold,
+                error = why,
+                "a case hold's query cannot be evaluated; every item of its custodians is kept"
+            );
+        }
+        metrics::counter!("holdfast_sweeper_unevaluable_holds_total")
+            .increment(stats.unevaluable_holds.len() as u64);
+        metrics::gauge!("holdfast_sweeper_unevaluable_holds")
+            .set(stats.unevaluable_holds.len() as f64);
         if let Some(error) = error {
             tracing::error!(%error, "sweep failed; it will be retried");
             metrics::counter!("holdfast_sweeper_errors_total").increment(1);
@@ -611,6 +814,50 @@ pub struct CaseMatches {
     pub holds: HashMap<InteractionId, Vec<String>>,
     /// Items not in the search index (yet): they count as matching.
     pub unindexed: HashSet<InteractionId>,
+    /// Holds whose query could not be evaluated, with why: they count as matching every item
+    /// of their custodians in their date range.
+    pub unevaluable: BTreeMap<String, String>,
+    /// Items kept only because a hold could not be evaluated.
+    pub unevaluated_items: HashSet<InteractionId>,
+}
+
+/// What deciding one item adds to a chunk's write. It is built apart from the chunk's write
+/// so that a panic while deciding one item costs only that item.
+#[derive(Default)]
+struct Part {
+    write: SweepWrite,
+    /// Destroyable at first look: re-checked under the guard.
+    candidate: bool,
+    destroy: Option<Disposition>,
+    skipped_held: u64,
+}
+
+impl Part {
+    fn merge_into(self, write: &mut SweepWrite, stats: &mut SweepStats) {
+        write.moves.extend(self.write.moves);
+        write.schedule.extend(self.write.schedule);
+        if self.skipped_held > 0 {
+            stats.skipped_held += self.skipped_held;
+            metrics::counter!("holdfast_sweeper_skipped_held_total").increment(self.skipped_held);
+        }
+    }
+}
+
+/// Records the next look at an item not acted on now, and whether only a hold kept it.
+fn defer(item: &PlannedItem, next: (Option<DateTime<Utc>>, bool), part: &mut Part) {
+    let (at, skipped_held) = next;
+    if skipped_held {
+        part.skipped_held += 1;
+    }
+    if let Some(at) = at {
+        part.write.schedule.push((at, item.id));
+    }
+}
+
+/// Runs the decision work of one item; a panic becomes that item's error.
+fn catch_item<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .map_err(|_| "deciding it panicked".to_string())
 }
 
 /// A request to run one pass now.
@@ -637,6 +884,7 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
     let mut next_pass = Instant::now();
     loop {
         sweeper.compact_if_needed();
+        sweeper.erase_step();
         let replanning = match sweeper.replan_step(Utc::now()) {
             Ok(more) => more,
             Err(error) => {
@@ -650,7 +898,9 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
         let wait = if replanning {
             Duration::ZERO
         } else {
-            next_pass.saturating_duration_since(Instant::now())
+            next_pass
+                .saturating_duration_since(Instant::now())
+                .min(sweeper.erasure_poll())
         };
         match requests.recv_timeout(wait) {
             Ok(request) => {

@@ -77,6 +77,11 @@ pub struct IndexProgress {
     /// Last queue sequence that is committed and visible to searches.
     pub committed: AtomicU64,
     pub rebuilding: AtomicBool,
+    /// Erasure asked for: the deletions of every queue entry up to here must leave the files.
+    pub erase_through: AtomicU64,
+    /// Every document deleted by queue entries up to here is gone from the index's files:
+    /// the segments that held it were merged and the old files deleted.
+    pub erased_through: AtomicU64,
 }
 
 /// The index as searches see it.
@@ -94,6 +99,19 @@ impl SearchIndex {
         store
             .last_index_sequence()
             .saturating_sub(self.progress.committed.load(Ordering::Acquire))
+    }
+
+    /// Asks the indexer to remove from its files every document deleted by queue entries up
+    /// to `sequence` (see `erased_through`).
+    pub fn request_erasure(&self, sequence: u64) {
+        self.progress
+            .erase_through
+            .fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// Queue sequence up to which deleted documents are gone from the index's files.
+    pub fn erased_through(&self) -> u64 {
+        self.progress.erased_through.load(Ordering::Acquire)
     }
 
     /// Waits while the index is too far behind (backpressure for ingest). Never waits during
@@ -233,6 +251,7 @@ impl Indexer {
                     self.rebuild(&shutdown).map(|()| true)
                 } else {
                     self.step()
+                        .and_then(|worked| Ok(self.erase_if_requested()? || worked))
                 }
             }))
             .unwrap_or_else(|payload| {
@@ -293,6 +312,39 @@ impl Indexer {
             self.commit()?;
         }
         Ok(!work.is_empty())
+    }
+
+    /// Once every requested deletion is committed: merges each segment that has deleted
+    /// documents (a merge writes only live documents, and drops the words only they had) and
+    /// deletes the old files. Returns whether it merged.
+    fn erase_if_requested(&mut self) -> Result<bool, IndexError> {
+        let progress = &self.search.progress;
+        let wanted = progress.erase_through.load(Ordering::Acquire);
+        let committed = progress.committed.load(Ordering::Acquire);
+        if wanted <= progress.erased_through.load(Ordering::Acquire) || committed < wanted {
+            return Ok(false);
+        }
+        let with_deletes: Vec<tantivy::index::SegmentId> = self
+            .search
+            .index
+            .searchable_segment_metas()?
+            .into_iter()
+            .filter(|segment| segment.has_deletes())
+            .map(|segment| segment.id())
+            .collect();
+        if !with_deletes.is_empty() {
+            // Fails if a background merge holds one of them: tried again next time round.
+            if let Err(error) = self.writer.merge(&with_deletes).wait() {
+                tracing::debug!(%error, "erasure merge postponed");
+                return Ok(false);
+            }
+        }
+        self.writer.garbage_collect_files().wait()?;
+        self.search.reader.reload()?;
+        progress
+            .erased_through
+            .fetch_max(committed, Ordering::AcqRel);
+        Ok(!with_deletes.is_empty())
     }
 
     /// Replaces the documents of `ids` by their current state (removing destroyed ones).

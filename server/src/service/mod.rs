@@ -23,6 +23,7 @@ pub use retention::RetentionApi;
 
 use crate::admission::Admission;
 use crate::audit::{AuditEvent, AuditLog};
+use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role, TokenRegistry};
 use crate::config::{ConcurrencyConfig, Limits, RetentionConfig};
 use crate::error::Error;
@@ -137,6 +138,37 @@ impl Shared {
         };
         self.audit_done(principal, action, target, parameters, result)
             .await?;
+        outcome.map_err(Status::from)
+    }
+
+    /// `audited` for a change saved together with `intent` (its audit intent, see
+    /// `audit_intent.rs`): once the entry is appended the intent is removed. If the process
+    /// stops first, the next start appends the entry from the intent.
+    pub async fn audited_intent<T>(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        intent: AuditIntent,
+        outcome: Result<T, Error>,
+    ) -> Result<T, Status> {
+        let result = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(error) => format!("refused: {error}"),
+        };
+        self.audit_done(
+            principal,
+            action,
+            intent.target.clone(),
+            intent.parameters.clone(),
+            result,
+        )
+        .await?;
+        // A refused change saved nothing, so removing its intent is a no-op. A failure here
+        // only means recovery finds the entry already appended at the next start.
+        let store = Arc::clone(&self.store);
+        if let Err(error) = blocking(move || Ok(store.clear_audit_intent(intent.id)?)).await {
+            tracing::warn!(action, %error, "cannot remove an audit intent");
+        }
         outcome.map_err(Status::from)
     }
 

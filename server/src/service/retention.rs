@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
 use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::retention_service_server::RetentionService;
 use holdfast_retention::decide::{self, Item, Reason, RetainUntil};
@@ -16,11 +15,13 @@ use ulid::Ulid;
 
 use super::{blocking, now, Shared};
 use crate::admission::Work;
+use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
 use crate::retention::{HoldKind, HoldRecord, PolicyRecord, ReplanScope};
+use crate::store::PolicyWrite;
 
 const ADMIN: &[Role] = &[Role::RetentionAdmin];
 const DISPOSITIONS: &[Role] = &[Role::RetentionAdmin, Role::Auditor, Role::Admin];
@@ -68,30 +69,27 @@ impl RetentionApi {
             .ok_or_else(|| Error::NotFound(format!("no policy with id {id}")))
     }
 
+    /// Stores a policy change with ingest paused, re-plans `scope`, and records the audit
+    /// entry owed by the change in the same write.
+    async fn change_policy(
+        &self,
+        scope: ReplanScope,
+        change: PolicyWrite,
+        intent: AuditIntent,
+    ) -> Result<(), Error> {
+        let rules = Arc::clone(&self.shared.rules);
+        blocking(move || Ok(rules.change_policies(scope, now(), change, Some(intent))?)).await
+    }
+
     async fn save_policy(
         &self,
         record: PolicyRecord,
         scope: ReplanScope,
+        intent: AuditIntent,
     ) -> Result<PolicyRecord, Error> {
-        self.change_policy(scope, move |store| {
-            store.put_policy(&record)?;
-            Ok(record)
-        })
-        .await
-    }
-
-    async fn save_hold(&self, record: HoldRecord) -> Result<HoldRecord, Error> {
-        save_hold(&self.shared, record).await
-    }
-
-    /// Stores a policy change (`change`) with ingest paused and re-plans `scope`.
-    async fn change_policy<T: Send + 'static>(
-        &self,
-        scope: ReplanScope,
-        change: impl FnOnce(&dyn crate::store::Store) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let rules = Arc::clone(&self.shared.rules);
-        blocking(move || rules.change_policies(scope, now(), change)).await
+        self.change_policy(scope, PolicyWrite::Put(record.clone()), intent)
+            .await?;
+        Ok(record)
     }
 }
 
@@ -250,23 +248,37 @@ pub(super) fn hold_to_proto(record: &HoldRecord) -> pb::HoldInfo {
 /// Stores a hold change while the sweeper cannot be between its last hold check and a
 /// destruction.
 pub(super) async fn save_hold(shared: &Shared, record: HoldRecord) -> Result<HoldRecord, Error> {
-    let store = Arc::clone(&shared.store);
-    let rules = Arc::clone(&shared.rules);
-    blocking(move || {
-        let _guard = rules.holds_guard.lock().unwrap_or_else(|e| e.into_inner());
-        store.put_hold(&record)?;
-        Ok(record)
-    })
-    .await
+    save_holds(shared, vec![record.clone()], None, None).await?;
+    Ok(record)
 }
 
-/// Releases a hold: every mailbox it was on first gets a delay hold (so that no instant is
-/// left without protection), then the hold is marked released and the mailboxes' items are
-/// re-planned (items the hold kept may now go, after the delay).
+/// Stores hold records, the re-plan of `replan` and the audit intent in one atomic write.
+async fn save_holds(
+    shared: &Shared,
+    holds: Vec<HoldRecord>,
+    replan: Option<ReplanScope>,
+    intent: Option<AuditIntent>,
+) -> Result<(), Error> {
+    let rules = Arc::clone(&shared.rules);
+    blocking(move || Ok(rules.save_holds(holds, replan, intent, now())?)).await
+}
+
+/// Releases a hold (see `Rules::release_hold`: delay holds, the release and the re-plan are
+/// one atomic write).
 pub(super) async fn release_with_delay(
     shared: &Shared,
-    mut hold: HoldRecord,
+    hold: HoldRecord,
     principal: &Principal,
+) -> Result<HoldRecord, Error> {
+    release_with_delay_audited(shared, hold, principal, None).await
+}
+
+/// `release_with_delay`, with the audit entry owed stored in the same write.
+pub(super) async fn release_with_delay_audited(
+    shared: &Shared,
+    hold: HoldRecord,
+    principal: &Principal,
+    intent: Option<AuditIntent>,
 ) -> Result<HoldRecord, Error> {
     if hold.released_at.is_some() {
         return Err(Error::FailedPrecondition(format!(
@@ -274,37 +286,10 @@ pub(super) async fn release_with_delay(
             hold.id
         )));
     }
-    let delay_days = i64::from(shared.retention.delay_hold_days);
-    let at = now();
-    if delay_days > 0 {
-        for mailbox in &hold.mailboxes {
-            save_hold(
-                shared,
-                HoldRecord {
-                    id: Ulid::new(),
-                    mailboxes: [mailbox.clone()].into(),
-                    kind: HoldKind::Delay {
-                        until: at + TimeDelta::days(delay_days),
-                    },
-                    created_at: at,
-                    created_by: principal.name.clone(),
-                    released_at: None,
-                    released_by: None,
-                },
-            )
-            .await?;
-        }
-    }
-    hold.released_at = Some(at);
-    hold.released_by = Some(principal.name.clone());
-    let record = save_hold(shared, hold).await?;
-    request_replan(shared, ReplanScope::Mailboxes(record.mailboxes.clone())).await?;
-    Ok(record)
-}
-
-pub(super) async fn request_replan(shared: &Shared, scope: ReplanScope) -> Result<(), Error> {
     let rules = Arc::clone(&shared.rules);
-    blocking(move || Ok(rules.request_replan(scope, now())?)).await
+    let delay_days = shared.retention.delay_hold_days;
+    let by = principal.name.clone();
+    blocking(move || Ok(rules.release_hold(hold, &by, delay_days, intent, now())?)).await
 }
 
 fn describe(reason: &Reason) -> String {
@@ -353,6 +338,12 @@ impl RetentionService for RetentionApi {
         let id = Ulid::new();
         let parameters = json!({ "name": spec.name, "action": spec.action, "days": spec.days,
             "org_wide": spec.org_wide, "include": spec.include, "exclude": spec.exclude, "apps": spec.apps });
+        let intent = AuditIntent::new(
+            &principal.name,
+            "CreatePolicy",
+            &id.to_string(),
+            &parameters,
+        );
         let outcome = async {
             let policy = policy_from_spec(id, &spec, false)?;
             if self
@@ -377,19 +368,14 @@ impl RetentionService for RetentionApi {
                     updated_at: at,
                 },
                 scope,
+                intent.clone(),
             )
             .await
         }
         .await;
         let record = self
             .shared
-            .audited(
-                &principal,
-                "CreatePolicy",
-                id.to_string(),
-                parameters,
-                outcome,
-            )
+            .audited_intent(&principal, "CreatePolicy", intent, outcome)
             .await?;
         Ok(Response::new(policy_to_proto(&record)))
     }
@@ -428,6 +414,7 @@ impl RetentionService for RetentionApi {
         let spec = request.spec.unwrap_or_default();
         let parameters = json!({ "name": spec.name, "action": spec.action, "days": spec.days, "enabled": spec.enabled,
             "org_wide": spec.org_wide, "include": spec.include, "exclude": spec.exclude, "apps": spec.apps });
+        let intent = AuditIntent::new(&principal.name, "UpdatePolicy", &request.id, &parameters);
         let outcome = async {
             let mut record = self.policy(&request.id).await?;
             let updated = policy_from_spec(record.id, &spec, record.policy.locked)?;
@@ -436,12 +423,12 @@ impl RetentionService for RetentionApi {
                 ReplanScope::of_policy(&record.policy).union(ReplanScope::of_policy(&updated));
             record.policy = updated;
             record.updated_at = now();
-            self.save_policy(record, scope).await
+            self.save_policy(record, scope, intent.clone()).await
         }
         .await;
         let record = self
             .shared
-            .audited(&principal, "UpdatePolicy", request.id, parameters, outcome)
+            .audited_intent(&principal, "UpdatePolicy", intent, outcome)
             .await?;
         Ok(Response::new(policy_to_proto(&record)))
     }
@@ -455,16 +442,17 @@ impl RetentionService for RetentionApi {
             .authorize(&request, "DeletePolicy", ADMIN)
             .await?;
         let id = request.into_inner().id;
+        let intent = AuditIntent::new(&principal.name, "DeletePolicy", &id, &json!({}));
         let outcome = async {
             let record = self.policy(&id).await?;
             record.policy.check_delete().map_err(policy_error)?;
             let scope = ReplanScope::of_policy(&record.policy);
-            self.change_policy(scope, move |store| Ok(store.delete_policy(record.id)?))
+            self.change_policy(scope, PolicyWrite::Delete(record.id), intent.clone())
                 .await
         }
         .await;
         self.shared
-            .audited(&principal, "DeletePolicy", id, json!({}), outcome)
+            .audited_intent(&principal, "DeletePolicy", intent, outcome)
             .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
@@ -475,6 +463,7 @@ impl RetentionService for RetentionApi {
     ) -> Result<Response<pb::RetentionPolicy>, Status> {
         let principal = self.shared.authorize(&request, "LockPolicy", ADMIN).await?;
         let id = request.into_inner().id;
+        let intent = AuditIntent::new(&principal.name, "LockPolicy", &id, &json!({}));
         let outcome = async {
             let mut record = self.policy(&id).await?;
             if !record.policy.enabled {
@@ -485,13 +474,17 @@ impl RetentionService for RetentionApi {
             record.policy.locked = true;
             record.updated_at = now();
             // Locking changes no outcome: nothing to re-plan.
-            self.save_policy(record, ReplanScope::Mailboxes(Default::default()))
-                .await
+            self.save_policy(
+                record,
+                ReplanScope::Mailboxes(Default::default()),
+                intent.clone(),
+            )
+            .await
         }
         .await;
         let record = self
             .shared
-            .audited(&principal, "LockPolicy", id, json!({}), outcome)
+            .audited_intent(&principal, "LockPolicy", intent, outcome)
             .await?;
         Ok(Response::new(policy_to_proto(&record)))
     }
@@ -505,12 +498,18 @@ impl RetentionService for RetentionApi {
             .authorize(&request, "PlaceLitigationHold", ADMIN)
             .await?;
         let request = request.into_inner();
+        let intent = AuditIntent::new(
+            &principal.name,
+            "PlaceLitigationHold",
+            &request.mailbox_id,
+            &json!({ "days": request.days }),
+        );
         let outcome = async {
             let mailbox = convert::parse_mailbox("mailbox_id", &request.mailbox_id)?;
             if request.days > holdfast_retention::policy::MAX_DAYS {
                 return Err(Error::invalid("days", "at most 36500"));
             }
-            self.save_hold(HoldRecord {
+            let record = HoldRecord {
                 id: Ulid::new(),
                 mailboxes: [mailbox].into(),
                 kind: HoldKind::Litigation {
@@ -520,19 +519,20 @@ impl RetentionService for RetentionApi {
                 created_by: principal.name.clone(),
                 released_at: None,
                 released_by: None,
-            })
-            .await
+            };
+            save_holds(
+                &self.shared,
+                vec![record.clone()],
+                None,
+                Some(intent.clone()),
+            )
+            .await?;
+            Ok(record)
         }
         .await;
         let record = self
             .shared
-            .audited(
-                &principal,
-                "PlaceLitigationHold",
-                request.mailbox_id.clone(),
-                json!({ "days": request.days }),
-                outcome,
-            )
+            .audited_intent(&principal, "PlaceLitigationHold", intent, outcome)
             .await?;
         Ok(Response::new(hold_to_proto(&record)))
     }
@@ -547,6 +547,12 @@ impl RetentionService for RetentionApi {
             .await?;
         let id = request.into_inner().id;
         let delay_days = self.shared.retention.delay_hold_days;
+        let intent = AuditIntent::new(
+            &principal.name,
+            "ReleaseHold",
+            &id,
+            &json!({ "delay_hold_days": delay_days }),
+        );
         let outcome = async {
             let hold = self.hold(&id).await?;
             match hold.kind {
@@ -557,20 +563,20 @@ impl RetentionService for RetentionApi {
                     "a case hold is released by its case's members (ReleaseCaseHold, case {case_id})"
                 ))),
                 HoldKind::Litigation { .. } => {
-                    release_with_delay(&self.shared, hold, &principal).await
+                    release_with_delay_audited(
+                        &self.shared,
+                        hold,
+                        &principal,
+                        Some(intent.clone()),
+                    )
+                    .await
                 }
             }
         }
         .await;
         let record = self
             .shared
-            .audited(
-                &principal,
-                "ReleaseHold",
-                id,
-                json!({ "delay_hold_days": delay_days }),
-                outcome,
-            )
+            .audited_intent(&principal, "ReleaseHold", intent, outcome)
             .await?;
         Ok(Response::new(hold_to_proto(&record)))
     }
@@ -584,6 +590,7 @@ impl RetentionService for RetentionApi {
             .authorize(&request, "ClearDelayHold", ADMIN)
             .await?;
         let id = request.into_inner().id;
+        let intent = AuditIntent::new(&principal.name, "ClearDelayHold", &id, &json!({}));
         let outcome = async {
             let mut hold = self.hold(&id).await?;
             let wanted = hold.id;
@@ -594,14 +601,21 @@ impl RetentionService for RetentionApi {
             }
             hold.released_at = Some(now());
             hold.released_by = Some(principal.name.clone());
-            let hold = self.save_hold(hold).await?;
-            request_replan(&self.shared, ReplanScope::Mailboxes(hold.mailboxes.clone())).await?;
+            // The cleared hold and the re-plan it needs are one write.
+            let scope = ReplanScope::Mailboxes(hold.mailboxes.clone());
+            save_holds(
+                &self.shared,
+                vec![hold.clone()],
+                Some(scope),
+                Some(intent.clone()),
+            )
+            .await?;
             Ok(hold)
         }
         .await;
         let record = self
             .shared
-            .audited(&principal, "ClearDelayHold", id, json!({}), outcome)
+            .audited_intent(&principal, "ClearDelayHold", intent, outcome)
             .await?;
         Ok(Response::new(hold_to_proto(&record)))
     }
@@ -726,10 +740,18 @@ impl RetentionService for RetentionApi {
                 let mut response = pb::PreviewPolicyResponse::default();
                 let mut cursor = None;
                 loop {
-                    let items = store.scan_planned_items(cursor, 10_000)?;
-                    let Some(last) = items.last() else { break };
-                    cursor = Some(last.id);
-                    for item in items.iter().filter(|i| scope.contains(&i.facts.mailbox)) {
+                    let scanned = store.scan_planned_items(cursor, 10_000)?;
+                    let Some(last) = scanned.last() else { break };
+                    cursor = Some(match last {
+                        Ok(item) => item.id,
+                        Err((id, _)) => *id,
+                    });
+                    // An unreadable record is left out of the preview (the sweeper reports it).
+                    for item in scanned
+                        .iter()
+                        .filter_map(|entry| entry.as_ref().ok())
+                        .filter(|i| scope.contains(&i.facts.mailbox))
+                    {
                         response.items_examined += 1;
                         // Case holds count as covering here: a preview does not run their queries.
                         let covering: Vec<_> = holds
@@ -879,7 +901,9 @@ impl RetentionService for RetentionApi {
             .await?;
         let status = self.shared.sweeper.status();
         let rules = Arc::clone(&self.shared.rules);
-        let pending = blocking(move || Ok(rules.replan_job()?)).await?;
+        let store = Arc::clone(&self.shared.store);
+        let (pending, (erasure_pending, erasure_oldest)) =
+            blocking(move || Ok((rules.replan_job()?, store.erasure_status()?))).await?;
         Ok(Response::new(pb::SweeperStatus {
             running: status.running,
             last_run: status.last_run.as_ref().map(sweep_stats_to_proto),
@@ -887,6 +911,16 @@ impl RetentionService for RetentionApi {
             totals: Some(sweep_stats_to_proto(&status.totals)),
             interval_seconds: status.interval_seconds,
             replan_pending: pending.is_some(),
+            unevaluable_hold_ids: status
+                .last_run
+                .iter()
+                .flat_map(|run| run.unevaluable_holds.keys().cloned())
+                .collect(),
+            erasure_pending,
+            erasure_oldest: erasure_oldest.map(convert::time_to_timestamp),
+            erasure_bound_seconds: self.shared.sweeper.erasure_bound().as_secs(),
+            erased_total: status.erased_total,
+            last_erasure_error: status.last_erasure_error.unwrap_or_default(),
         }))
     }
 
@@ -956,5 +990,7 @@ fn sweep_stats_to_proto(stats: &crate::sweeper::SweepStats) -> pb::SweepStats {
         destroyed: stats.destroyed,
         skipped_held: stats.skipped_held,
         errors: stats.errors,
+        item_errors: stats.item_errors,
+        unevaluable_holds: stats.unevaluable_holds.len() as u64,
     }
 }

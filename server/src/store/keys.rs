@@ -21,6 +21,7 @@
 //! | `item_facts`        | id (16)                                          | retention facts (binary, `ItemFacts::encode`) |
 //! | `due`               | check time µs (8) id (16)                        | empty                  |
 //! | `dispositions`      | purged_at µs (8) id (16)                         | disposition (JSON)     |
+//! | `erasure`           | destroyed_at µs (8) id (16)                      | empty                  |
 //! | `meta`              | name                                             | value                  |
 //!
 //! `due` entries are hints, never promises: "look at this item again at this time". An item
@@ -44,6 +45,8 @@ pub const CF_HOLDS: &str = "holds";
 pub const CF_FACTS: &str = "item_facts";
 pub const CF_DUE: &str = "due";
 pub const CF_DISPOSITIONS: &str = "dispositions";
+/// Destroyed items whose text may still be in files on disk (see `Store::erase_from_disk`).
+pub const CF_ERASURE: &str = "erasure";
 pub const CF_META: &str = "meta";
 
 pub const ALL_CFS: &[&str] = &[
@@ -62,6 +65,7 @@ pub const ALL_CFS: &[&str] = &[
     CF_FACTS,
     CF_DUE,
     CF_DISPOSITIONS,
+    CF_ERASURE,
     CF_META,
 ];
 
@@ -72,6 +76,9 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT_VERSION_WITHOUT_FACTS: u32 = 1;
 /// `meta` key of the pending re-plan job (see `sweeper::Replan`).
 pub const META_REPLAN: &[u8] = b"replan";
+/// Prefix of the `meta` keys of audit intents (then the intent's ULID, 16 bytes): audit
+/// entries owed by saved changes (see `audit_intent.rs`).
+pub const META_AUDIT_INTENT: &[u8] = b"audit_intent/";
 /// `meta` key holding the last index-queue sequence handed out (the queue itself is trimmed).
 pub const META_INDEX_SEQUENCE: &[u8] = b"index_sequence";
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub use rocks::RocksStore;
 
 use crate::audit::AuditRecord;
+use crate::audit_intent::AuditIntent;
 use crate::auth::TokenRecord;
 use crate::cases::CaseRecord;
 use crate::domain::{
@@ -138,6 +139,9 @@ pub struct PlannedItem {
     pub location: ItemLocation,
 }
 
+/// One entry of `Store::scan_planned_items`: the item, or its id and why it cannot be read.
+pub type ScannedItem = Result<PlannedItem, (InteractionId, StoreError)>;
+
 /// What is kept of a destroyed item (SPEC §2): no content, only what auditors need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Disposition {
@@ -161,6 +165,26 @@ pub struct SweepWrite {
     pub moves: Vec<PlannedItem>,
     pub destroys: Vec<(PlannedItem, Disposition)>,
     pub schedule: Vec<(DateTime<Utc>, InteractionId)>,
+}
+
+/// A policy stored or removed.
+#[derive(Debug, Clone)]
+pub enum PolicyWrite {
+    Put(PolicyRecord),
+    Delete(ulid::Ulid),
+}
+
+/// One atomic, durable change of the retention rules: hold and policy records, the re-plan
+/// job the change needs, and the audit entry it owes. A crash leaves all of it or none, so a
+/// released hold never lacks its re-plan and a saved change never lacks its audit intent.
+#[derive(Debug, Clone, Default)]
+pub struct RulesWrite {
+    pub holds: Vec<HoldRecord>,
+    pub policy: Option<PolicyWrite>,
+    /// The pending re-plan job (`retention::ReplanJob` as JSON) that replaces the stored one.
+    pub replan_job: Option<Vec<u8>>,
+    /// Stored with `after_sequence` set to the audit log's last sequence.
+    pub audit_intent: Option<AuditIntent>,
 }
 
 /// What a `SweepWrite` did: moves of items that were no longer ACTIVE when it was written,
@@ -279,14 +303,25 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(i64, InteractionId)>, StoreError>;
-    /// Facts and locations of items; `None` for unknown (destroyed) ids.
-    fn planned_items(&self, ids: &[InteractionId]) -> Result<Vec<Option<PlannedItem>>, StoreError>;
-    /// Up to `limit` items in id order after `after`: for re-planning and previews.
+    /// Facts and locations of items; `None` for unknown (destroyed) ids. One unreadable
+    /// record fails the whole call (see `planned_items_each`).
+    fn planned_items(&self, ids: &[InteractionId]) -> Result<Vec<Option<PlannedItem>>, StoreError> {
+        self.planned_items_each(ids)?.into_iter().collect()
+    }
+    /// Like `planned_items`, with a result per item: an unreadable facts or location record
+    /// is that item's error and does not hide the others (the sweeper skips and counts it).
+    fn planned_items_each(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Result<Option<PlannedItem>, StoreError>>, StoreError>;
+    /// Up to `limit` items in id order after `after`: for re-planning and previews. Each
+    /// entry is the item or, when its facts or location cannot be read, its id and the error
+    /// (so a scan steps over a damaged record instead of stopping at it).
     fn scan_planned_items(
         &self,
         after: Option<InteractionId>,
         limit: usize,
-    ) -> Result<Vec<PlannedItem>, StoreError>;
+    ) -> Result<Vec<ScannedItem>, StoreError>;
     /// Adds due entries.
     fn schedule(&self, entries: &[(DateTime<Utc>, InteractionId)]) -> Result<(), StoreError>;
     /// Applies one sweeper step atomically and durably.
@@ -304,6 +339,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Disposition>, StoreError>;
     /// Items of a mailbox by location: (active, holds area).
     fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError>;
+    /// Destroyed items whose text may still be in files on disk, oldest first: up to `limit`
+    /// `(destroyed_at µs, id)` entries destroyed at or before `until`. Each destruction adds
+    /// its entry in the same write.
+    fn erasure_pending(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError>;
+    /// How many destroyed items await erasure, and when the oldest was destroyed.
+    fn erasure_status(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError>;
+    /// Makes the store's files forget the records of destroyed `ids`: flushes every memtable
+    /// (so write-ahead log files holding the original writes become obsolete and are deleted)
+    /// and compacts, down to the last level, the key ranges of the files that held them (so
+    /// the old values and their deletion markers are dropped).
+    fn erase_from_disk(&self, ids: &[InteractionId]) -> Result<(), StoreError>;
+    /// Removes erased items' entries from the pending list.
+    fn finish_erasure(&self, entries: &[(i64, InteractionId)]) -> Result<(), StoreError>;
     /// Drops the deletion markers of consumed due entries, so that a pass with nothing due
     /// does not step over them.
     fn compact_due(&self) -> Result<(), StoreError>;
@@ -323,6 +375,12 @@ pub trait Store: Send + Sync + 'static {
         from_sequence: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Applies a change of the retention rules atomically and durably.
+    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError>;
+    /// Audit entries owed by saved changes (normally none: see `audit_intent.rs`).
+    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError>;
+    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError>;
 
     fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError>;
     fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError>;

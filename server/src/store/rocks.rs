@@ -15,12 +15,14 @@ use serde::Deserialize;
 
 use super::keys::{self, *};
 use super::{
-    Disposition, ItemFacts, NewInteraction, PlannedItem, Store, StoreError, SweepApplied,
-    SweepWrite, WriteOutcome, RECORD_VERSION,
+    Disposition, ItemFacts, NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem,
+    Store, StoreError, SweepApplied, SweepWrite, WriteOutcome, RECORD_VERSION,
 };
 use crate::audit::AuditRecord;
+use crate::audit_intent::AuditIntent;
 use crate::auth::TokenRecord;
 use crate::cases::CaseRecord;
+use crate::config::Compression;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
     StoredInteraction,
@@ -67,6 +69,10 @@ pub struct RocksStore {
     /// The last index-queue sequence handed out. Held while a write that appends to the
     /// queue is built and committed, so that sequences commit in order.
     index_sequence: Mutex<u64>,
+    /// Failpoint of the tests: how many more writes of retention rules, metadata and audit
+    /// entries succeed before every later one fails as if the process had stopped there.
+    #[cfg(test)]
+    writes_left: std::sync::atomic::AtomicI64,
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -83,8 +89,18 @@ fn corrupt(column_family: &'static str, reason: impl ToString) -> StoreError {
 }
 
 impl RocksStore {
-    /// Opens (creating if needed) the store under `path`.
+    /// Opens (creating if needed) the store under `path`, zstd-compressed.
     pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        RocksStore::open_with(path, Compression::Zstd)
+    }
+
+    /// Opens (creating if needed) the store under `path`; `compression` applies to files
+    /// written from now on.
+    pub fn open_with(path: &Path, compression: Compression) -> Result<RocksStore, StoreError> {
+        let compression = match compression {
+            Compression::Zstd => DBCompressionType::Zstd,
+            Compression::None => DBCompressionType::None,
+        };
         let cache = Cache::new_lru_cache(32 << 20);
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
@@ -100,8 +116,8 @@ impl RocksStore {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             let mut options = Options::default();
-            options.set_compression_type(DBCompressionType::Zstd);
-            options.set_bottommost_compression_type(DBCompressionType::Zstd);
+            options.set_compression_type(compression);
+            options.set_bottommost_compression_type(compression);
             match name {
                 CF_INTERACTIONS => {
                     // Large values: bigger blocks compress better.
@@ -128,6 +144,8 @@ impl RocksStore {
             sync_write,
             move_lock: Mutex::new(()),
             index_sequence: Mutex::new(0),
+            #[cfg(test)]
+            writes_left: std::sync::atomic::AtomicI64::new(i64::MAX),
         };
         store.check_format_version(path)?;
         let last = store.load_index_sequence()?;
@@ -136,6 +154,42 @@ impl RocksStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = last;
         Ok(store)
+    }
+
+    /// From now on, `writes` more writes of rules, metadata and audit entries succeed; the
+    /// ones after fail (tests stop the "process" at a chosen write with it).
+    #[cfg(test)]
+    pub(crate) fn fail_after_writes(&self, writes: i64) {
+        self.writes_left
+            .store(writes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[cfg(test)]
+    fn failpoint(&self) -> Result<(), StoreError> {
+        if self
+            .writes_left
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            <= 0
+        {
+            return Err(StoreError::Engine(
+                "failpoint: stopped before this write".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(test))]
+    #[inline]
+    fn failpoint(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Overwrites one raw value (tests damage records with it).
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, column_family: &'static str, key: &[u8], value: &[u8]) {
+        self.db
+            .put_cf(self.cf(column_family), key, value)
+            .expect("raw write");
     }
 
     fn check_format_version(&self, path: &Path) -> Result<(), StoreError> {
@@ -245,17 +299,23 @@ impl RocksStore {
         }
     }
 
-    fn facts_of(&self, ids: &[InteractionId]) -> Result<Vec<Option<ItemFacts>>, StoreError> {
+    /// Facts of items, each decoded on its own: a damaged record is that item's error.
+    fn facts_of(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Result<Option<ItemFacts>, StoreError>>, StoreError> {
         let fact_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
         self.db
             .batched_multi_get_cf(self.cf(CF_FACTS), fact_keys.iter(), false)
             .into_iter()
             .zip(ids)
-            .map(|(found, id)| match found? {
-                None => Ok(None),
-                Some(bytes) => ItemFacts::decode(&bytes)
-                    .map(Some)
-                    .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}"))),
+            .map(|(found, id)| {
+                Ok(match found? {
+                    None => Ok(None),
+                    Some(bytes) => ItemFacts::decode(&bytes)
+                        .map(Some)
+                        .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}"))),
+                })
             })
             .collect()
     }
@@ -331,16 +391,27 @@ impl RocksStore {
     }
 
     fn locations_of(&self, ids: &[InteractionId]) -> Result<Vec<ItemLocation>, StoreError> {
+        self.locations_each(ids)?.into_iter().collect()
+    }
+
+    /// Locations of items, each decoded on its own: a damaged record is that item's error.
+    fn locations_each(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Result<ItemLocation, StoreError>>, StoreError> {
         let location_keys: Vec<[u8; 16]> =
             ids.iter().map(|id| keys::interaction_key(*id)).collect();
         self.db
             .batched_multi_get_cf(self.cf(CF_LOCATIONS), location_keys.iter(), false)
             .into_iter()
             .zip(ids)
-            .map(|(found, id)| match found? {
-                None => Ok(ItemLocation::Active),
-                Some(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|error| corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))),
+            .map(|(found, id)| {
+                Ok(match found? {
+                    None => Ok(ItemLocation::Active),
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+                        corrupt(CF_LOCATIONS, format!("location of {id}: {error}"))
+                    }),
+                })
             })
             .collect()
     }
@@ -351,6 +422,7 @@ impl RocksStore {
         key: &[u8],
         value: &T,
     ) -> Result<(), StoreError> {
+        self.failpoint()?;
         let bytes = serde_json::to_vec(value).expect("records serialise");
         self.db
             .put_cf_opt(self.cf(column_family), key, bytes, &self.sync_write)?;
@@ -448,6 +520,43 @@ impl RocksStore {
             })
             .collect()
     }
+}
+
+/// The key ranges of `family`'s files that hold at least one of the sorted `wanted` keys,
+/// overlapping ranges merged.
+fn ranges_holding(
+    live_files: &[rocksdb::LiveFile],
+    family: &str,
+    wanted: &[[u8; 16]],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = live_files
+        .iter()
+        .filter(|file| file.column_family_name == family)
+        .filter_map(|file| Some((file.start_key.clone()?, file.end_key.clone()?)))
+        .filter(|(start, end)| {
+            let first = wanted.partition_point(|key| key.as_slice() < start.as_slice());
+            wanted
+                .get(first)
+                .is_some_and(|key| key.as_slice() <= end.as_slice())
+        })
+        .collect();
+    ranges.sort();
+    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => {
+                if end > last.1 {
+                    last.1 = end;
+                }
+            }
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise")
 }
 
 fn time_micros(time: DateTime<Utc>) -> i64 {
@@ -780,7 +889,10 @@ impl Store for RocksStore {
         let values = MoveValues::new(reason, now);
         let mut moved = Vec::new();
         for chunk in ids.chunks(MOVE_CHUNK) {
-            let facts = self.facts_of(chunk)?;
+            let facts = self
+                .facts_of(chunk)?
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
             let locations = self.locations_of(chunk)?;
             let mut batch = WriteBatch::default();
             let mut moved_now = Vec::new();
@@ -833,19 +945,23 @@ impl Store for RocksStore {
         Ok(due)
     }
 
-    fn planned_items(&self, ids: &[InteractionId]) -> Result<Vec<Option<PlannedItem>>, StoreError> {
+    fn planned_items_each(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Result<Option<PlannedItem>, StoreError>>, StoreError> {
         let facts = self.facts_of(ids)?;
-        let locations = self.locations_of(ids)?;
+        let locations = self.locations_each(ids)?;
         Ok(ids
             .iter()
             .zip(facts)
             .zip(locations)
-            .map(|((id, facts), location)| {
-                facts.map(|facts| PlannedItem {
+            .map(|((id, facts), location)| match facts? {
+                None => Ok(None),
+                Some(facts) => Ok(Some(PlannedItem {
                     id: *id,
                     facts,
-                    location,
-                })
+                    location: location?,
+                })),
             })
             .collect())
     }
@@ -854,7 +970,7 @@ impl Store for RocksStore {
         &self,
         after: Option<InteractionId>,
         limit: usize,
-    ) -> Result<Vec<PlannedItem>, StoreError> {
+    ) -> Result<Vec<ScannedItem>, StoreError> {
         let start = after.map(|id| [&keys::interaction_key(id)[..], &[0u8]].concat());
         let mode = match &start {
             Some(start) => IteratorMode::From(start, Direction::Forward),
@@ -869,18 +985,22 @@ impl Store for RocksStore {
                 .map_err(|_| corrupt(CF_FACTS, "key is not 16 bytes"))?;
             let id = InteractionId::from_bytes(id);
             let facts = ItemFacts::decode(&value)
-                .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}")))?;
+                .map_err(|error| corrupt(CF_FACTS, format!("facts of {id}: {error}")));
             found.push((id, facts));
         }
         let ids: Vec<InteractionId> = found.iter().map(|(id, _)| *id).collect();
-        let locations = self.locations_of(&ids)?;
+        let locations = self.locations_each(&ids)?;
         Ok(found
             .into_iter()
             .zip(locations)
-            .map(|((id, facts), location)| PlannedItem {
-                id,
-                facts,
-                location,
+            .map(|((id, facts), location)| {
+                let facts = facts.map_err(|error| (id, error))?;
+                let location = location.map_err(|error| (id, error))?;
+                Ok(PlannedItem {
+                    id,
+                    facts,
+                    location,
+                })
             })
             .collect())
     }
@@ -955,6 +1075,12 @@ impl Store for RocksStore {
                 keys::timed_key(&[], time_micros(disposition.purged_at), id),
                 serde_json::to_vec(disposition).expect("dispositions serialise"),
             );
+            // Its text is still in files until the eraser has compacted them.
+            batch.put_cf(
+                self.cf(CF_ERASURE),
+                keys::timed_key(&[], time_micros(disposition.purged_at), id),
+                [],
+            );
             changed.push(id);
             applied.destroyed += 1;
         }
@@ -1006,6 +1132,83 @@ impl Store for RocksStore {
         ))
     }
 
+    fn erasure_pending(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(
+            keys::encode_time(time_micros(until).saturating_add(1)).to_vec(),
+        );
+        let mut pending = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf_opt(self.cf(CF_ERASURE), options, IteratorMode::Start)
+            .take(limit)
+        {
+            let (key, _) = entry?;
+            pending.push(
+                keys::split_timed_key(&key).ok_or_else(|| corrupt(CF_ERASURE, "key too short"))?,
+            );
+        }
+        Ok(pending)
+    }
+
+    fn erasure_status(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        let mut count = 0u64;
+        let mut oldest = None;
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_ERASURE), IteratorMode::Start)
+        {
+            let (key, _) = entry?;
+            if oldest.is_none() {
+                let (micros, _) = keys::split_timed_key(&key)
+                    .ok_or_else(|| corrupt(CF_ERASURE, "key too short"))?;
+                oldest = DateTime::from_timestamp_micros(micros);
+            }
+            count += 1;
+        }
+        Ok((count, oldest))
+    }
+
+    fn erase_from_disk(&self, ids: &[InteractionId]) -> Result<(), StoreError> {
+        // 1. Every memtable to disk: a destroyed record still in a memtable is dropped by
+        //    the flush (its deletion follows it), and once no memtable needs them the
+        //    write-ahead log files that hold the original writes are deleted.
+        let families: Vec<&ColumnFamily> = ALL_CFS.iter().map(|name| self.cf(name)).collect();
+        let mut flush = rocksdb::FlushOptions::default();
+        flush.set_wait(true);
+        self.db.flush_cfs_opt(&families, &flush)?;
+        // 2. The files of `interactions` that may hold a destroyed record, compacted to the
+        //    last level, where a deleted value and its deletion marker both disappear.
+        let mut wanted: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        wanted.sort_unstable();
+        let live_files = self.db.live_files()?;
+        let mut compact = rocksdb::CompactOptions::default();
+        compact.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        compact.set_exclusive_manual_compaction(false);
+        // The record holds the text; the facts hold the client key and thread id.
+        for family in [CF_INTERACTIONS, CF_FACTS] {
+            for (start, end) in ranges_holding(&live_files, family, &wanted) {
+                // `end` is inclusive for RocksDB's manual compaction.
+                self.db
+                    .compact_range_cf_opt(self.cf(family), Some(start), Some(end), &compact);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_erasure(&self, entries: &[(i64, InteractionId)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (micros, id) in entries {
+            batch.delete_cf(self.cf(CF_ERASURE), keys::timed_key(&[], *micros, *id));
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
     fn compact_due(&self) -> Result<(), StoreError> {
         self.db
             .compact_range_cf(self.cf(CF_DUE), None::<&[u8]>, None::<&[u8]>);
@@ -1017,6 +1220,7 @@ impl Store for RocksStore {
     }
 
     fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        self.failpoint()?;
         match value {
             Some(value) => self
                 .db
@@ -1042,6 +1246,7 @@ impl Store for RocksStore {
     }
 
     fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.failpoint()?;
         let value = serde_json::to_vec(record).expect("audit records serialise");
         self.db.put_cf_opt(
             self.cf(CF_AUDIT),
@@ -1053,6 +1258,7 @@ impl Store for RocksStore {
     }
 
     fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.failpoint()?;
         let mut batch = WriteBatch::default();
         for record in records {
             let value = serde_json::to_vec(record).expect("audit records serialise");
@@ -1089,11 +1295,69 @@ impl Store for RocksStore {
         Ok(records)
     }
 
+    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
+        self.failpoint()?;
+        let mut batch = WriteBatch::default();
+        for hold in &write.holds {
+            batch.put_cf(self.cf(CF_HOLDS), hold.id.to_bytes(), json(hold));
+        }
+        match &write.policy {
+            Some(PolicyWrite::Put(policy)) => {
+                batch.put_cf(self.cf(CF_POLICIES), policy.id.to_bytes(), json(policy));
+            }
+            Some(PolicyWrite::Delete(id)) => batch.delete_cf(self.cf(CF_POLICIES), id.to_bytes()),
+            None => {}
+        }
+        if let Some(job) = &write.replan_job {
+            batch.put_cf(self.cf(CF_META), META_REPLAN, job);
+        }
+        if let Some(intent) = &write.audit_intent {
+            let mut intent = intent.clone();
+            intent.after_sequence = self.last_audit_record()?.map_or(0, |r| r.sequence);
+            batch.put_cf(
+                self.cf(CF_META),
+                [META_AUDIT_INTENT, &intent.id.to_bytes()[..]].concat(),
+                json(&intent),
+            );
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::prefix_end(META_AUDIT_INTENT));
+        let mut intents = Vec::new();
+        for entry in self.db.iterator_cf_opt(
+            self.cf(CF_META),
+            options,
+            IteratorMode::From(META_AUDIT_INTENT, Direction::Forward),
+        ) {
+            let (_, value) = entry?;
+            intents.push(
+                serde_json::from_slice(&value)
+                    .map_err(|error| corrupt(CF_META, format!("audit intent: {error}")))?,
+            );
+        }
+        Ok(intents)
+    }
+
+    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        self.failpoint()?;
+        self.db.delete_cf_opt(
+            self.cf(CF_META),
+            [META_AUDIT_INTENT, &id.to_bytes()[..]].concat(),
+            &self.sync_write,
+        )?;
+        Ok(())
+    }
+
     fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
         self.put_json(CF_POLICIES, &policy.id.to_bytes(), policy)
     }
 
     fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        self.failpoint()?;
         self.db
             .delete_cf_opt(self.cf(CF_POLICIES), id.to_bytes(), &self.sync_write)?;
         Ok(())

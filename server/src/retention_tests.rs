@@ -1,0 +1,214 @@
+//! Crash ordering of rule changes (issue 8, defect 9): the process is stopped at every write
+//! of a change (a failpoint in the store), then the store is reopened as at a restart.
+
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::audit::{AuditEvent, AuditLog, AuditQuery};
+use crate::audit_intent::{self, AuditIntent, RECOVERED_RESULT};
+use crate::store::RocksStore;
+
+fn open(path: &std::path::Path) -> (Arc<RocksStore>, Arc<Rules>) {
+    let store = Arc::new(RocksStore::open(path).unwrap());
+    let rules = Arc::new(
+        Rules::load(
+            Arc::clone(&store) as Arc<dyn Store>,
+            &RetentionConfig::default(),
+        )
+        .unwrap(),
+    );
+    (store, rules)
+}
+
+fn litigation_hold(mailbox: &str) -> HoldRecord {
+    HoldRecord {
+        id: Ulid::new(),
+        mailboxes: [MailboxId::parse(mailbox).unwrap()].into(),
+        kind: HoldKind::Litigation { days: None },
+        created_at: Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(),
+        created_by: "test".into(),
+        released_at: None,
+        released_by: None,
+    }
+}
+
+/// Before, a release was three writes (delay hold, release, re-plan request): stopping after
+/// the second left a released hold whose items were never re-planned, so they stayed forever.
+#[test]
+fn a_hold_release_is_saved_with_its_delay_hold_and_re_plan_or_not_at_all() {
+    let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    let alice = MailboxId::parse("alice@contoso.com").unwrap();
+    let (mut saw_released, mut saw_kept) = (false, false);
+    for stop_after in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let hold = litigation_hold("alice@contoso.com");
+        {
+            let (store, rules) = open(&path);
+            rules
+                .save_holds(vec![hold.clone()], None, None, now)
+                .unwrap();
+            store.fail_after_writes(stop_after);
+            let _ = rules.release_hold(hold.clone(), "test", 30, None, now);
+        }
+        let (store, rules) = open(&path);
+        let holds = store.list_holds().unwrap();
+        let stored = holds.iter().find(|h| h.id == hold.id).unwrap();
+        if stored.released_at.is_some() {
+            saw_released = true;
+            let job = rules.replan_job().unwrap();
+            assert!(
+                job.is_some_and(|job| job.scope.contains(&alice)),
+                "stopped after {stop_after} writes: released, but nothing re-plans its items"
+            );
+            assert!(
+                holds.iter().any(|h| h.is_active(now)
+                    && h.is_on(&alice)
+                    && matches!(h.kind, HoldKind::Delay { .. })),
+                "stopped after {stop_after} writes: released without its delay hold"
+            );
+        } else {
+            saw_kept = true;
+            assert!(holds
+                .iter()
+                .all(|h| !matches!(h.kind, HoldKind::Delay { .. })));
+        }
+    }
+    assert!(saw_released && saw_kept);
+}
+
+#[test]
+fn clearing_a_delay_hold_is_saved_with_its_re_plan() {
+    let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut delay = litigation_hold("alice@contoso.com");
+    delay.kind = HoldKind::Delay {
+        until: now + TimeDelta::days(30),
+    };
+    {
+        let (_store, rules) = open(&path);
+        rules
+            .save_holds(vec![delay.clone()], None, None, now)
+            .unwrap();
+        delay.released_at = Some(now);
+        let scope = ReplanScope::Mailboxes(delay.mailboxes.clone());
+        rules
+            .save_holds(vec![delay.clone()], Some(scope), None, now)
+            .unwrap();
+    }
+    let (_store, rules) = open(&path);
+    assert!(rules.replan_job().unwrap().is_some());
+}
+
+/// Before, a change was audited only after it was saved: a crash in between left a saved
+/// change with no audit entry. Now the entry owed is saved with the change and appended at
+/// the next start, exactly once.
+#[test]
+fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once() {
+    let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let parameters = json!({ "days": 0 });
+    let intent = AuditIntent::new(
+        "admin",
+        "PlaceLitigationHold",
+        "alice@contoso.com",
+        &parameters,
+    );
+    {
+        let (_store, rules) = open(&path);
+        rules
+            .save_holds(
+                vec![litigation_hold("alice@contoso.com")],
+                None,
+                Some(intent),
+                now,
+            )
+            .unwrap();
+        // The process stops here, before the handler appends the entry.
+    }
+    let (store, rules) = open(&path);
+    let audit = AuditLog::open(Arc::clone(&store) as Arc<dyn Store>).unwrap();
+    assert_eq!(
+        audit_intent::recover(store.as_ref(), &audit, now).unwrap(),
+        1
+    );
+    let entries = || {
+        audit
+            .query_blocking(&AuditQuery::default(), 1, 100)
+            .unwrap()
+            .0
+    };
+    let first = entries();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].action, "PlaceLitigationHold");
+    assert_eq!(first[0].target, "alice@contoso.com");
+    assert_eq!(first[0].parameters, parameters);
+    assert_eq!(first[0].result, RECOVERED_RESULT);
+    assert_eq!(
+        audit_intent::recover(store.as_ref(), &audit, now).unwrap(),
+        0
+    );
+    assert!(store.audit_intents().unwrap().is_empty());
+
+    // Stopped after the entry was appended but before the intent was removed: not repeated.
+    let intent = AuditIntent::new(
+        "admin",
+        "PlaceLitigationHold",
+        "bob@contoso.com",
+        &parameters,
+    );
+    rules
+        .save_holds(
+            vec![litigation_hold("bob@contoso.com")],
+            None,
+            Some(intent.clone()),
+            now,
+        )
+        .unwrap();
+    audit
+        .append_blocking(
+            AuditEvent {
+                actor: intent.actor.clone(),
+                action: "PlaceLitigationHold",
+                target: intent.target.clone(),
+                parameters: intent.parameters.clone(),
+                result: "ok".into(),
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        audit_intent::recover(store.as_ref(), &audit, now).unwrap(),
+        0
+    );
+    assert_eq!(entries().len(), 2);
+
+    // A change that was not saved owes nothing.
+    store.fail_after_writes(0);
+    let intent = AuditIntent::new(
+        "admin",
+        "PlaceLitigationHold",
+        "carol@contoso.com",
+        &parameters,
+    );
+    assert!(rules
+        .save_holds(
+            vec![litigation_hold("carol@contoso.com")],
+            None,
+            Some(intent),
+            now
+        )
+        .is_err());
+    store.fail_after_writes(i64::MAX);
+    assert_eq!(
+        audit_intent::recover(store.as_ref(), &audit, now).unwrap(),
+        0
+    );
+    assert_eq!(entries().len(), 2);
+    assert!(audit.verify_blocking().unwrap().problem.is_none());
+}

@@ -11,6 +11,7 @@
 //!   letters packed into state bytes), never as a byte run. So besides the byte scan, the test
 //!   decodes the term dictionary of every segment that still has files in the index directory
 //!   (live or not yet deleted) and looks for the word there.
+//!
 //! A second mailbox's marker, never destroyed, is the control: both scans must still find it
 //! in the store and in the index afterwards, so a scan that sees nothing proves erasure, not
 //! blindness.

@@ -164,6 +164,63 @@ impl JsonInteraction {
         }
     }
 
+    /// The content as the server hashed it, to recompute `content_sha256` (`None` without
+    /// `created_at`, which every stored item has).
+    pub fn content(&self) -> Option<holdfast_content::InteractionContent> {
+        use holdfast_content as c;
+        Some(c::InteractionContent {
+            client_key: self.client_key.clone(),
+            mailbox_id: self.mailbox_id.clone(),
+            thread_id: self.thread_id.clone(),
+            app: self.app.clone(),
+            created_at: self.created_at?,
+            prompt: self.prompt.clone(),
+            response: self.response.clone(),
+            model: c::Model {
+                provider: self.model.provider.clone(),
+                name: self.model.name.clone(),
+                version: self.model.version.clone(),
+            },
+            plugins: self
+                .plugins
+                .iter()
+                .map(|p| c::Plugin {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                })
+                .collect(),
+            accessed_resources: self
+                .accessed_resources
+                .iter()
+                .map(|r| c::AccessedResource {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    resource_type: r.resource_type.clone(),
+                    url: r.url.clone(),
+                    action: r.action.clone(),
+                    sensitivity_label: r.sensitivity_label.clone(),
+                })
+                .collect(),
+            contexts: self
+                .contexts
+                .iter()
+                .map(|x| c::Context {
+                    id: x.id.clone(),
+                    context_type: x.context_type.clone(),
+                })
+                .collect(),
+            safety: c::Safety {
+                jailbreak_detected: self.safety.jailbreak_detected,
+                cross_prompt_injection_detected: self.safety.cross_prompt_injection_detected,
+                content_filtered: self.safety.content_filtered,
+                categories: self.safety.categories.clone(),
+            },
+            sensitivity_label: self.sensitivity_label.clone(),
+            attributes: self.attributes.clone(),
+        })
+    }
+
     pub fn from_stored(item: pb::Interaction) -> JsonInteraction {
         let model = item.model.unwrap_or_default();
         let safety = item.safety.unwrap_or_default();

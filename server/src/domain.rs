@@ -1,14 +1,12 @@
 //! Validated domain types. Generated prost types are converted into these in `convert`; the
 //! store and the services' logic never see prost types.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use holdfast_retention::ItemLocation;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
 /// Longest mailbox id, in bytes (SPEC §2).
@@ -80,78 +78,12 @@ impl FromStr for InteractionId {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Model {
-    pub provider: String,
-    pub name: String,
-    pub version: String,
-}
+pub use holdfast_content::{AccessedResource, Context, Model, Plugin, Safety};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plugin {
-    pub id: String,
-    pub name: String,
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessedResource {
-    pub id: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub resource_type: String,
-    pub url: String,
-    pub action: String,
-    pub sensitivity_label: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Context {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub context_type: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Safety {
-    pub jailbreak_detected: bool,
-    pub cross_prompt_injection_detected: bool,
-    pub content_filtered: bool,
-    pub categories: Vec<String>,
-}
-
-/// What the caller sent, validated. Immutable once stored. Empty strings mean "not given".
-///
-/// Its canonical encoding (the input of `content_sha256`) is the compact JSON of this struct:
-/// fields in declaration order, attributes sorted by key, `created_at` in RFC 3339 with the
-/// caller's sub-second precision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InteractionContent {
-    pub client_key: String,
-    pub mailbox_id: MailboxId,
-    pub thread_id: String,
-    pub app: String,
-    pub created_at: DateTime<Utc>,
-    pub prompt: String,
-    pub response: String,
-    pub model: Model,
-    pub plugins: Vec<Plugin>,
-    pub accessed_resources: Vec<AccessedResource>,
-    pub contexts: Vec<Context>,
-    pub safety: Safety,
-    pub sensitivity_label: String,
-    pub attributes: BTreeMap<String, String>,
-}
-
-impl InteractionContent {
-    pub fn canonical_encoding(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("interaction content always serialises")
-    }
-
-    pub fn digest(canonical: &[u8]) -> [u8; 32] {
-        Sha256::digest(canonical).into()
-    }
-}
+/// What the caller sent, validated, with a validated mailbox id. Its canonical encoding (the
+/// input of `content_sha256`) is defined once in `holdfast-content`, which the client shares
+/// to recheck exported items.
+pub type InteractionContent = holdfast_content::InteractionContent<MailboxId>;
 
 /// An interaction as stored: content plus what the server recorded when it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]

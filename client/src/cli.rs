@@ -179,6 +179,13 @@ pub enum Command {
     /// Read and verify the audit log (auditor, admin).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write an online backup (admin) while the server keeps serving. DIR is on the SERVER's
+    /// filesystem: an absolute path that does not exist or is an empty directory. Restore
+    /// with `holdfast-server --restore DIR --data-dir NEW`.
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -597,6 +604,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => {
             let client = cli.connection.connect().await?;
             token_command(client, command, json).await
+        }
+        Command::Backup { out } => {
+            let Some(out) = out.to_str().filter(|_| out.is_absolute()) else {
+                bail!("--out must be an absolute UTF-8 path on the server's filesystem");
+            };
+            let client = cli.connection.connect().await?;
+            let response = client.backup(out).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "out_dir": response.out_dir,
+                        "files": response.files,
+                        "bytes": response.bytes,
+                        "audit_sequence": response.audit_sequence,
+                        "audit_head_hash": response.audit_head_hash,
+                        "manifest_sha256": response.manifest_sha256,
+                        "index_included": response.index_included,
+                        "duration_ms": response.duration_ms,
+                    })
+                );
+            } else {
+                println!(
+                    "backup written to {} on the server: {} files, {} bytes, in {:.1} s",
+                    response.out_dir,
+                    response.files,
+                    response.bytes,
+                    response.duration_ms as f64 / 1000.0
+                );
+                println!(
+                    "audit head: entry {} {}",
+                    response.audit_sequence, response.audit_head_hash
+                );
+                println!(
+                    "manifest sha256: {} (keep it apart from the backup)",
+                    response.manifest_sha256
+                );
+                println!("the search index is rebuilt from the store after a restore");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy(command) => {
             let client = cli.connection.connect().await?;
@@ -1422,7 +1469,7 @@ async fn export(client: HoldfastClient, args: ExportArgs, json: bool) -> anyhow:
             case_id: case_id.clone(),
             query: query.clone(),
             mailboxes: args.mailboxes.clone(),
-            after_id: after_id.unwrap_or_default(),
+            after_id: after_id.clone().unwrap_or_default(),
         })
         .await?;
     let progress = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -1438,11 +1485,25 @@ async fn export(client: HoldfastClient, args: ExportArgs, json: bool) -> anyhow:
     );
     progress.set_position(already);
     let mut trailer = None;
+    // What this call received, as the server's trailer digests it (the trailer covers the
+    // items of this call only, so a resumed export is checked part by part).
+    let mut received = crate::bag::TrailerDigest::default();
+    let mut last_id = after_id;
     while let Some(message) = stream.message().await.map_err(crate::ClientError::from)? {
         match message.message {
             Some(pb::export_message::Message::Interaction(item)) => {
+                if trailer.is_some() {
+                    bail!("the server sent items after its trailer; the export is not complete");
+                }
                 let line = serde_json::to_string(&JsonInteraction::from_stored(item))?;
+                let (id, content_sha256) =
+                    crate::bag::check_line(&line, already + received.count() + 1)?;
+                if last_id.as_ref().is_some_and(|last| *last >= id) {
+                    bail!("the server sent {id} out of order; the export is not complete");
+                }
                 crate::bag::append_line(&mut payload, &line)?;
+                received.add(&content_sha256);
+                last_id = Some(id);
                 progress.inc(1);
             }
             Some(pb::export_message::Message::Trailer(t)) => trailer = Some(t),
@@ -1450,21 +1511,24 @@ async fn export(client: HoldfastClient, args: ExportArgs, json: bool) -> anyhow:
         }
     }
     progress.finish_and_clear();
+    payload.sync_all()?;
     let Some(trailer) = trailer else {
         bail!("the export ended without its trailer; run the same command again to resume");
     };
-    payload.sync_all()?;
+    let (digest, count) = received.finish();
+    if count != trailer.count || digest != trailer.digest {
+        bail!(
+            "the items received ({count}) do not match the server's trailer ({} items, digest \
+             {}); the bag was not completed",
+            trailer.count,
+            trailer.digest
+        );
+    }
     let count = crate::bag::finish(
         &out,
         &parameters,
         &Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )?;
-    if already == 0 {
-        let (digest, _) = crate::bag::content_digest(&out)?;
-        if digest != trailer.digest {
-            bail!("the payload's content digest does not match the server's trailer");
-        }
-    }
     if json {
         println!("{}", serde_json::json!({ "out": out, "items": count }));
     } else {

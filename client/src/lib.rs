@@ -287,6 +287,14 @@ impl HoldfastClient {
             .tokens)
     }
 
+    /// Asks the server to write an online backup into `out_dir` on the server's filesystem.
+    pub async fn backup(&self, out_dir: &str) -> Result<pb::BackupResponse, ClientError> {
+        let request = pb::BackupRequest {
+            out_dir: out_dir.to_string(),
+        };
+        Ok(self.admin.clone().backup(request).await?.into_inner())
+    }
+
     pub async fn who_am_i(&self) -> Result<pb::TokenInfo, ClientError> {
         Ok(self
             .admin

@@ -256,6 +256,13 @@ pub struct Flags {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Restore the backup in this directory into the (absent or empty) data directory, after
+    /// verifying every file against the backup's manifest, then serve from it.
+    #[arg(long, value_name = "BACKUP_DIR")]
+    pub restore: Option<PathBuf>,
+    /// With `--restore`: exit after restoring instead of serving.
+    #[arg(long, requires = "restore")]
+    pub restore_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod audit;
 pub mod audit_intent;
 pub mod auth;
+pub mod backup;
 pub mod cases;
 pub mod config;
 pub mod convert;

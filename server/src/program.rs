@@ -31,6 +31,21 @@ pub fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init(),
     }
+    if let Some(backup_dir) = &flags.restore {
+        let summary = crate::backup::restore(backup_dir, &config.data_dir)?;
+        tracing::info!(
+            backup = %backup_dir.display(),
+            data_dir = %config.data_dir.display(),
+            files = summary.files,
+            bytes = summary.bytes,
+            audit_entries = summary.audit_entries,
+            audit_head_hash = %summary.audit_head_hash,
+            "backup verified and restored; the search index is rebuilt on start"
+        );
+        if flags.restore_only {
+            return Ok(());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("holdfast")

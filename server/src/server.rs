@@ -79,6 +79,7 @@ fn create_data_dir(path: &Path) -> anyhow::Result<()> {
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     create_data_dir(&config.data_dir)?;
+    crate::backup::check_not_half_restored(&config.data_dir)?;
     let store_path = config.data_dir.join("store");
     // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
     let data_dir_is_new = !store_path.join("CURRENT").exists();
@@ -166,6 +167,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ingest_workers: WorkerPool::start("holdfast-ingest", config.concurrency.ingest_threads),
         refusals: Arc::clone(&refusals),
         concurrency: config.concurrency.clone(),
+        data_dir: config.data_dir.clone(),
+        backup_running: std::sync::Mutex::new(()),
     });
 
     if let Some(metrics_addr) = config.metrics_listen {

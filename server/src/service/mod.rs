@@ -60,6 +60,10 @@ pub struct Shared {
     pub ingest_workers: WorkerPool,
     /// Calls without a valid token: rate limits and their audit per source and window.
     pub refusals: Arc<Refusals>,
+    /// The data directory (backups copy its key files).
+    pub data_dir: std::path::PathBuf,
+    /// Held while a backup runs: one at a time.
+    pub backup_running: std::sync::Mutex<()>,
 }
 
 /// Actor name recorded for calls without a valid token.

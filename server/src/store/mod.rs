@@ -1,6 +1,7 @@
 //! The system of record. `Store` is what the services see; `RocksStore` is the RocksDB
 //! implementation. Nothing above this module depends on RocksDB.
 
+mod checkpoint;
 pub mod keys;
 mod rocks;
 
@@ -20,10 +21,14 @@ use crate::domain::{
 };
 use crate::retention::{HoldRecord, PolicyRecord};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage engine error: {0}")]
     Engine(String),
+    /// The data volume is full (ENOSPC). Nothing of the failed write is stored; RocksDB
+    /// resumes writing on its own once space is freed (see ARCHITECTURE.md, disk full).
+    #[error("no space left on the data volume; nothing was written: {0}")]
+    NoSpace(String),
     #[error("corrupt record in {column_family}: {reason}")]
     Corrupt {
         column_family: &'static str,
@@ -395,6 +400,11 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;
     fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError>;
+
+    /// Writes a consistent point-in-time copy of the whole store into `dir` (which must not
+    /// exist; its parent must) while writes go on, and returns the newest audit entry that
+    /// the copy contains (read back from the copy itself).
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError>;
 }
 
 #[cfg(test)]

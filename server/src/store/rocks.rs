@@ -62,7 +62,7 @@ struct InteractionRecord {
 }
 
 pub struct RocksStore {
-    db: DB,
+    pub(super) db: DB,
     sync_write: WriteOptions,
     /// Serialises moves so that two concurrent deletions never move one item twice.
     move_lock: Mutex<()>,
@@ -77,11 +77,18 @@ pub struct RocksStore {
 
 impl From<rocksdb::Error> for StoreError {
     fn from(error: rocksdb::Error) -> Self {
-        StoreError::Engine(error.into_string())
+        let message = error.into_string();
+        // RocksDB reports ENOSPC as an IO error with sub-code NoSpace ("No space left on
+        // device"), and afterwards, until it has recovered, as its background error.
+        if message.contains("No space left on device") || message.contains("NoSpace") {
+            StoreError::NoSpace(message)
+        } else {
+            StoreError::Engine(message)
+        }
     }
 }
 
-fn corrupt(column_family: &'static str, reason: impl ToString) -> StoreError {
+pub(super) fn corrupt(column_family: &'static str, reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         column_family,
         reason: reason.to_string(),
@@ -1415,6 +1422,10 @@ impl Store for RocksStore {
             tokens.push((hash, record));
         }
         Ok(tokens)
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<Option<AuditRecord>, StoreError> {
+        self.create_checkpoint(dir)
     }
 }
 

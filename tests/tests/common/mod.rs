@@ -105,6 +105,8 @@ pub struct TestServer {
     pub port: u16,
     pub config: String,
     child: Option<Child>,
+    /// Arguments added to the next launch only (e.g. `--restore DIR`).
+    next_launch_args: Vec<std::ffi::OsString>,
 }
 
 impl TestServer {
@@ -119,6 +121,32 @@ impl TestServer {
             port: 0,
             config,
             child: None,
+            next_launch_args: Vec::new(),
+        };
+        server.launch().await;
+        server
+    }
+
+    /// A server not started yet (prepare its data directory, then call `launch`).
+    pub fn unlaunched(config: String) -> TestServer {
+        TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: 0,
+            config,
+            child: None,
+            next_launch_args: Vec::new(),
+        }
+    }
+
+    /// Starts a server whose (new) data directory is restored from `backup` first.
+    pub async fn start_restored(backup: &Path) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer {
+            dir,
+            port: 0,
+            config: default_config(),
+            child: None,
+            next_launch_args: vec!["--restore".into(), backup.as_os_str().to_owned()],
         };
         server.launch().await;
         server
@@ -159,6 +187,7 @@ impl TestServer {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(std::mem::take(&mut self.next_launch_args))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -57,6 +57,7 @@ impl From<Error> for tonic::Status {
             Error::Internal(_) => tonic::Status::internal(message),
             Error::Store(store_error) => match store_error {
                 StoreError::Engine(_) => tonic::Status::unavailable(message),
+                StoreError::NoSpace(_) => tonic::Status::resource_exhausted(message),
                 StoreError::Corrupt { .. } => tonic::Status::data_loss(message),
                 StoreError::UnsupportedFormat { .. } => tonic::Status::failed_precondition(message),
             },

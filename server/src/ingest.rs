@@ -143,7 +143,8 @@ fn run_writer(
                 tracing::error!(%error, num_items = items.len(), "group commit failed");
                 metrics::counter!("holdfast_store_write_errors_total").increment(1);
                 for (_, reply) in replies {
-                    let _ = reply.send(Err(StoreError::Engine(error.to_string())));
+                    // Each request gets the error itself (a full disk stays RESOURCE_EXHAUSTED).
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

@@ -205,6 +205,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Most interactions written by one group commit (one WAL sync).
     pub max_group_commit_items: usize,
+    /// Ingest is refused (RESOURCE_EXHAUSTED) while the data volume has less than this many
+    /// MiB free, keeping room for audit entries, metadata and RocksDB flushes; 0 disables.
+    pub min_free_disk_mb: u64,
     pub tls: Option<TlsConfig>,
     pub tokens: Vec<ConfigToken>,
     pub limits: Limits,
@@ -223,6 +226,7 @@ impl Default for Config {
             allow_plaintext_non_loopback: false,
             log_format: LogFormat::Text,
             max_group_commit_items: 20_000,
+            min_free_disk_mb: 64,
             tls: None,
             tokens: Vec::new(),
             limits: Limits::default(),

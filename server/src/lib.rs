@@ -9,6 +9,7 @@ pub mod backup;
 pub mod cases;
 pub mod config;
 pub mod convert;
+pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod ingest;

@@ -169,6 +169,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         concurrency: config.concurrency.clone(),
         data_dir: config.data_dir.clone(),
         backup_running: std::sync::Mutex::new(()),
+        min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1 << 20),
     });
 
     if let Some(metrics_addr) = config.metrics_listen {

@@ -82,6 +82,9 @@ impl InteractionApi {
             .index
             .wait_for_capacity(&*self.shared.store, &self.shared.shutdown)
             .await;
+        if !valid.is_empty() {
+            self.shared.check_disk_space()?;
+        }
         let outcomes = self.shared.committer.write(valid).await?;
         for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
             let result = &mut results[position];

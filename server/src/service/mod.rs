@@ -64,6 +64,8 @@ pub struct Shared {
     pub data_dir: std::path::PathBuf,
     /// Held while a backup runs: one at a time.
     pub backup_running: std::sync::Mutex<()>,
+    /// Ingest pauses below this much free space on the data volume (0: never).
+    pub min_free_disk_bytes: u64,
 }
 
 /// Actor name recorded for calls without a valid token.
@@ -218,6 +220,29 @@ fn bearer_token<T>(request: &Request<T>) -> Result<&str, String> {
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .ok_or_else(|| "authorization metadata must be `Bearer <token>`".to_string())
+}
+
+impl Shared {
+    /// Refuses new items while the data volume is nearly full (`min_free_disk_mb`).
+    pub fn check_disk_space(&self) -> Result<(), Error> {
+        if self.min_free_disk_bytes == 0 {
+            return Ok(());
+        }
+        match crate::disk::free_bytes(&self.data_dir) {
+            Ok(free) if free < self.min_free_disk_bytes => {
+                metrics::counter!("holdfast_ingest_refused_disk_full_total").increment(1);
+                Err(Error::ResourceExhausted(format!(
+                    "no space for new items: the data volume has {} MiB free, below \
+                     min_free_disk_mb ({} MiB); nothing was written, ingest resumes once \
+                     space is freed",
+                    free >> 20,
+                    self.min_free_disk_bytes >> 20
+                )))
+            }
+            // Unknown free space: let the write decide (ENOSPC is RESOURCE_EXHAUSTED too).
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Runs blocking work (RocksDB scans, syncs) off the async workers.

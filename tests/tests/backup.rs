@@ -178,7 +178,7 @@ async fn a_backup_taken_during_ingest_restores_everything_acknowledged_before_it
     let stored: BTreeSet<String> = list_all(&restored.client(INGEST_TOKEN).await, STREAM)
         .await
         .into_iter()
-        .map(|item| item.content.unwrap().client_key)
+        .map(|item| item.client_key)
         .collect();
     let lost: Vec<&String> = acknowledged_before.difference(&stored).collect();
     assert!(

@@ -549,11 +549,9 @@ pub fn restore(backup_dir: &Path, data_dir: &Path) -> anyhow::Result<RestoreSumm
         bytes += file.size;
         top_level.insert(file.path.split('/').next().unwrap_or_default().to_string());
     }
-    for dir in ["store"] {
-        let path = staging.join(dir);
-        if path.is_dir() {
-            sync_dir(&path)?;
-        }
+    let staged_store = staging.join("store");
+    if staged_store.is_dir() {
+        sync_dir(&staged_store)?;
     }
     // Key files first, the store last: a data directory with a `store` is a complete one.
     let mut names: Vec<&String> = top_level.iter().filter(|name| *name != "store").collect();

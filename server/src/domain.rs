@@ -124,25 +124,6 @@ pub struct ListCursor {
     pub id: InteractionId,
 }
 
-impl ListCursor {
-    pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(24);
-        bytes.extend_from_slice(&self.created_micros.to_be_bytes());
-        bytes.extend_from_slice(&self.id.to_bytes());
-        hex::encode(bytes)
-    }
-
-    pub fn decode(token: &str) -> Result<ListCursor, String> {
-        let bytes = hex::decode(token).map_err(|_| "not a page token from this server")?;
-        if bytes.len() != 24 {
-            return Err("not a page token from this server".into());
-        }
-        let created_micros = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let id = InteractionId::from_bytes(bytes[8..].try_into().expect("16 bytes"));
-        Ok(ListCursor { created_micros, id })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,16 +138,5 @@ mod tests {
         assert!(MailboxId::parse("a\u{7}b").is_err());
         assert!(MailboxId::parse(&"a".repeat(321)).is_err());
         assert!(MailboxId::parse(&"a".repeat(320)).is_ok());
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let cursor = ListCursor {
-            created_micros: -5,
-            id: InteractionId(Ulid::new()),
-        };
-        assert_eq!(ListCursor::decode(&cursor.encode()).unwrap(), cursor);
-        assert!(ListCursor::decode("zz").is_err());
-        assert!(ListCursor::decode("00").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod page_token;
 pub mod program;
 pub mod refusals;
 pub mod retention;

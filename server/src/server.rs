@@ -24,6 +24,7 @@ use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
 use crate::ingest::GroupCommitter;
 use crate::refusals::Refusals;
+use crate::page_token::PageTokens;
 use crate::retention::Rules;
 use crate::search;
 use crate::search::index::IndexSettings;
@@ -34,7 +35,10 @@ use crate::sweeper::{self, Sweeper};
 use crate::workers::WorkerPool;
 
 /// How long an unused page of search results stays pinned.
-const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
+const SNAPSHOT_IDLE_TTL: Duration = Duration::from_secs(600);
+/// How long a snapshot stays pinned at most, used or not: a pinned snapshot keeps deleted
+/// segments (and the text of destroyed items in them) on disk.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// How long shutdown waits for in-flight calls and streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -112,6 +116,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if recovered > 0 {
         tracing::warn!(recovered, "audited changes saved before the last stop");
     }
+    let page_tokens =
+        PageTokens::load_or_create(&*store).context("cannot load the page token key")?;
     let shutdown = CancellationToken::new();
     let index_settings = IndexSettings {
         commit_interval: Duration::from_millis(config.index.commit_interval_ms),
@@ -156,7 +162,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         audit,
         committer,
         index,
-        snapshots: Snapshots::new(SNAPSHOT_TTL),
+        snapshots: Snapshots::new(SNAPSHOT_IDLE_TTL, SNAPSHOT_MAX_AGE),
+        page_tokens,
         limits: config.limits.clone(),
         retention: config.retention.clone(),
         rules,

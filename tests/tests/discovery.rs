@@ -52,7 +52,16 @@ async fn search_until(
 ) -> pb::SearchResponse {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let response = client.search(search_request(case, query)).await.unwrap();
+        let response = match client.search(search_request(case, query)).await {
+            Ok(response) => response,
+            // The index is being rebuilt: the server says so rather than answer partially.
+            Err(error) if error.code() == Some(tonic::Code::Unavailable) => {
+                assert!(Instant::now() < deadline, "{query:?}: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(error) => panic!("{query:?}: {error}"),
+        };
         if response.total == expected {
             return response;
         }

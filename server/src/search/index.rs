@@ -94,6 +94,12 @@ pub struct SearchIndex {
 }
 
 impl SearchIndex {
+    /// Whether the index is being rebuilt from the store: until that ends, a search would see
+    /// only part of the stored items, so callers answer UNAVAILABLE instead.
+    pub fn is_rebuilding(&self) -> bool {
+        self.progress.rebuilding.load(Ordering::Acquire)
+    }
+
     /// Queue entries written but not yet searchable.
     pub fn lag(&self, store: &dyn Store) -> u64 {
         store
@@ -205,9 +211,10 @@ pub fn start(
     progress
         .committed
         .store(committed.unwrap_or(0), Ordering::Release);
-    progress
-        .rebuilding
-        .store(committed.is_none(), Ordering::Release);
+    // Searches answer UNAVAILABLE while a rebuild could leave stored items out; a rebuild
+    // over an empty store (a new data directory) leaves nothing out.
+    let partial = committed.is_none() && !store.scan_interactions(None, 1)?.is_empty();
+    progress.rebuilding.store(partial, Ordering::Release);
     let search_index = Arc::new(SearchIndex {
         index,
         reader,
@@ -389,10 +396,6 @@ impl Indexer {
     /// Indexes every stored interaction from scratch, then commits the queue position read
     /// before the scan: anything written during the scan is queued after it.
     fn rebuild(&mut self, shutdown: &CancellationToken) -> Result<(), IndexError> {
-        self.search
-            .progress
-            .rebuilding
-            .store(true, Ordering::Release);
         let target = self.store.last_index_sequence();
         tracing::info!(
             queue_position = target,

@@ -589,9 +589,10 @@ fn split_property(chunk: &str) -> Option<(&str, &str, &str)> {
     Some((name, operator, &after[operator.len()..]))
 }
 
+/// Microseconds since the epoch at the start of `date`. Every day chrono can represent
+/// (years -262143 to +262142) is within ±2^63 µs, so this cannot overflow.
 fn day_start_micros(date: NaiveDate) -> i64 {
-    date.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
+    date.and_time(chrono::NaiveTime::MIN)
         .and_utc()
         .timestamp_micros()
 }
@@ -605,24 +606,36 @@ fn parse_date(text: &str, position: usize) -> Result<NaiveDate, ParseError> {
     })
 }
 
+/// The start of the day after `date`, or an error at `position` when `date` is the last day
+/// chrono can represent (`+262142-12-31`): checked, never an overflow.
+fn next_day_micros(date: NaiveDate, position: usize) -> Result<i64, ParseError> {
+    match date.checked_add_signed(TimeDelta::days(1)) {
+        Some(next) => Ok(day_start_micros(next)),
+        None => error(
+            position,
+            format!("the date {date} is out of range (the last day is {})", NaiveDate::MAX),
+        ),
+    }
+}
+
 fn date_query(operator: &str, rest: &str, position: usize) -> Result<Query, ParseError> {
-    let next_day = |date: NaiveDate| day_start_micros(date + TimeDelta::days(1));
     if operator == ":" {
         if let Some((first, last)) = rest.split_once("..") {
+            let last_position = position + first.chars().count() + 2;
             let from = parse_date(first, position)?;
-            let to = parse_date(last, position + first.chars().count() + 2)?;
+            let to = parse_date(last, last_position)?;
             if to < from {
                 return error(position, "the range ends before it starts");
             }
             return Ok(Query::Created {
                 from: Some(day_start_micros(from)),
-                to: Some(next_day(to)),
+                to: Some(next_day_micros(to, last_position)?),
             });
         }
         let day = parse_date(rest, position)?;
         return Ok(Query::Created {
             from: Some(day_start_micros(day)),
-            to: Some(next_day(day)),
+            to: Some(next_day_micros(day, position)?),
         });
     }
     let date = parse_date(rest, position)?;
@@ -632,7 +645,7 @@ fn date_query(operator: &str, rest: &str, position: usize) -> Result<Query, Pars
             to: None,
         },
         ">" => Query::Created {
-            from: Some(next_day(date)),
+            from: Some(next_day_micros(date, position)?),
             to: None,
         },
         "<" => Query::Created {
@@ -641,9 +654,9 @@ fn date_query(operator: &str, rest: &str, position: usize) -> Result<Query, Pars
         },
         "<=" => Query::Created {
             from: None,
-            to: Some(next_day(date)),
+            to: Some(next_day_micros(date, position)?),
         },
-        _ => unreachable!("split_property returns only these operators"),
+        _ => return error(position, "expected one of >=, >, <=, < or ':'"),
     })
 }
 
@@ -936,6 +949,27 @@ mod tests {
             }
         );
         fails_at("created>=2025-13-01", 9, "YYYY-MM-DD");
+        // The extremes of the calendar: checked arithmetic, an error with a position.
+        fails_at("created:+262142-12-31", 8, "out of range");
+        fails_at("created<=+262142-12-31", 9, "out of range");
+        fails_at("created>+262142-12-31", 8, "out of range");
+        fails_at("created:2025-01-01..+262142-12-31", 20, "out of range");
+        assert_eq!(
+            parse("created>=+262142-12-31").unwrap(),
+            Query::Created {
+                from: Some(day_start_micros(NaiveDate::MAX)),
+                to: None
+            }
+        );
+        assert_eq!(
+            parse("created:-262143-01-01").unwrap(),
+            Query::Created {
+                from: Some(day_start_micros(NaiveDate::MIN)),
+                to: Some(day_start_micros(NaiveDate::MIN.succ_opt().unwrap())),
+            }
+        );
+        assert!(parse("created<-262144-12-31").is_err());
+        fails_at("created>=+999999999-01-01", 9, "YYYY-MM-DD");
         fails_at("created:2025-01-01..2025-02-30", 20, "YYYY-MM-DD");
         fails_at("created:2025-03-01..2025-01-01", 8, "ends before");
     }
@@ -958,6 +992,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn dates_never_overflow(
+            year in -300_000i32..300_000,
+            month in 1u32..=12,
+            day in 1u32..=31,
+            operator in prop_oneof![
+                Just(":"), Just(">="), Just(">"), Just("<="), Just("<")
+            ],
+        ) {
+            let _ = parse(&format!("created{operator}{year:+}-{month:02}-{day:02}"));
+            let _ = parse(&format!("created:2025-01-01..{year:+}-{month:02}-{day:02}"));
+        }
+
         #[test]
         fn the_parser_never_panics(input in "\\PC{0,200}") {
             let _ = parse(&input);

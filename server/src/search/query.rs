@@ -18,13 +18,29 @@ use super::schema::Fields;
 
 /// Most distinct words one prefix may expand to (SPEC §5).
 pub const MAX_PREFIX_TERMS: usize = 10_000;
+/// Most terms all the prefixes of one query may expand to together, counted per text field
+/// (a prefix over the prompt and the response counts its words twice): one prefix within its
+/// own limit always fits, many cannot multiply the work.
+pub const MAX_QUERY_TERMS: usize = 2 * MAX_PREFIX_TERMS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("the prefix {prefix}* matches more than {MAX_PREFIX_TERMS} words; make it longer")]
     TooManyTerms { prefix: String },
+    #[error(
+        "the prefixes of the query match more than {MAX_QUERY_TERMS} words in all (at \
+         {prefix}*); use fewer or longer prefixes"
+    )]
+    TooManyQueryTerms { prefix: String },
+    #[error("the page starts past the end of the results")]
+    OffsetPastEnd,
     #[error("search index error: {0}")]
     Index(String),
+}
+
+/// What is left of a query's allowance of expanded terms.
+struct TermBudget {
+    remaining: usize,
 }
 
 fn text_fields(fields: &Fields, field: TextField) -> Vec<Field> {
@@ -49,7 +65,8 @@ fn term_query(field: Field, text: &str) -> Box<dyn TantivyQuery> {
     ))
 }
 
-/// Every word of `field` starting with `prefix`, over all segments.
+/// Every word of `field` starting with `prefix`, over all segments; stops as soon as there
+/// are more than `MAX_PREFIX_TERMS` (an error).
 fn expand_prefix(
     searcher: &Searcher,
     field: Field,
@@ -104,21 +121,36 @@ fn keyword_field(fields: &Fields, property: KeywordProperty) -> Field {
     }
 }
 
-/// Builds the tantivy query. `searcher` is needed to expand prefixes.
+/// Builds the tantivy query. `searcher` is needed to expand prefixes; a prefix expanding to
+/// more than `MAX_PREFIX_TERMS` words, or all prefixes together to more than
+/// `MAX_QUERY_TERMS` terms, is an error.
 pub fn translate(
     query: &Query,
     fields: &Fields,
     searcher: &Searcher,
 ) -> Result<Box<dyn TantivyQuery>, QueryError> {
+    let mut budget = TermBudget {
+        remaining: MAX_QUERY_TERMS,
+    };
+    translate_within(query, fields, searcher, &mut budget)
+}
+
+fn translate_within(
+    query: &Query,
+    fields: &Fields,
+    searcher: &Searcher,
+    budget: &mut TermBudget,
+) -> Result<Box<dyn TantivyQuery>, QueryError> {
+    let translate = |query: &Query, budget: &mut TermBudget| {
+        translate_within(query, fields, searcher, budget)
+    };
     Ok(match query {
         Query::And(parts) => {
             let mut clauses = Vec::with_capacity(parts.len());
             for part in parts {
                 match part {
-                    Query::Not(inner) => {
-                        clauses.push((Occur::MustNot, translate(inner, fields, searcher)?))
-                    }
-                    other => clauses.push((Occur::Must, translate(other, fields, searcher)?)),
+                    Query::Not(inner) => clauses.push((Occur::MustNot, translate(inner, budget)?)),
+                    other => clauses.push((Occur::Must, translate(other, budget)?)),
                 }
             }
             if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
@@ -129,12 +161,12 @@ pub fn translate(
         Query::Or(parts) => union(
             parts
                 .iter()
-                .map(|part| translate(part, fields, searcher))
+                .map(|part| translate(part, budget))
                 .collect::<Result<_, _>>()?,
         ),
         Query::Not(inner) => Box::new(BooleanQuery::new(vec![
             (Occur::Must, Box::new(AllQuery)),
-            (Occur::MustNot, translate(inner, fields, searcher)?),
+            (Occur::MustNot, translate(inner, budget)?),
         ])),
         Query::Text { field, matcher } => {
             let targets = text_fields(fields, *field);
@@ -164,6 +196,11 @@ pub fn translate(
                                 prefix: prefix.clone(),
                             });
                         }
+                        budget.remaining = budget.remaining.checked_sub(words.len()).ok_or_else(
+                            || QueryError::TooManyQueryTerms {
+                                prefix: prefix.clone(),
+                            },
+                        )?;
                         let terms: Vec<Term> = words
                             .iter()
                             .map(|w| Term::from_field_text(target, w))
@@ -230,6 +267,9 @@ pub fn translate(
     })
 }
 
+/// How much of a prompt or response a snippet looks at (from its start).
+pub const SNIPPET_SCAN_BYTES: usize = 32 << 10;
+
 /// The words a snippet highlights: every positive text condition of the query, by field.
 #[derive(Debug, Default, Clone)]
 pub struct Highlighter {
@@ -283,10 +323,22 @@ impl Highlighter {
     }
 
     /// A window of `text` around its first matching word, with the byte ranges (relative to
-    /// the snippet) of every matching word in it. `None` when nothing in `text` matches.
+    /// the snippet) of every matching word in it. Only the first `SNIPPET_SCAN_BYTES` of the
+    /// text are looked at, so that a page of hits over 1 MiB texts costs a bounded amount of
+    /// work. `None` when nothing matches there.
     pub fn snippet(&self, field: TextField, text: &str) -> Option<(String, Vec<(usize, usize)>)> {
         const CONTEXT: usize = 80;
-        let words = analysis::words(text);
+        let mut scanned = text.len().min(SNIPPET_SCAN_BYTES);
+        while !text.is_char_boundary(scanned) {
+            scanned -= 1;
+        }
+        let cut = scanned < text.len();
+        let text = &text[..scanned];
+        let mut words = analysis::words(text);
+        if cut {
+            // The last word may be cut in half by the window: it is not a word of the text.
+            words.pop();
+        }
         let first = words.iter().find(|w| self.matches(field, &w.text))?;
         let mut start = first.start.saturating_sub(CONTEXT);
         while !text.is_char_boundary(start) {

@@ -136,6 +136,11 @@ pub fn execute(
     offset: usize,
     limit: usize,
 ) -> Result<Results, QueryError> {
+    // TopDocs reserves room for `offset + limit` hits: an offset past every document of the
+    // snapshot is refused before tantivy sees it.
+    if offset > searcher.num_docs() as usize {
+        return Err(QueryError::OffsetPastEnd);
+    }
     let query = translate(query, fields, searcher)?;
     let scope = scope(mailboxes);
     let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
@@ -270,41 +275,126 @@ pub fn matching_ids(
     Ok(ids)
 }
 
-/// Index snapshots pinned for paging, by id. A snapshot unused for `ttl` is released.
+/// How many items match `query` over `mailboxes` (counted, never collected).
+pub fn count_matching(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &Query,
+    mailboxes: &[MailboxId],
+) -> Result<u64, QueryError> {
+    let query = translate(query, fields, searcher)?;
+    let collector = FilterCollector::new("mailbox_key".to_string(), scope(mailboxes), Count);
+    searcher
+        .search(&query, &collector)
+        .map(|count| count as u64)
+        .map_err(|e| QueryError::Index(e.to_string()))
+}
+
+/// Most snapshots pinned at once: pinning one more releases the least recently used.
+pub const MAX_PINNED: usize = 1_000;
+/// Most snapshots one principal has pinned at once, so that one caller's flood of searches
+/// releases its own snapshots and not everyone else's.
+pub const MAX_PINNED_PER_OWNER: usize = 100;
+
+struct Pinned {
+    searcher: Searcher,
+    owner: String,
+    pinned_at: Instant,
+    used_at: Instant,
+}
+
+/// Index snapshots pinned for paging, by id. A snapshot is released when unused for
+/// `idle_ttl`, when older than `max_age` however much it is used, or when the number pinned
+/// (in all, or by its owner) would pass the limits above; its page tokens then answer
+/// "expired". A pinned snapshot keeps its segment files open, so every bound here is a bound
+/// on memory and disk.
 pub struct Snapshots {
-    ttl: Duration,
+    idle_ttl: Duration,
+    max_age: Duration,
     next_id: AtomicU64,
-    pinned: Mutex<HashMap<u64, (Searcher, Instant)>>,
+    pinned: Mutex<HashMap<u64, Pinned>>,
 }
 
 impl Snapshots {
-    pub fn new(ttl: Duration) -> Snapshots {
+    pub fn new(idle_ttl: Duration, max_age: Duration) -> Snapshots {
         Snapshots {
-            ttl,
-            next_id: AtomicU64::new(1),
+            idle_ttl,
+            max_age,
+            // Ids start at a random point so that a token from before a restart cannot name
+            // a snapshot of this process.
+            next_id: AtomicU64::new(rand::random::<u64>() >> 16),
             pinned: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Pins `searcher` and returns its id.
-    pub fn pin(&self, searcher: Searcher) -> u64 {
+    fn release_expired(&self, pinned: &mut HashMap<u64, Pinned>, now: Instant) {
+        pinned.retain(|_, entry| {
+            now.saturating_duration_since(entry.used_at) < self.idle_ttl
+                && now.saturating_duration_since(entry.pinned_at) < self.max_age
+        });
+    }
+
+    /// Pins `searcher` for `owner` and returns its id.
+    pub fn pin(&self, owner: &str, searcher: Searcher) -> u64 {
+        self.pin_at(owner, searcher, Instant::now())
+    }
+
+    fn pin_at(&self, owner: &str, searcher: Searcher, now: Instant) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        let ttl = self.ttl;
-        pinned.retain(|_, (_, used)| used.elapsed() < ttl);
-        pinned.insert(id, (searcher, Instant::now()));
+        self.release_expired(&mut pinned, now);
+        let least_recently_used = |pinned: &HashMap<u64, Pinned>, of_owner: bool| {
+            pinned
+                .iter()
+                .filter(|(_, entry)| !of_owner || entry.owner == owner)
+                .min_by_key(|(_, entry)| entry.used_at)
+                .map(|(id, _)| *id)
+        };
+        let owned = pinned.values().filter(|entry| entry.owner == owner).count();
+        if owned >= MAX_PINNED_PER_OWNER {
+            if let Some(oldest) = least_recently_used(&pinned, true) {
+                pinned.remove(&oldest);
+            }
+        }
+        if pinned.len() >= MAX_PINNED {
+            if let Some(oldest) = least_recently_used(&pinned, false) {
+                pinned.remove(&oldest);
+            }
+        }
+        pinned.insert(
+            id,
+            Pinned {
+                searcher,
+                owner: owner.to_string(),
+                pinned_at: now,
+                used_at: now,
+            },
+        );
+        metrics::gauge!("holdfast_search_pinned_snapshots").set(pinned.len() as f64);
         id
     }
 
-    /// The pinned snapshot `id`, if it has not expired.
+    /// The pinned snapshot `id`, if it has not been released.
     pub fn get(&self, id: u64) -> Option<Searcher> {
+        self.get_at(id, Instant::now())
+    }
+
+    fn get_at(&self, id: u64, now: Instant) -> Option<Searcher> {
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        let ttl = self.ttl;
-        pinned.retain(|_, (_, used)| used.elapsed() < ttl);
-        pinned.get_mut(&id).map(|(searcher, used)| {
-            *used = Instant::now();
-            searcher.clone()
+        self.release_expired(&mut pinned, now);
+        pinned.get_mut(&id).map(|entry| {
+            entry.used_at = now;
+            entry.searcher.clone()
         })
+    }
+
+    /// How many snapshots are pinned now.
+    pub fn len(&self) -> usize {
+        self.pinned.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -343,4 +433,83 @@ pub fn present_and_matching(
         }
     };
     Ok((present, matching))
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    fn searcher() -> Searcher {
+        let (schema, _) = super::super::schema::schema();
+        let index = tantivy::Index::create_in_ram(schema);
+        index.reader().expect("reader").searcher()
+    }
+
+    #[test]
+    fn snapshots_expire_when_idle_and_when_old() {
+        let snapshots = Snapshots::new(Duration::from_secs(600), Duration::from_secs(3600));
+        let start = Instant::now();
+        let id = snapshots.pin_at("a", searcher(), start);
+        // Used every 5 minutes it stays, until its maximum age.
+        let mut at = start;
+        while at + Duration::from_secs(300) < start + Duration::from_secs(3600) {
+            at += Duration::from_secs(300);
+            assert!(snapshots.get_at(id, at).is_some(), "{:?}", at - start);
+        }
+        assert!(snapshots
+            .get_at(id, start + Duration::from_secs(3600))
+            .is_none());
+        // Unused for 10 minutes it goes.
+        let id = snapshots.pin_at("a", searcher(), start);
+        assert!(snapshots
+            .get_at(id, start + Duration::from_secs(600))
+            .is_none());
+    }
+
+    #[test]
+    fn the_number_pinned_is_bounded_in_all_and_per_owner() {
+        let snapshots = Snapshots::new(Duration::from_secs(600), Duration::from_secs(3600));
+        let start = Instant::now();
+        let tick = |n: u64| start + Duration::from_millis(n);
+        let first_of_b = snapshots.pin_at("b", searcher(), tick(0));
+        let mut ids = Vec::new();
+        for n in 0..(MAX_PINNED_PER_OWNER as u64 * 3) {
+            ids.push(snapshots.pin_at("flood", searcher(), tick(n + 1)));
+        }
+        // The flood released only its own oldest snapshots.
+        assert_eq!(snapshots.len(), MAX_PINNED_PER_OWNER + 1);
+        assert!(snapshots.get_at(first_of_b, tick(1_000)).is_some());
+        assert!(snapshots.get_at(ids[0], tick(1_000)).is_none());
+        assert!(snapshots.get_at(*ids.last().unwrap(), tick(1_000)).is_some());
+        // Many owners: never more than MAX_PINNED, the least recently used goes first.
+        for n in 0..(MAX_PINNED as u64 + 50) {
+            snapshots.pin_at(&format!("owner-{n}"), searcher(), tick(2_000 + n));
+        }
+        assert_eq!(snapshots.len(), MAX_PINNED);
+        assert!(snapshots.get_at(first_of_b, tick(10_000)).is_none());
+    }
+
+    #[test]
+    fn an_offset_past_the_snapshot_is_refused_before_tantivy() {
+        let (_, fields) = super::super::schema::schema();
+        let query = super::super::kql::parse("budget").unwrap();
+        let mailboxes = [MailboxId::parse("a@b.c").unwrap()];
+        let searcher = searcher();
+        let result = execute(
+            &searcher,
+            &fields,
+            &query,
+            &mailboxes,
+            Sort::Relevance,
+            1 << 40,
+            10,
+        );
+        assert!(matches!(result, Err(QueryError::OffsetPastEnd)));
+        assert_eq!(
+            execute(&searcher, &fields, &query, &mailboxes, Sort::Newest, 0, 10)
+                .unwrap()
+                .total,
+            0
+        );
+    }
 }

@@ -446,6 +446,107 @@ fn a_prefix_expanding_too_far_is_refused() {
     indexer.join();
 }
 
+/// An index over one item whose prompt is `prompt`, with its indexer caught up.
+fn index_of_one_prompt(
+    prompt: String,
+) -> (
+    tempfile::TempDir,
+    Arc<SearchIndex>,
+    tokio_util::sync::CancellationToken,
+    index::IndexerThread,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&dir.path().join("store")).unwrap());
+    let mut fixture = content(&corpus()[0]);
+    fixture.prompt = prompt;
+    store
+        .write_interactions(&[NewInteraction::new(
+            InteractionId(Ulid::new()),
+            Utc::now(),
+            fixture,
+        )])
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (index, indexer) = index::start(
+        &dir.path().join("index"),
+        Arc::clone(&store),
+        IndexSettings::default(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while index.progress.committed.load(Ordering::Acquire) < store.last_index_sequence() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (dir, index, shutdown, indexer)
+}
+
+#[test]
+fn the_prefixes_of_one_query_share_one_allowance_of_terms() {
+    // Three prefixes of 7,000 words each: every one is within its own limit of 10,000, but
+    // all three together pass the per-query limit of 20,000.
+    let words: Vec<String> = ["zqa", "zqb", "zqc"]
+        .iter()
+        .flat_map(|stem| (0..7_000).map(move |n| format!("{stem}{n}")))
+        .collect();
+    let (_dir, index, shutdown, indexer) = index_of_one_prompt(words.join(" "));
+    let searcher = index.reader.searcher();
+    let mailboxes = [MailboxId::parse("alice@contoso.com").unwrap()];
+    let run = |query: &str| {
+        execute(
+            &searcher,
+            &index.fields,
+            &kql::parse(query).unwrap(),
+            &mailboxes,
+            Sort::Relevance,
+            0,
+            10,
+        )
+    };
+    assert_eq!(run("zqa*").unwrap().total, 1);
+    assert_eq!(run("zqa* OR zqb*").unwrap().total, 1);
+    let error = run("zqa* OR zqb* OR zqc*").unwrap_err();
+    assert!(
+        matches!(error, super::query::QueryError::TooManyQueryTerms { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("in all"), "{error}");
+    // The same prefix twice counts twice: the work is done twice.
+    assert!(run("zqa* zqa* zqa*").is_err());
+    shutdown.cancel();
+    indexer.join();
+}
+
+#[test]
+fn snippets_look_at_a_bounded_window_of_the_text() {
+    use super::query::{Highlighter, SNIPPET_SCAN_BYTES};
+    let highlighter = Highlighter::new(&kql::parse("needle OR budg*").unwrap());
+    // A match near the start of a 1 MiB text is found and highlighted.
+    let mut text = String::from("one needle here ");
+    text.push_str(&"hay ".repeat((1 << 20) / 4));
+    let (snippet, highlights) = highlighter
+        .snippet(kql::TextField::Prompt, &text)
+        .expect("a snippet");
+    assert!(snippet.len() < 400);
+    assert_eq!(highlights, [(4, 10)]);
+    // A match only past the window is not looked for.
+    let mut far = "hay ".repeat(SNIPPET_SCAN_BYTES);
+    far.push_str("needle");
+    assert!(highlighter.snippet(kql::TextField::Prompt, &far).is_none());
+    // A word cut by the end of the window is not taken for a word of the text.
+    let mut cut = "x".repeat(SNIPPET_SCAN_BYTES - 7);
+    cut.push_str(" budgetary");
+    assert!(highlighter.snippet(kql::TextField::Prompt, &cut).is_none());
+    // Multi-byte characters across the window's end cut nothing in half.
+    for shift in 0..4 {
+        let mut text = "x".repeat(SNIPPET_SCAN_BYTES - 6 + shift);
+        text.push_str(" needle 予算予算予算 ");
+        text.push_str(&"é".repeat(100));
+        let _ = highlighter.snippet(kql::TextField::Prompt, &text);
+    }
+}
+
 #[test]
 fn a_deleted_index_is_rebuilt_with_identical_results() {
     let mut h = Harness::new();

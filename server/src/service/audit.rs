@@ -6,11 +6,11 @@ use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::audit_service_server::AuditService;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, page_size, Shared};
+use super::{blocking, now, page_size, Shared};
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::auth::Role;
 use crate::convert;
-use crate::error::Error;
+use crate::page_token::{self, PayloadReader, TokenKind};
 
 pub struct AuditApi {
     shared: Arc<Shared>,
@@ -36,6 +36,24 @@ fn entry_to_proto(record: AuditRecord) -> pb::AuditEntry {
     }
 }
 
+/// What a QueryAuditLog page token is bound to: the filters of the query.
+fn audit_token_context(query: &AuditQuery) -> [u8; 16] {
+    let micros = |time: Option<chrono::DateTime<chrono::Utc>>| {
+        time.map(|t| t.timestamp_micros().to_be_bytes().to_vec())
+            .unwrap_or_default()
+    };
+    let text = |value: &Option<String>| match value {
+        Some(value) => [b"=".as_slice(), value.as_bytes()].concat(),
+        None => Vec::new(),
+    };
+    page_token::context(&[
+        &micros(query.time_from),
+        &micros(query.time_to),
+        &text(&query.actor),
+        &text(&query.action),
+    ])
+}
+
 #[tonic::async_trait]
 impl AuditService for AuditApi {
     async fn query_audit_log(
@@ -47,12 +65,6 @@ impl AuditService for AuditApi {
             .await?;
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
-        let from_sequence = match request.page_token.as_str() {
-            "" => 1,
-            token => token
-                .parse::<u64>()
-                .map_err(|_| Error::invalid("page_token", "not a page token from this server"))?,
-        };
         let non_empty = |s: String| if s.is_empty() { None } else { Some(s) };
         let query = AuditQuery {
             time_from: convert::optional_time("time_from", request.time_from.as_ref())?,
@@ -60,13 +72,36 @@ impl AuditService for AuditApi {
             actor: non_empty(request.actor),
             action: non_empty(request.action),
         };
+        let token_context = audit_token_context(&query);
+        let from_sequence = match request.page_token.as_str() {
+            "" => 1,
+            token => {
+                let payload = self.shared.page_tokens.open(
+                    TokenKind::QueryAuditLog,
+                    token_context,
+                    token,
+                    now(),
+                )?;
+                let mut reader = PayloadReader::new(&payload);
+                let sequence = reader.u64()?;
+                reader.finish()?;
+                sequence
+            }
+        };
         let audit = Arc::clone(&self.shared.audit);
         let (entries, next) =
             blocking(move || Ok(audit.query_blocking(&query, from_sequence, limit)?)).await?;
         Ok(Response::new(pb::QueryAuditLogResponse {
             entries: entries.into_iter().map(entry_to_proto).collect(),
             next_page_token: next
-                .map(|sequence| sequence.to_string())
+                .map(|sequence| {
+                    self.shared.page_tokens.seal(
+                        TokenKind::QueryAuditLog,
+                        token_context,
+                        &sequence.to_be_bytes(),
+                        now(),
+                    )
+                })
                 .unwrap_or_default(),
         }))
     }

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use ulid::Ulid;
 
+use super::discovery_support::{
+    complete_index, hold_query, parse_query, query_error, search_token_context, SearchCursor,
+};
 use super::{blocking, now, Shared};
 use crate::admission::{Admission, Work};
 use crate::auth::{Principal, Role};
@@ -24,7 +27,8 @@ use crate::error::Error;
 use crate::retention::{HoldKind, HoldRecord};
 use crate::search::id_pages::IdPages;
 use crate::search::kql::{self, TextField};
-use crate::search::query::{Highlighter, QueryError};
+use crate::page_token::TokenKind;
+use crate::search::query::{translate, Highlighter};
 use crate::search::searcher::{self, Sort};
 use crate::store::Store;
 
@@ -39,11 +43,47 @@ const EXPORT_QUEUE: usize = 4;
 
 pub struct DiscoveryApi {
     shared: Arc<Shared>,
+    /// Held across every read-modify-write of a case and across placing a case hold, so that
+    /// a racing UpdateCase cannot reopen a closed case and CloseCase cannot miss a hold being
+    /// placed (cases change rarely: one lock for all of them costs nothing).
+    cases_lock: tokio::sync::Mutex<()>,
 }
 
 impl DiscoveryApi {
     pub fn new(shared: Arc<Shared>) -> Self {
-        DiscoveryApi { shared }
+        DiscoveryApi {
+            shared,
+            cases_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// `load_case` for calls that do not audit their outcome: a principal who is not a member
+    /// is refused and the refusal is audited (SPEC §7).
+    async fn member_case(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        case_id: &str,
+    ) -> Result<CaseRecord, Error> {
+        let loaded = self.load_case(principal, case_id).await;
+        if let Err(error @ Error::PermissionDenied(_)) = &loaded {
+            tracing::info!(actor = %principal.name, action, %error, "refused call");
+            metrics::counter!("holdfast_refused_calls_total", "action" => action).increment(1);
+            if let Err(audit_error) = self
+                .shared
+                .audit_done(
+                    principal,
+                    action,
+                    case_id.to_string(),
+                    json!({}),
+                    format!("denied: {error}"),
+                )
+                .await
+            {
+                tracing::warn!(action, error = %audit_error.message(), "a refusal could not be audited");
+            }
+        }
+        loaded
     }
 
     async fn load_case(&self, principal: &Principal, case_id: &str) -> Result<CaseRecord, Error> {
@@ -88,24 +128,13 @@ impl DiscoveryApi {
         else {
             return Ok(0);
         };
-        let mut parts = Vec::new();
-        if !query.trim().is_empty() {
-            parts.push(parse_query(query)?);
-        }
-        if created_from.is_some() || created_to.is_some() {
-            parts.push(kql::Query::Created {
-                from: created_from.map(|t| t.timestamp_micros()),
-                to: created_to.map(|t| t.timestamp_micros()),
-            });
-        }
-        let query = kql::Query::And(parts);
+        let query = hold_query(query, *created_from, *created_to)?;
         let mailboxes: Vec<MailboxId> = hold.mailboxes.iter().cloned().collect();
-        let index = Arc::clone(&self.shared.index);
+        let index = complete_index(&self.shared.index)?;
         blocking(move || {
             let searcher = index.reader.searcher();
-            let ids = searcher::matching_ids(&searcher, &index.fields, &query, &mailboxes)
-                .map_err(query_error)?;
-            Ok(ids.len() as u64)
+            searcher::count_matching(&searcher, &index.fields, &query, &mailboxes)
+                .map_err(query_error)
         })
         .await
     }
@@ -135,62 +164,6 @@ fn case_to_proto(case: &CaseRecord) -> pb::Case {
         created_by: case.created_by.clone(),
         closed_at: case.closed_at.map(convert::time_to_timestamp),
     }
-}
-
-fn parse_query(text: &str) -> Result<kql::Query, Error> {
-    kql::parse(text).map_err(|error| Error::invalid("query", error.to_string()))
-}
-
-fn query_error(error: QueryError) -> Error {
-    match error {
-        QueryError::TooManyTerms { .. } => Error::invalid("query", error.to_string()),
-        QueryError::Index(reason) => Error::Internal(reason),
-    }
-}
-
-/// Where a page of results starts: the pinned snapshot, the offset, and a fingerprint of the
-/// search so that a token is not reused for another one.
-struct PageToken {
-    snapshot: u64,
-    offset: u64,
-    fingerprint: u64,
-}
-
-impl PageToken {
-    fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(24);
-        for part in [self.snapshot, self.offset, self.fingerprint] {
-            bytes.extend_from_slice(&part.to_be_bytes());
-        }
-        hex::encode(bytes)
-    }
-
-    fn decode(token: &str) -> Result<PageToken, Error> {
-        let bad = || Error::invalid("page_token", "not a page token from this server");
-        let bytes = hex::decode(token).map_err(|_| bad())?;
-        if bytes.len() != 24 {
-            return Err(bad());
-        }
-        let part = |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
-        Ok(PageToken {
-            snapshot: part(0),
-            offset: part(1),
-            fingerprint: part(2),
-        })
-    }
-}
-
-fn fingerprint(case_id: &str, query: &str, mailboxes: &[MailboxId], sort: Sort) -> u64 {
-    let mut hasher = Sha256::new();
-    hasher.update(case_id.as_bytes());
-    hasher.update([0]);
-    hasher.update(query.as_bytes());
-    for mailbox in mailboxes {
-        hasher.update([0]);
-        hasher.update(mailbox.as_str().as_bytes());
-    }
-    hasher.update(format!("{sort:?}").as_bytes());
-    u64::from_be_bytes(hasher.finalize()[..8].try_into().expect("8 bytes"))
 }
 
 fn snippets(highlighter: &Highlighter, prompt: &str, response: &str) -> Vec<pb::Snippet> {
@@ -318,6 +291,8 @@ impl DiscoveryService for DiscoveryApi {
         let mut members = cases::parse_members("members", &request.members)?;
         members.insert(principal.name.clone());
         let custodians = cases::parse_custodians("custodians", &request.custodians)?;
+        // Two creations with one name cannot both pass the check.
+        let _cases = self.cases_lock.lock().await;
         let store = Arc::clone(&self.shared.store);
         let name = request.name.clone();
         let taken = blocking(move || {
@@ -362,7 +337,7 @@ impl DiscoveryService for DiscoveryApi {
     ) -> Result<Response<pb::Case>, Status> {
         let principal = self.shared.authorize(&request, "GetCase", ROLES).await?;
         let case = self
-            .load_case(&principal, &request.get_ref().case_id)
+            .member_case(&principal, "GetCase", &request.get_ref().case_id)
             .await?;
         Ok(Response::new(case_to_proto(&case)))
     }
@@ -388,43 +363,53 @@ impl DiscoveryService for DiscoveryApi {
     ) -> Result<Response<pb::Case>, Status> {
         let principal = self.shared.authorize(&request, "UpdateCase", ROLES).await?;
         let request = request.into_inner();
-        let mut case = self.load_case(&principal, &request.case_id).await?;
-        case.require_open()?;
-        if !request.name.is_empty() {
-            cases::validate_name(&request.name)?;
-            case.name = request.name.clone();
-        }
-        if !request.description.is_empty() {
-            cases::validate_description(&request.description)?;
-            case.description = request.description.clone();
-        }
-        let add_members = cases::parse_members("add_members", &request.add_members)?;
-        let remove_members = cases::parse_members("remove_members", &request.remove_members)?;
-        let add_custodians = cases::parse_custodians("add_custodians", &request.add_custodians)?;
+        let add_members = cases::parse_members("add_members", &request.add_members);
+        let remove_members = cases::parse_members("remove_members", &request.remove_members);
+        let add_custodians = cases::parse_custodians("add_custodians", &request.add_custodians);
         let remove_custodians =
-            cases::parse_custodians("remove_custodians", &request.remove_custodians)?;
-        case.members.extend(add_members.iter().cloned());
-        case.members.retain(|m| !remove_members.contains(m));
-        case.custodians.extend(add_custodians.iter().cloned());
-        case.custodians.retain(|m| !remove_custodians.contains(m));
-        if case.members.len() > cases::MAX_CASE_LIST || case.custodians.len() > cases::MAX_CASE_LIST
-        {
-            return Err(Error::invalid("case", "too many members or custodians").into());
+            cases::parse_custodians("remove_custodians", &request.remove_custodians);
+        let parameters = json!({
+            "name": request.name,
+            "add_members": add_members.as_ref().ok(),
+            "remove_members": remove_members.as_ref().ok(),
+            "add_custodians": add_custodians.as_ref().ok(),
+            "remove_custodians": remove_custodians.as_ref().ok(),
+        });
+        let outcome = async {
+            // Read, change and write under the cases lock: a racing CloseCase cannot be undone.
+            let _cases = self.cases_lock.lock().await;
+            let mut case = self.load_case(&principal, &request.case_id).await?;
+            case.require_open()?;
+            if !request.name.is_empty() {
+                cases::validate_name(&request.name)?;
+                case.name = request.name.clone();
+            }
+            if !request.description.is_empty() {
+                cases::validate_description(&request.description)?;
+                case.description = request.description.clone();
+            }
+            let (add_members, remove_members) = (add_members?, remove_members?);
+            let (add_custodians, remove_custodians) = (add_custodians?, remove_custodians?);
+            case.members.extend(add_members);
+            case.members.retain(|m| !remove_members.contains(m));
+            case.custodians.extend(add_custodians);
+            case.custodians.retain(|m| !remove_custodians.contains(m));
+            if case.members.len() > cases::MAX_CASE_LIST
+                || case.custodians.len() > cases::MAX_CASE_LIST
+            {
+                return Err(Error::invalid("case", "too many members or custodians"));
+            }
+            self.save_case(case).await
         }
-        let case = self.save_case(case).await?;
-        self.shared
-            .audit_done(
+        .await;
+        let case = self
+            .shared
+            .audited(
                 &principal,
                 "UpdateCase",
-                case.id.to_string(),
-                json!({
-                    "name": request.name,
-                    "add_members": add_members,
-                    "remove_members": remove_members,
-                    "add_custodians": add_custodians,
-                    "remove_custodians": remove_custodians,
-                }),
-                "ok".into(),
+                request.case_id.clone(),
+                parameters,
+                outcome,
             )
             .await?;
         Ok(Response::new(case_to_proto(&case)))
@@ -435,12 +420,13 @@ impl DiscoveryService for DiscoveryApi {
         request: Request<pb::CloseCaseRequest>,
     ) -> Result<Response<pb::Case>, Status> {
         let principal = self.shared.authorize(&request, "CloseCase", ROLES).await?;
-        let mut case = self
-            .load_case(&principal, &request.get_ref().case_id)
-            .await?;
-        case.require_open()?;
-        let case_id = case.id;
+        let case_id = request.get_ref().case_id.clone();
         let outcome = async {
+            // Under the cases lock: no hold can be placed between the check and the save.
+            let _cases = self.cases_lock.lock().await;
+            let mut case = self.load_case(&principal, &case_id).await?;
+            case.require_open()?;
+            let case_id = case.id;
             let holds = self.case_holds(case_id, false).await?;
             if !holds.is_empty() {
                 return Err(Error::FailedPrecondition(format!(
@@ -455,13 +441,7 @@ impl DiscoveryService for DiscoveryApi {
         .await;
         let case = self
             .shared
-            .audited(
-                &principal,
-                "CloseCase",
-                case_id.to_string(),
-                json!({}),
-                outcome,
-            )
+            .audited(&principal, "CloseCase", case_id, json!({}), outcome)
             .await?;
         Ok(Response::new(case_to_proto(&case)))
     }
@@ -472,7 +452,9 @@ impl DiscoveryService for DiscoveryApi {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let principal = self.shared.authorize(&request, "Search", ROLES).await?;
         let request = request.into_inner();
-        let case = self.load_case(&principal, &request.case_id).await?;
+        let case = self
+            .member_case(&principal, "Search", &request.case_id)
+            .await?;
         case.require_open()?;
         let query = parse_query(&request.query)?;
         let mailboxes = case.search_scope(&request.mailboxes)?;
@@ -487,25 +469,33 @@ impl DiscoveryService for DiscoveryApi {
             1..=1000 => request.page_size as usize,
             _ => return Err(Error::invalid("page_size", "must be at most 1000").into()),
         };
-        let print = fingerprint(&request.case_id, &request.query, &mailboxes, sort);
-        let (snapshot, offset) = if request.page_token.is_empty() {
-            let searcher = self.shared.index.reader.searcher();
-            (self.shared.snapshots.pin(searcher), 0)
+        let token_context =
+            search_token_context(&request.case_id, &request.query, &mailboxes, sort);
+        let index = complete_index(&self.shared.index)?;
+        // The first page runs on the newest snapshot, pinned below only if there is a next
+        // page; later pages on the snapshot their token names.
+        let (pinned, offset, searcher) = if request.page_token.is_empty() {
+            (None, 0, index.reader.searcher())
         } else {
-            let token = PageToken::decode(&request.page_token)?;
-            if token.fingerprint != print {
-                return Err(Error::invalid(
-                    "page_token",
-                    "belongs to another search (query, mailboxes and sort must not change)",
+            let payload = self.shared.page_tokens.open(
+                TokenKind::Search,
+                token_context,
+                &request.page_token,
+                now(),
+            )?;
+            let cursor = SearchCursor::from_payload(&payload)?;
+            let searcher = self.shared.snapshots.get(cursor.snapshot).ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "the page token's snapshot has expired; run the search again".into(),
                 )
-                .into());
+            })?;
+            // Bounded before tantivy sees it: never past this search's total on the snapshot.
+            if cursor.total > searcher.num_docs() {
+                return Err(Error::invalid("page_token", "starts past the end of its results").into());
             }
-            (token.snapshot, token.offset as usize)
+            (Some(cursor.snapshot), cursor.offset as usize, searcher)
         };
-        let searcher = self.shared.snapshots.get(snapshot).ok_or_else(|| {
-            Error::FailedPrecondition("the page token has expired; run the search again".into())
-        })?;
-        let index = Arc::clone(&self.shared.index);
+        let snapshot_searcher = searcher.clone();
         let store = Arc::clone(&self.shared.store);
         let highlighter = Highlighter::new(&query);
         let search_query = query.clone();
@@ -547,12 +537,19 @@ impl DiscoveryService for DiscoveryApi {
         }
         let next_offset = offset + results.hits.len();
         let next_page_token = if (next_offset as u64) < results.total && !results.hits.is_empty() {
-            PageToken {
+            let snapshot = pinned.unwrap_or_else(|| {
+                self.shared
+                    .snapshots
+                    .pin(&principal.name, snapshot_searcher)
+            });
+            let cursor = SearchCursor {
                 snapshot,
                 offset: next_offset as u64,
-                fingerprint: print,
-            }
-            .encode()
+                total: results.total,
+            };
+            self.shared
+                .page_tokens
+                .seal(TokenKind::Search, token_context, &cursor.payload(), now())
         } else {
             String::new()
         };
@@ -588,7 +585,9 @@ impl DiscoveryService for DiscoveryApi {
     ) -> Result<Response<Self::ExportStream>, Status> {
         let principal = self.shared.authorize(&request, "Export", ROLES).await?;
         let request = request.into_inner();
-        let case = self.load_case(&principal, &request.case_id).await?;
+        let case = self
+            .member_case(&principal, "Export", &request.case_id)
+            .await?;
         case.require_open()?;
         let query = parse_query(&request.query)?;
         let mailboxes = case.search_scope(&request.mailboxes)?;
@@ -599,6 +598,7 @@ impl DiscoveryService for DiscoveryApi {
                     .map_err(|reason: String| Error::invalid("after_id", reason))?,
             ),
         };
+        complete_index(&self.shared.index)?;
         // The principal's place is taken before anything is read, and kept until the
         // producer ends (trailer sent, client gone, idle timeout or shutdown).
         let slot = self.shared.admission.admit(Work::Export, &principal.name)?;
@@ -666,13 +666,12 @@ impl DiscoveryService for DiscoveryApi {
             "query": request.query, "created_from": request.created_from.map(|t| t.seconds),
             "created_to": request.created_to.map(|t| t.seconds) });
         let outcome = async {
+            // Under the cases lock: CloseCase cannot close the case while this hold is placed.
+            let _cases = self.cases_lock.lock().await;
             let case = self.load_case(&principal, &request.case_id).await?;
             case.require_open()?;
             cases::validate_name(&request.name)?;
             let custodians = case.search_scope(&request.custodians)?;
-            if !request.query.trim().is_empty() {
-                parse_query(&request.query)?;
-            }
             let created_from = request
                 .created_from
                 .map(|t| convert::timestamp_to_time("created_from", &t))
@@ -686,6 +685,17 @@ impl DiscoveryService for DiscoveryApi {
                     return Err(Error::invalid("created_to", "must be after created_from"));
                 }
             }
+            // The hold's query must translate against the index now (prefixes within their
+            // limits), or it is not saved: a hold that cannot be evaluated protects nothing
+            // predictable.
+            let matched = hold_query(&request.query, created_from, created_to)?;
+            let index = complete_index(&self.shared.index)?;
+            blocking(move || {
+                let searcher = index.reader.searcher();
+                translate(&matched, &index.fields, &searcher).map_err(query_error)?;
+                Ok(())
+            })
+            .await?;
             let record = HoldRecord {
                 id: Ulid::new(),
                 mailboxes: custodians.into_iter().collect(),
@@ -728,7 +738,9 @@ impl DiscoveryService for DiscoveryApi {
             .authorize(&request, "ListCaseHolds", ROLES)
             .await?;
         let request = request.into_inner();
-        let case = self.load_case(&principal, &request.case_id).await?;
+        let case = self
+            .member_case(&principal, "ListCaseHolds", &request.case_id)
+            .await?;
         let mut holds = Vec::new();
         for record in self.case_holds(case.id, request.include_released).await? {
             let mut info = super::retention::hold_to_proto(&record);
@@ -794,6 +806,7 @@ impl DiscoveryService for DiscoveryApi {
             }
             let query = parse_query(&request.query)?;
             let mailboxes = case.search_scope(&request.mailboxes)?;
+            complete_index(&self.shared.index)?;
             let _slot = self
                 .shared
                 .admission

@@ -18,6 +18,7 @@ use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
 use crate::error::Error;
 use crate::ingest::{self, Rejection};
+use crate::page_token::{self, PayloadReader, TokenKind};
 use crate::store::WriteOutcome;
 
 /// Batches of one stream processed at once; more wait in HTTP/2 flow control.
@@ -132,6 +133,20 @@ fn record_ingest_metrics(results: &[pb::IngestResult], started: Instant) {
     metrics::histogram!("holdfast_ingest_seconds").record(started.elapsed().as_secs_f64());
 }
 
+/// What a ListInteractions page token is bound to: the mailbox, thread and created range.
+fn list_token_context(query: &ListQuery) -> [u8; 16] {
+    let micros = |time: Option<chrono::DateTime<chrono::Utc>>| {
+        time.map(|t| t.timestamp_micros().to_be_bytes().to_vec())
+            .unwrap_or_default()
+    };
+    page_token::context(&[
+        query.mailbox_id.as_str().as_bytes(),
+        query.thread_id.as_bytes(),
+        &micros(query.created_from),
+        &micros(query.created_to),
+    ])
+}
+
 type IngestResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -242,11 +257,24 @@ impl InteractionService for InteractionApi {
                 return Err(Error::invalid("created_from", "is after created_to").into());
             }
         }
+        let token_context = list_token_context(&query);
         let cursor = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                ListCursor::decode(token).map_err(|reason| Error::invalid("page_token", reason))?,
-            ),
+            token => {
+                let payload = self.shared.page_tokens.open(
+                    TokenKind::ListInteractions,
+                    token_context,
+                    token,
+                    now(),
+                )?;
+                let mut reader = PayloadReader::new(&payload);
+                let cursor = ListCursor {
+                    created_micros: reader.i64()?,
+                    id: InteractionId::from_bytes(reader.bytes16()?),
+                };
+                reader.finish()?;
+                Some(cursor)
+            }
         };
         if !principal.has_any(&[Role::Ingest]) {
             // An administrator reading a user's history is a compliance action.
@@ -267,7 +295,18 @@ impl InteractionService for InteractionApi {
                 .into_iter()
                 .map(convert::interaction_to_proto)
                 .collect(),
-            next_page_token: next.map(|cursor| cursor.encode()).unwrap_or_default(),
+            next_page_token: next
+                .map(|cursor| {
+                    let mut payload = cursor.created_micros.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&cursor.id.to_bytes());
+                    self.shared.page_tokens.seal(
+                        TokenKind::ListInteractions,
+                        token_context,
+                        &payload,
+                        now(),
+                    )
+                })
+                .unwrap_or_default(),
         }))
     }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 mod discovery;
+mod discovery_support;
 mod interactions;
 mod retention;
 
@@ -29,6 +30,7 @@ use crate::config::{ConcurrencyConfig, Limits, RetentionConfig};
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
 use crate::refusals::Refusals;
+use crate::page_token::PageTokens;
 use crate::retention::Rules;
 use crate::search::index::SearchIndex;
 use crate::search::searcher::Snapshots;
@@ -45,6 +47,8 @@ pub struct Shared {
     pub index: Arc<SearchIndex>,
     /// Index snapshots pinned for paging through search results.
     pub snapshots: Snapshots,
+    /// Issues and checks every page token (HMAC with the key kept in the store).
+    pub page_tokens: PageTokens,
     pub limits: Limits,
     pub retention: RetentionConfig,
     pub rules: Arc<Rules>,

@@ -20,6 +20,7 @@ use crate::auth::{Principal, Role};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
+use crate::page_token::{self, PayloadReader, TokenKind};
 use crate::retention::{HoldKind, HoldRecord, PolicyRecord, ReplanScope};
 use crate::store::PolicyWrite;
 
@@ -937,9 +938,26 @@ impl RetentionService for RetentionApi {
             raw => Some(convert::parse_mailbox("mailbox_id", raw)?),
         };
         let limit = super::page_size(request.page_size)?;
+        let token_context = page_token::context(&[mailbox
+            .as_ref()
+            .map_or(&b""[..], |m| m.as_str().as_bytes())]);
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(parse_disposition_token(token)?),
+            token => {
+                let payload = self.shared.page_tokens.open(
+                    TokenKind::ListDispositions,
+                    token_context,
+                    token,
+                    now(),
+                )?;
+                let mut reader = PayloadReader::new(&payload);
+                let after = (
+                    reader.i64()?,
+                    InteractionId::from_bytes(reader.bytes16()?),
+                );
+                reader.finish()?;
+                Some(after)
+            }
         };
         let store = Arc::clone(&self.shared.store);
         let found =
@@ -947,7 +965,14 @@ impl RetentionService for RetentionApi {
                 .await?;
         let next_page_token = if found.len() > limit {
             let last = &found[limit - 1];
-            format!("{}.{}", last.purged_at.timestamp_micros(), last.id)
+            let mut payload = last.purged_at.timestamp_micros().to_be_bytes().to_vec();
+            payload.extend_from_slice(&last.id.to_bytes());
+            self.shared.page_tokens.seal(
+                TokenKind::ListDispositions,
+                token_context,
+                &payload,
+                now(),
+            )
         } else {
             String::new()
         };
@@ -970,15 +995,6 @@ impl RetentionService for RetentionApi {
             next_page_token,
         }))
     }
-}
-
-fn parse_disposition_token(token: &str) -> Result<(i64, InteractionId), Error> {
-    let bad = || Error::invalid("page_token", "not a token from ListDispositions");
-    let (micros, id) = token.split_once('.').ok_or_else(bad)?;
-    Ok((
-        micros.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    ))
 }
 
 fn sweep_stats_to_proto(stats: &crate::sweeper::SweepStats) -> pb::SweepStats {

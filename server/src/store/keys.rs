@@ -81,6 +81,8 @@ pub const META_REPLAN: &[u8] = b"replan";
 pub const META_AUDIT_INTENT: &[u8] = b"audit_intent/";
 /// `meta` key holding the last index-queue sequence handed out (the queue itself is trimmed).
 pub const META_INDEX_SEQUENCE: &[u8] = b"index_sequence";
+/// `meta` key holding the 32-byte HMAC key of page tokens (see `page_token`).
+pub const META_PAGE_TOKEN_KEY: &[u8] = b"page_token_key";
 
 const SEPARATOR: u8 = 0x00;
 

@@ -45,7 +45,11 @@ fn search_request(case: &pb::Case, query: &str) -> pb::SearchRequest {
 async fn search_until(client: &HoldfastClient, case: &pb::Case, query: &str, expected: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let total = client.search(search_request(case, query)).await.unwrap().total;
+        let total = client
+            .search(search_request(case, query))
+            .await
+            .unwrap()
+            .total;
         if total == expected {
             return;
         }
@@ -60,11 +64,7 @@ async fn search_until(client: &HoldfastClient, case: &pb::Case, query: &str, exp
 /// The error is INVALID_ARGUMENT and names `field`.
 fn assert_invalid(result: Result<impl std::fmt::Debug, ClientError>, field: &str) {
     let error = result.expect_err("refused");
-    assert_eq!(
-        error.code(),
-        Some(tonic::Code::InvalidArgument),
-        "{error}"
-    );
+    assert_eq!(error.code(), Some(tonic::Code::InvalidArgument), "{error}");
     assert!(error.to_string().contains(field), "{error}");
 }
 
@@ -173,7 +173,9 @@ async fn list_audit_and_disposition_tokens_are_authenticated_and_bound() {
         "page_token",
     );
     assert_invalid(
-        backend.list(list(tampered(&token, token.len() / 2), ANN)).await,
+        backend
+            .list(list(tampered(&token, token.len() / 2), ANN))
+            .await,
         "page_token",
     );
     // A token of one mailbox's listing does not page another's.
@@ -208,7 +210,10 @@ async fn list_audit_and_disposition_tokens_are_authenticated_and_bound() {
     let token = page.next_page_token.clone();
     assert!(!token.is_empty());
     // The old token was the next sequence number in decimal.
-    assert_invalid(auditor.query_audit_log(audit("1".into())).await, "page_token");
+    assert_invalid(
+        auditor.query_audit_log(audit("1".into())).await,
+        "page_token",
+    );
     assert_invalid(
         auditor
             .query_audit_log(audit(tampered(&token, token.len() / 2)))
@@ -359,7 +364,10 @@ async fn refused_case_calls_are_audited() {
         "{entries:#?}"
     );
     // Still a member-only case: nothing changed.
-    assert_eq!(reviewer.get_case(&case.id).await.unwrap().members, ["reviewer"]);
+    assert_eq!(
+        reviewer.get_case(&case.id).await.unwrap().members,
+        ["reviewer"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,7 +408,10 @@ async fn closing_a_case_races_neither_updates_nor_hold_placement() {
         if now.status == pb::CaseStatus::Closed as i32 {
             // A closed case never has an active hold.
             assert!(active.is_empty(), "round {round}: {active:?}");
-            assert!(placed.is_err(), "round {round}: a hold was placed on a closing case");
+            assert!(
+                placed.is_err(),
+                "round {round}: a hold was placed on a closing case"
+            );
         } else {
             assert_eq!(active.len(), 1, "round {round}");
             assert!(placed.is_ok());

@@ -613,7 +613,10 @@ fn next_day_micros(date: NaiveDate, position: usize) -> Result<i64, ParseError> 
         Some(next) => Ok(day_start_micros(next)),
         None => error(
             position,
-            format!("the date {date} is out of range (the last day is {})", NaiveDate::MAX),
+            format!(
+                "the date {date} is out of range (the last day is {})",
+                NaiveDate::MAX
+            ),
         ),
     }
 }

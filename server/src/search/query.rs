@@ -141,9 +141,8 @@ fn translate_within(
     searcher: &Searcher,
     budget: &mut TermBudget,
 ) -> Result<Box<dyn TantivyQuery>, QueryError> {
-    let translate = |query: &Query, budget: &mut TermBudget| {
-        translate_within(query, fields, searcher, budget)
-    };
+    let translate =
+        |query: &Query, budget: &mut TermBudget| translate_within(query, fields, searcher, budget);
     Ok(match query {
         Query::And(parts) => {
             let mut clauses = Vec::with_capacity(parts.len());
@@ -196,11 +195,12 @@ fn translate_within(
                                 prefix: prefix.clone(),
                             });
                         }
-                        budget.remaining = budget.remaining.checked_sub(words.len()).ok_or_else(
-                            || QueryError::TooManyQueryTerms {
-                                prefix: prefix.clone(),
-                            },
-                        )?;
+                        budget.remaining =
+                            budget.remaining.checked_sub(words.len()).ok_or_else(|| {
+                                QueryError::TooManyQueryTerms {
+                                    prefix: prefix.clone(),
+                                }
+                            })?;
                         let terms: Vec<Term> = words
                             .iter()
                             .map(|w| Term::from_field_text(target, w))

@@ -480,7 +480,9 @@ mod snapshot_tests {
         assert_eq!(snapshots.len(), MAX_PINNED_PER_OWNER + 1);
         assert!(snapshots.get_at(first_of_b, tick(1_000)).is_some());
         assert!(snapshots.get_at(ids[0], tick(1_000)).is_none());
-        assert!(snapshots.get_at(*ids.last().unwrap(), tick(1_000)).is_some());
+        assert!(snapshots
+            .get_at(*ids.last().unwrap(), tick(1_000))
+            .is_some());
         // Many owners: never more than MAX_PINNED, the least recently used goes first.
         for n in 0..(MAX_PINNED as u64 + 50) {
             snapshots.pin_at(&format!("owner-{n}"), searcher(), tick(2_000 + n));

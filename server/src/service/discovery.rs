@@ -24,10 +24,10 @@ use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
+use crate::page_token::TokenKind;
 use crate::retention::{HoldKind, HoldRecord};
 use crate::search::id_pages::IdPages;
-use crate::search::kql::{self, TextField};
-use crate::page_token::TokenKind;
+use crate::search::kql::TextField;
 use crate::search::query::{translate, Highlighter};
 use crate::search::searcher::{self, Sort};
 use crate::store::Store;
@@ -491,7 +491,9 @@ impl DiscoveryService for DiscoveryApi {
             })?;
             // Bounded before tantivy sees it: never past this search's total on the snapshot.
             if cursor.total > searcher.num_docs() {
-                return Err(Error::invalid("page_token", "starts past the end of its results").into());
+                return Err(
+                    Error::invalid("page_token", "starts past the end of its results").into(),
+                );
             }
             (Some(cursor.snapshot), cursor.offset as usize, searcher)
         };

@@ -27,7 +27,12 @@ pub(super) fn query_error(error: QueryError) -> Error {
 }
 
 /// What a search page token is bound to: the case, the query, the mailboxes and the order.
-pub(super) fn search_token_context(case_id: &str, query: &str, mailboxes: &[MailboxId], sort: Sort) -> [u8; 16] {
+pub(super) fn search_token_context(
+    case_id: &str,
+    query: &str,
+    mailboxes: &[MailboxId],
+    sort: Sort,
+) -> [u8; 16] {
     let mut parts: Vec<&[u8]> = vec![case_id.as_bytes(), query.as_bytes()];
     let sort = format!("{sort:?}");
     parts.push(sort.as_bytes());
@@ -137,7 +142,9 @@ mod tests {
         )
         .unwrap();
         index.progress.rebuilding.store(true, Ordering::Release);
-        let error = complete_index(&index).err().expect("refused while rebuilding");
+        let error = complete_index(&index)
+            .err()
+            .expect("refused while rebuilding");
         let status = tonic::Status::from(error);
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(status.message().contains("retry"), "{}", status.message());

@@ -938,9 +938,8 @@ impl RetentionService for RetentionApi {
             raw => Some(convert::parse_mailbox("mailbox_id", raw)?),
         };
         let limit = super::page_size(request.page_size)?;
-        let token_context = page_token::context(&[mailbox
-            .as_ref()
-            .map_or(&b""[..], |m| m.as_str().as_bytes())]);
+        let token_context =
+            page_token::context(&[mailbox.as_ref().map_or(&b""[..], |m| m.as_str().as_bytes())]);
         let after = match request.page_token.as_str() {
             "" => None,
             token => {
@@ -951,10 +950,7 @@ impl RetentionService for RetentionApi {
                     now(),
                 )?;
                 let mut reader = PayloadReader::new(&payload);
-                let after = (
-                    reader.i64()?,
-                    InteractionId::from_bytes(reader.bytes16()?),
-                );
+                let after = (reader.i64()?, InteractionId::from_bytes(reader.bytes16()?));
                 reader.finish()?;
                 Some(after)
             }

@@ -198,13 +198,11 @@ async fn list_audit_and_disposition_tokens_are_authenticated_and_bound() {
         page_token: token,
         ..Default::default()
     };
-    // Enough entries for two pages: a few refused calls.
+    // Enough entries for two pages: two audited actions (refusals without a token are
+    // audited once per window, not at once).
+    let reviewer = server.client(EDISCOVERY_TOKEN).await;
     for _ in 0..2 {
-        let _ = server
-            .client("not-a-token")
-            .await
-            .list(list(String::new(), ANN))
-            .await;
+        open_case(&reviewer, &[ANN], &[]).await;
     }
     let page = auditor.query_audit_log(audit(String::new())).await.unwrap();
     let token = page.next_page_token.clone();

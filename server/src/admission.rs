@@ -39,8 +39,8 @@ pub struct Admission {
     exports_per_principal: usize,
     long_operations_per_principal: usize,
     in_use: Mutex<HashMap<(Work, String), usize>>,
-    long_operations: Semaphore,
-    export_reads: Semaphore,
+    long_operations: Arc<Semaphore>,
+    export_reads: Arc<Semaphore>,
 }
 
 /// A principal's place for one piece of work; dropping it frees the place.
@@ -73,8 +73,8 @@ impl Admission {
             exports_per_principal: config.exports_per_principal,
             long_operations_per_principal: config.long_operations_per_principal,
             in_use: Mutex::new(HashMap::new()),
-            long_operations: Semaphore::new(config.long_operations),
-            export_reads: Semaphore::new(config.export_reads),
+            long_operations: Arc::new(Semaphore::new(config.long_operations)),
+            export_reads: Arc::new(Semaphore::new(config.export_reads)),
         })
     }
 
@@ -104,38 +104,65 @@ impl Admission {
     }
 
     /// Runs a long operation on the blocking pool once one of the server-wide permits is free.
+    ///
+    /// The permit and the principal's `slot` move into the blocking closure: if the caller
+    /// goes away (deadline, RST_STREAM) while the work runs, the work finishes on its thread
+    /// and still counts against both limits until it is done. Anything that must happen with
+    /// the work (its audit entry) belongs inside `work`, never after the `.await`.
     pub async fn long_operation<T: Send + 'static>(
         &self,
+        slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .long_operations
-            .acquire()
+        let permit = Arc::clone(&self.long_operations)
+            .acquire_owned()
             .await
             .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        run_blocking(work).await
+        run_blocking(move || {
+            let _held = (permit, slot);
+            work()
+        })
+        .await
     }
 
-    /// Runs one bounded read of an export on the blocking pool once a permit is free.
+    /// Runs one bounded read of an export on the blocking pool once a permit is free (the
+    /// permit stays with the read even if the stream is dropped meanwhile).
     pub async fn export_read<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .export_reads
-            .acquire()
+        let permit = Arc::clone(&self.export_reads)
+            .acquire_owned()
             .await
             .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        run_blocking(work).await
+        run_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
     }
 }
 
-async fn run_blocking<T: Send + 'static>(
+/// Runs `work` on the blocking pool. A panic becomes an internal error with a fixed message:
+/// the panic's own text may quote stored content, so it reaches neither the caller nor the
+/// audit log.
+pub async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(work)
         .await
-        .unwrap_or_else(|join_error| Err(Error::Internal(join_error.to_string())))
+        .unwrap_or_else(|join_error| Err(join_failure(&join_error)))
+}
+
+/// The error for a blocking task that did not finish: never the panic's text.
+pub fn join_failure(join_error: &tokio::task::JoinError) -> Error {
+    if join_error.is_panic() {
+        metrics::counter!("holdfast_panics_total", "what" => "blocking task").increment(1);
+        tracing::error!("a blocking task panicked; its caller gets an internal error");
+        Error::Internal("a worker panicked".into())
+    } else {
+        Error::Unavailable("the server is shutting down".into())
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +184,59 @@ mod tests {
         let _long = admission.admit(Work::LongOperation, "alice").unwrap();
         drop(first);
         admission.admit(Work::Export, "alice").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_fixed_message_without_its_text() {
+        let failed: Result<(), Error> =
+            run_blocking(|| -> Result<(), Error> { panic!("prompt text: the secret merger plan") })
+                .await;
+        let error = failed.err().unwrap();
+        assert!(matches!(error, Error::Internal(_)), "{error:?}");
+        let text = format!("{error} {error:?}");
+        let text = format!("{text} {}", tonic::Status::from(error).message());
+        assert!(!text.contains("secret"), "{text}");
+        assert!(!text.contains("prompt"), "{text}");
+        assert!(text.contains("internal error: a worker panicked"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_long_operation_keeps_its_slot_after_the_caller_goes_away() {
+        let admission = Admission::new(&ConcurrencyConfig {
+            long_operations_per_principal: 1,
+            ..ConcurrencyConfig::default()
+        });
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let slot = admission.admit(Work::LongOperation, "alice").unwrap();
+        let running = {
+            let admission = Arc::clone(&admission);
+            tokio::spawn(async move {
+                admission
+                    .long_operation(slot, move || {
+                        let _ = started_tx.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        // The caller goes away; the work is still running, so the place is still taken.
+        running.abort();
+        let _ = running.await;
+        assert!(admission.admit(Work::LongOperation, "alice").is_err());
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if admission.admit(Work::LongOperation, "alice").is_ok() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the place was never freed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }

@@ -119,9 +119,9 @@ fn run_writer(
         // acknowledged, so nothing is lost) and the writer goes on: never a silently dead
         // writer with callers waiting forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&mut items)))
-            .unwrap_or_else(|payload| {
-                let message = crate::workers::panic_message(payload.as_ref());
-                tracing::error!(panic = %message, "the ingest writer panicked; the group is refused");
+            .unwrap_or_else(|_payload| {
+                // The payload's text may quote prompt text: it is not logged.
+                tracing::error!("the ingest writer panicked; the group is refused");
                 metrics::counter!("holdfast_panics_total", "what" => "ingest writer").increment(1);
                 Err(StoreError::Engine(
                     "the write failed unexpectedly; nothing of this request was stored".into(),

@@ -5,7 +5,6 @@
 //! headroom whatever else runs. A job that panics answers its caller with an error; the
 //! thread goes on.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
@@ -73,23 +72,12 @@ pub fn catch_panic<T>(
 ) -> Result<T, Error> {
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(result) => result,
-        Err(payload) => {
-            let message = panic_message(payload.as_ref());
-            tracing::error!(what, panic = %message, "a task panicked; its caller gets an error");
+        Err(_payload) => {
+            // The payload's text may quote stored content: it is neither logged nor returned.
+            tracing::error!(what, "a task panicked; its caller gets an error");
             metrics::counter!("holdfast_panics_total", "what" => what).increment(1);
             Err(Error::Internal(format!("{what} failed unexpectedly")))
         }
-    }
-}
-
-/// The text of a panic payload (panics carry a `&str` or a `String`).
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_string()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "unknown panic".to_string()
     }
 }
 

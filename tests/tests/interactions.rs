@@ -551,3 +551,65 @@ async fn the_batching_ingester_never_duplicates_on_resend() {
     }
     assert_eq!(list_all(&client, "ivan@contoso.com").await.len(), 500);
 }
+
+/// Issue 8 (review of the hardening): a DeleteHistory whose caller goes away (a tiny
+/// grpc-timeout) must not move items without an audit entry. Whatever moment the deadline
+/// cuts the call, either nothing moved, or the move is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_delete_history_is_still_audited() {
+    let server = TestServer::start().await;
+    let client = server.client(INGEST_TOKEN).await;
+    let auditor = server.client(AUDITOR_TOKEN).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.addr())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = pb::interaction_service_client::InteractionServiceClient::new(channel);
+    for (round, timeout_ms) in [1u64, 5, 20, 100].into_iter().enumerate() {
+        let mailbox = format!("cut{round}@contoso.com");
+        for batch in 0..2 {
+            let items: Vec<_> = (0..1000)
+                .map(|n| item(&mailbox, &format!("k{batch}-{n}")))
+                .collect();
+            client.ingest(items).await.unwrap();
+        }
+        let mut request = tonic::Request::new(pb::DeleteHistoryRequest {
+            mailbox_id: mailbox.clone(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {INGEST_TOKEN}").parse().unwrap(),
+        );
+        request.set_timeout(std::time::Duration::from_millis(timeout_ms));
+        let _ = raw.delete_history(request).await;
+        // Poll until the move shows its audit entry; if none ever comes, nothing may have
+        // moved.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let audited = auditor
+                .query_audit_log(pb::QueryAuditLogRequest {
+                    action: "DeleteHistory".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .entries
+                .into_iter()
+                .any(|entry| entry.target == mailbox);
+            let remaining = list_all(&client, &mailbox).await.len();
+            if audited {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                assert_eq!(
+                    remaining, 2000,
+                    "items were moved (cut after {timeout_ms} ms) but the move was never audited"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -263,9 +263,9 @@ impl Indexer {
             }))
             .unwrap_or_else(|payload| {
                 metrics::counter!("holdfast_panics_total", "what" => "indexer").increment(1);
-                Err(IndexError::Panicked(crate::workers::panic_message(
-                    payload.as_ref(),
-                )))
+                // The payload's text may quote indexed content: it is not kept.
+                drop(payload);
+                Err(IndexError::Panicked("a step failed unexpectedly".into()))
             });
             match step {
                 Ok(worked) => {

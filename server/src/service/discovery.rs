@@ -19,6 +19,7 @@ use super::discovery_support::{
 };
 use super::{blocking, now, Shared};
 use crate::admission::{Admission, Work};
+use crate::audit::AuditEvent;
 use crate::auth::{Principal, Role};
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
@@ -797,7 +798,15 @@ impl DiscoveryService for DiscoveryApi {
         let principal = self.shared.authorize(&request, "Purge", PURGE).await?;
         let request = request.into_inner();
         let cap = self.shared.retention.purge_max_per_mailbox as usize;
-        let outcome = async {
+        let dry_run = request.dry_run;
+        let parameters_of = {
+            let (query_text, mailbox_list) = (request.query.clone(), request.mailboxes.clone());
+            move |ids: Vec<String>| {
+                json!({ "query": query_text, "mailboxes": mailbox_list,
+                        "dry_run": dry_run, "max_per_mailbox": cap, "ids": ids })
+            }
+        };
+        let admitted = async {
             let case = self.load_case(&principal, &request.case_id).await?;
             case.require_open()?;
             if request.query.trim().is_empty() {
@@ -809,17 +818,41 @@ impl DiscoveryService for DiscoveryApi {
             let query = parse_query(&request.query)?;
             let mailboxes = case.search_scope(&request.mailboxes)?;
             complete_index(&self.shared.index)?;
-            let _slot = self
+            let slot = self
                 .shared
                 .admission
                 .admit(Work::LongOperation, &principal.name)?;
-            let searcher = self.shared.index.reader.searcher();
-            let fields = self.shared.index.fields;
-            let store = Arc::clone(&self.shared.store);
-            let dry_run = request.dry_run;
-            self.shared
-                .admission
-                .long_operation(move || {
+            Ok((query, mailboxes, slot))
+        }
+        .await;
+        let (query, mailboxes, slot) = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                self.shared
+                    .audit_done(
+                        &principal,
+                        "Purge",
+                        request.case_id.clone(),
+                        parameters_of(Vec::new()),
+                        format!("refused: {error}"),
+                    )
+                    .await?;
+                return Err(error.into());
+            }
+        };
+        let searcher = self.shared.index.reader.searcher();
+        let fields = self.shared.index.fields;
+        let store = Arc::clone(&self.shared.store);
+        let audit = Arc::clone(&self.shared.audit);
+        let actor = principal.name.clone();
+        let target = request.case_id.clone();
+        // The purge and its audit entry run in one closure on a blocking thread: a caller
+        // that goes away (deadline, reset stream) cannot leave a purge unaudited.
+        let outcome = self
+            .shared
+            .admission
+            .long_operation(slot, move || {
+                let outcome = crate::workers::catch_panic("Purge", || {
                     let pages =
                         IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
                     // Only ACTIVE items move; oldest first (ids sort by time), up to the cap. The
@@ -879,35 +912,35 @@ impl DiscoveryService for DiscoveryApi {
                         });
                     }
                     Ok(response)
-                })
-                .await
-        }
-        .await;
-        let (result, ids) = match &outcome {
-            Ok(response) => (
-                format!(
-                    "ok: {} item(s) {}",
-                    response.ids.len(),
-                    if response.dry_run {
-                        "selected (dry run)"
-                    } else {
-                        "moved to the holds area"
-                    }
-                ),
-                response.ids.clone(),
-            ),
-            Err(error) => (format!("refused: {error}"), Vec::new()),
-        };
-        self.shared
-            .audit_done(
-                &principal,
-                "Purge",
-                request.case_id.clone(),
-                json!({ "query": request.query, "mailboxes": request.mailboxes,
-                        "dry_run": request.dry_run, "max_per_mailbox": cap, "ids": ids }),
-                result,
-            )
-            .await?;
+                });
+                let (result, ids) = match &outcome {
+                    Ok(response) => (
+                        format!(
+                            "ok: {} item(s) {}",
+                            response.ids.len(),
+                            if response.dry_run {
+                                "selected (dry run)"
+                            } else {
+                                "moved to the holds area"
+                            }
+                        ),
+                        response.ids.clone(),
+                    ),
+                    Err(error) => (format!("refused: {error}"), Vec::new()),
+                };
+                super::audit_blocking(
+                    &audit,
+                    AuditEvent {
+                        actor,
+                        action: "Purge",
+                        target,
+                        parameters: parameters_of(ids),
+                        result,
+                    },
+                )?;
+                outcome
+            })
+            .await;
         Ok(Response::new(outcome?))
     }
 }

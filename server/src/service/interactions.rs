@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, now, page_size, Shared};
 use crate::admission::Work;
+use crate::audit::AuditEvent;
 use crate::auth::Role;
 use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
@@ -331,24 +332,48 @@ impl InteractionService for InteractionApi {
         });
         let target = selector.mailbox_id.to_string();
         let store = Arc::clone(&self.shared.store);
+        let audit = Arc::clone(&self.shared.audit);
         let admission = &self.shared.admission;
-        let moved = match admission.admit(Work::LongOperation, &principal.name) {
-            Ok(_slot) => {
-                admission
-                    .long_operation(move || {
-                        Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
-                    })
-                    .await
+        let slot = match admission.admit(Work::LongOperation, &principal.name) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                self.shared
+                    .audit_done(
+                        &principal,
+                        "DeleteHistory",
+                        target,
+                        parameters,
+                        format!("error: {refused}"),
+                    )
+                    .await?;
+                return Err(refused.into());
             }
-            Err(refused) => Err(refused),
         };
-        let result = match &moved {
-            Ok(num_moved) => format!("ok: moved {num_moved} to the holds area"),
-            Err(error) => format!("error: {error}"),
-        };
-        self.shared
-            .audit_done(&principal, "DeleteHistory", target, parameters, result)
-            .await?;
+        let actor = principal.name.clone();
+        // The move and its audit entry run in one closure on a blocking thread: a caller that
+        // goes away (deadline, reset stream) cannot leave a move unaudited.
+        let moved = admission
+            .long_operation(slot, move || {
+                let moved = crate::workers::catch_panic("DeleteHistory", || {
+                    Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
+                });
+                let result = match &moved {
+                    Ok(num_moved) => format!("ok: moved {num_moved} to the holds area"),
+                    Err(error) => format!("error: {error}"),
+                };
+                super::audit_blocking(
+                    &audit,
+                    AuditEvent {
+                        actor,
+                        action: "DeleteHistory",
+                        target,
+                        parameters,
+                        result,
+                    },
+                )?;
+                moved
+            })
+            .await;
         let num_moved = moved?;
         metrics::counter!("holdfast_moved_to_holds_area_total", "reason" => "user_deleted")
             .increment(num_moved);

@@ -210,6 +210,23 @@ impl Shared {
     }
 }
 
+/// Records a compliance action from the thread that carried it out (blocking), so that the
+/// action and its entry cannot be split by a cancelled call: both run in the same closure,
+/// which finishes even if the caller has gone. If the entry cannot be written the caller gets
+/// an error saying so.
+pub fn audit_blocking(audit: &AuditLog, event: AuditEvent) -> Result<(), Error> {
+    let action = event.action;
+    audit
+        .append_blocking(event, now())
+        .map(|_| ())
+        .map_err(|error| {
+            tracing::error!(action, %error, "cannot append to the audit log");
+            Error::Unavailable(format!(
+                "{action} was carried out but could not be audited: {error}"
+            ))
+        })
+}
+
 fn bearer_token<T>(request: &Request<T>) -> Result<&str, String> {
     let value = request
         .metadata()
@@ -253,9 +270,7 @@ impl Shared {
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join_error| Err(Error::Internal(join_error.to_string())))
+    crate::admission::run_blocking(work).await
 }
 
 pub fn now() -> chrono::DateTime<Utc> {

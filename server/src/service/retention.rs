@@ -701,7 +701,7 @@ impl RetentionService for RetentionApi {
             .shared
             .authorize(&request, "PreviewPolicy", ADMIN)
             .await?;
-        let _slot = self
+        let slot = self
             .shared
             .admission
             .admit(Work::LongOperation, &principal.name)?;
@@ -734,7 +734,7 @@ impl RetentionService for RetentionApi {
         let response = self
             .shared
             .admission
-            .long_operation(move || {
+            .long_operation(slot, move || {
                 let at = now();
                 let mut by_mailbox: std::collections::BTreeMap<String, pb::MailboxPreview> =
                     Default::default();

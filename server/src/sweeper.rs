@@ -55,7 +55,7 @@ const HOLD_ERROR_RETRY: TimeDelta = TimeDelta::hours(1);
 /// Destroyed items erased per round.
 const ERASE_CHUNK: usize = 100_000;
 /// How long erasure waits for the search index to merge away deleted documents.
-const ERASE_INDEX_WAIT: Duration = Duration::from_secs(600);
+const ERASE_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -223,12 +223,14 @@ impl Sweeper {
             let ids: Vec<InteractionId> = pending.iter().map(|(_, id)| *id).collect();
             self.store.erase_from_disk(&ids)?;
             self.index.request_erasure(through);
+            // A short wait only: the loop thread also runs passes and `RunSweep`. While the
+            // index is rebuilding or behind, the entries stay pending and the next look (at
+            // most a minute later) asks again.
             let deadline = Instant::now() + ERASE_INDEX_WAIT;
             while self.index.erased_through() < through {
                 if Instant::now() > deadline {
-                    return Err(Error::Unavailable(
-                        "the search index has not merged away destroyed items yet".into(),
-                    ));
+                    tracing::debug!("waiting for the search index to merge away destroyed items");
+                    return Ok(erased);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -330,17 +332,22 @@ impl Sweeper {
         }
         let searcher = self.index.reader.searcher();
         for (hold_id, (hold, ids)) in by_hold {
-            let evaluated = kql::parse(hold.query().unwrap_or_default())
-                .map_err(|error| error.to_string())
-                .and_then(|query| {
-                    searcher::present_and_matching(
-                        &searcher,
-                        &self.index.fields,
-                        Some(&query),
-                        &ids,
-                    )
+            // A panic while evaluating one hold makes that hold unevaluable (it keeps), never
+            // a failed pass for everyone.
+            let evaluated = catch_item(|| {
+                kql::parse(hold.query().unwrap_or_default())
                     .map_err(|error| error.to_string())
-                });
+                    .and_then(|query| {
+                        searcher::present_and_matching(
+                            &searcher,
+                            &self.index.fields,
+                            Some(&query),
+                            &ids,
+                        )
+                        .map_err(|error| error.to_string())
+                    })
+            })
+            .unwrap_or_else(|_| Err("evaluating the hold's query panicked".to_string()));
             match evaluated {
                 Ok((present, matching)) => {
                     for id in ids {
@@ -762,10 +769,11 @@ impl Sweeper {
                 .unevaluable_holds
                 .extend(stats.unevaluable_holds.clone());
         }
-        for (hold, why) in &stats.unevaluable_holds {
+        // The reason quotes parts of the hold's query (confidential case terms): it goes to
+        // `SweeperStatus` for administrators, never to the log.
+        for hold in stats.unevaluable_holds.keys() {
             tracing::warn!(
                 hold,
-                error = why,
                 "a case hold's query cannot be evaluated; every item of its custodians is kept"
             );
         }

@@ -3,10 +3,11 @@
 //! and export reads may hold at once.
 //!
 //! The runtime's blocking pool (`concurrency.blocking_threads`) is shared by short store
-//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge) take a permit of
-//! `long_operations` before they take a thread, and export streams take a permit of
-//! `export_reads` for each bounded chunk they read; the config refuses limits that would
-//! leave less than half of the pool to everything else. Waiting for a permit holds no thread.
+//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) take a permit of
+//! `long_operations` before they take a thread, searches and audit queries one of
+//! `searches`, and export streams take a permit of `export_reads` for each bounded chunk they
+//! read; the config refuses limits that would leave less than half of the pool to everything
+//! else. Open export streams are also bounded server-wide (`open_exports`). Waiting for a permit holds no thread.
 //! Ingest validation and the audit writer have threads of their own.
 
 use std::collections::HashMap;
@@ -30,7 +31,9 @@ impl Work {
     fn describe(self) -> &'static str {
         match self {
             Work::Export => "export streams",
-            Work::LongOperation => "long operations (DeleteHistory, PreviewPolicy, Purge)",
+            Work::LongOperation => {
+                "long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog)"
+            }
         }
     }
 }
@@ -38,9 +41,17 @@ impl Work {
 pub struct Admission {
     exports_per_principal: usize,
     long_operations_per_principal: usize,
-    in_use: Mutex<HashMap<(Work, String), usize>>,
+    open_exports: usize,
+    in_use: Mutex<InUse>,
     long_operations: Arc<Semaphore>,
     export_reads: Arc<Semaphore>,
+    searches: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct InUse {
+    by_principal: HashMap<(Work, String), usize>,
+    by_work: HashMap<Work, usize>,
 }
 
 /// A principal's place for one piece of work; dropping it frees the place.
@@ -58,11 +69,14 @@ impl Drop for Slot {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let key = (self.work, std::mem::take(&mut self.principal));
-        if let Some(count) = in_use.get_mut(&key) {
+        if let Some(count) = in_use.by_principal.get_mut(&key) {
             *count -= 1;
             if *count == 0 {
-                in_use.remove(&key);
+                in_use.by_principal.remove(&key);
             }
+        }
+        if let Some(count) = in_use.by_work.get_mut(&self.work) {
+            *count = count.saturating_sub(1);
         }
     }
 }
@@ -72,9 +86,11 @@ impl Admission {
         Arc::new(Admission {
             exports_per_principal: config.exports_per_principal,
             long_operations_per_principal: config.long_operations_per_principal,
-            in_use: Mutex::new(HashMap::new()),
+            open_exports: config.open_exports,
+            in_use: Mutex::new(InUse::default()),
             long_operations: Arc::new(Semaphore::new(config.long_operations)),
             export_reads: Arc::new(Semaphore::new(config.export_reads)),
+            searches: Arc::new(Semaphore::new(config.searches)),
         })
     }
 
@@ -85,7 +101,23 @@ impl Admission {
             Work::LongOperation => self.long_operations_per_principal,
         };
         let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        let count = in_use.entry((work, principal.to_string())).or_insert(0);
+        let server_wide = match work {
+            Work::Export => Some(self.open_exports),
+            Work::LongOperation => None,
+        };
+        let total = in_use.by_work.get(&work).copied().unwrap_or(0);
+        if let Some(server_limit) = server_wide.filter(|limit| total >= *limit) {
+            metrics::counter!("holdfast_admission_refused_total", "work" => work.describe())
+                .increment(1);
+            return Err(Error::ResourceExhausted(format!(
+                "the server already has {server_limit} {} open (its limit); retry later",
+                work.describe()
+            )));
+        }
+        let count = in_use
+            .by_principal
+            .entry((work, principal.to_string()))
+            .or_insert(0);
         if *count >= limit {
             metrics::counter!("holdfast_admission_refused_total", "work" => work.describe())
                 .increment(1);
@@ -96,6 +128,7 @@ impl Admission {
             )));
         }
         *count += 1;
+        *in_use.by_work.entry(work).or_insert(0) += 1;
         Ok(Slot {
             admission: Arc::clone(self),
             work,
@@ -120,6 +153,23 @@ impl Admission {
             .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
         run_blocking(move || {
             let _held = (permit, slot);
+            work()
+        })
+        .await
+    }
+
+    /// Runs a search or an audit-log query on the blocking pool once one of the server-wide
+    /// `searches` permits is free: a burst of searches cannot take the whole pool.
+    pub async fn search<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let permit = Arc::clone(&self.searches)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
+        run_blocking(move || {
+            let _permit = permit;
             work()
         })
         .await
@@ -184,6 +234,27 @@ mod tests {
         let _long = admission.admit(Work::LongOperation, "alice").unwrap();
         drop(first);
         admission.admit(Work::Export, "alice").unwrap();
+    }
+
+    #[test]
+    fn open_exports_are_limited_server_wide() {
+        let admission = Admission::new(&ConcurrencyConfig {
+            exports_per_principal: 2,
+            open_exports: 3,
+            ..ConcurrencyConfig::default()
+        });
+        let _a1 = admission.admit(Work::Export, "alice").unwrap();
+        let a2 = admission.admit(Work::Export, "alice").unwrap();
+        let _b1 = admission.admit(Work::Export, "bob").unwrap();
+        let refused = admission.admit(Work::Export, "carol").err().unwrap();
+        assert!(
+            refused.to_string().contains("the server already has 3"),
+            "{refused}"
+        );
+        // Long operations are not counted against the export bound.
+        let _long = admission.admit(Work::LongOperation, "carol").unwrap();
+        drop(a2);
+        admission.admit(Work::Export, "carol").unwrap();
     }
 
     #[tokio::test]

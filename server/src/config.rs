@@ -105,7 +105,7 @@ pub struct ConcurrencyConfig {
     pub blocking_threads: usize,
     /// Threads reserved for validating ingest batches; nothing else runs on them.
     pub ingest_threads: usize,
-    /// Long operations (DeleteHistory, PreviewPolicy, Purge) running at once, server-wide;
+    /// Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) running at once, server-wide;
     /// more wait without holding a thread.
     pub long_operations: usize,
     /// Long operations one principal may have running or waiting at once.
@@ -114,6 +114,12 @@ pub struct ConcurrencyConfig {
     pub export_reads: usize,
     /// Export streams one principal may have open at once.
     pub exports_per_principal: usize,
+    /// Export streams open at once, server-wide (each pins an index snapshot and holds up to
+    /// 20 items in memory).
+    pub open_exports: usize,
+    /// Searches (and audit-log queries) running at once, server-wide; more wait without
+    /// holding a thread.
+    pub searches: usize,
     /// An export stream whose client reads nothing for this long is ended.
     pub export_idle_timeout_seconds: u64,
     /// Refused calls without a valid token, per source address: the sustained rate allowed
@@ -134,6 +140,8 @@ impl Default for ConcurrencyConfig {
             long_operations_per_principal: 8,
             export_reads: 4,
             exports_per_principal: 24,
+            open_exports: 64,
+            searches: 16,
             export_idle_timeout_seconds: 300,
             unauthenticated_per_second: 10,
             unauthenticated_burst: 50,
@@ -475,6 +483,13 @@ impl Config {
             10_000,
         )?;
         check_range(
+            "concurrency.open_exports",
+            concurrency.open_exports as u64,
+            1,
+            100_000,
+        )?;
+        check_range("concurrency.searches", concurrency.searches as u64, 1, 256)?;
+        check_range(
             "concurrency.export_idle_timeout_seconds",
             concurrency.export_idle_timeout_seconds,
             1,
@@ -498,13 +513,14 @@ impl Config {
             1,
             MAX_INTERVAL_SECONDS,
         )?;
-        // Long operations and export reads must leave blocking threads for everything else
-        // (authentication and ingest do not use this pool at all).
-        let reserved = concurrency.long_operations + concurrency.export_reads;
+        // Long operations, export reads and searches must leave blocking threads for
+        // everything else (authentication and ingest do not use this pool at all).
+        let reserved =
+            concurrency.long_operations + concurrency.export_reads + concurrency.searches;
         if reserved * 2 > concurrency.blocking_threads {
             return invalid(format!(
-                "concurrency.long_operations + concurrency.export_reads ({reserved}) must be at \
-                 most half of concurrency.blocking_threads ({})",
+                "concurrency.long_operations + concurrency.export_reads + concurrency.searches \
+                 ({reserved}) must be at most half of concurrency.blocking_threads ({})",
                 concurrency.blocking_threads
             ));
         }

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod disk;
 pub mod domain;
 pub mod error;
+pub mod gate;
 pub mod ingest;
 pub mod page_token;
 pub mod program;

@@ -26,6 +26,9 @@ use crate::config::ConcurrencyConfig;
 /// Sources tracked at once; refusals from further sources share one entry (`None`).
 const MAX_SOURCES: usize = 10_000;
 
+/// Method names counted per source and window; further ones count as "other".
+const MAX_ACTIONS: usize = 32;
+
 /// What the audit entry of a window says about one source.
 pub const ACTION: &str = "UnauthenticatedCalls";
 
@@ -37,7 +40,8 @@ struct Source {
     /// This window's refusals.
     count: u64,
     limited: u64,
-    by_action: BTreeMap<&'static str, u64>,
+    /// By gRPC method; at most `MAX_ACTIONS` names, then "other".
+    by_action: BTreeMap<String, u64>,
 }
 
 pub struct Refusals {
@@ -51,6 +55,21 @@ struct State {
     window_started: DateTime<Utc>,
     /// By source address; `None`: unknown, or past `MAX_SOURCES`.
     sources: HashMap<Option<IpAddr>, Source>,
+}
+
+/// The key a source is counted under: its address, or for IPv6 its /64 (one host usually
+/// holds a whole /64, so counting single addresses would let it escape the rate).
+fn source_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+    }
 }
 
 impl Refusals {
@@ -68,7 +87,8 @@ impl Refusals {
 
     /// Counts one refused call from `source`; returns `true` when the source is over its
     /// rate (the caller answers RESOURCE_EXHAUSTED).
-    pub fn record(&self, source: Option<IpAddr>, action: &'static str) -> bool {
+    pub fn record(&self, source: Option<IpAddr>, action: &str) -> bool {
+        let source = source.map(source_key);
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let key = if state.sources.contains_key(&source) || state.sources.len() < MAX_SOURCES {
@@ -89,7 +109,19 @@ impl Refusals {
             .min(self.burst);
         entry.refilled = now;
         entry.count += 1;
-        *entry.by_action.entry(action).or_insert(0) += 1;
+        let action = if entry.by_action.contains_key(action)
+            || (entry.by_action.len() < MAX_ACTIONS && action.len() <= 64)
+        {
+            action
+        } else {
+            "other"
+        };
+        match entry.by_action.get_mut(action) {
+            Some(count) => *count += 1,
+            None => {
+                entry.by_action.insert(action.to_string(), 1);
+            }
+        }
         let limited = entry.tokens < 1.0;
         if limited {
             entry.limited += 1;
@@ -116,7 +148,11 @@ impl Refusals {
             events.push(AuditEvent {
                 actor: "anonymous".to_string(),
                 action: ACTION,
-                target: source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
+                target: match source {
+                    None => "unknown".to_string(),
+                    Some(IpAddr::V4(ip)) => ip.to_string(),
+                    Some(IpAddr::V6(ip)) => format!("{ip}/64"),
+                },
                 parameters: json!({
                     "count": entry.count,
                     "rate_limited": entry.limited,
@@ -184,6 +220,39 @@ mod tests {
             .collect();
         assert_eq!(limited, [false, false, false, true, true]);
         assert!(!refusals.record(Some(other), "Search"));
+    }
+
+    #[test]
+    fn ipv6_sources_are_counted_by_their_64_prefix() {
+        let refusals = refusals(1, 2);
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let second: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(!refusals.record(Some(first), "Ingest"));
+        assert!(!refusals.record(Some(second), "Ingest"));
+        // The same /64: its bucket is empty now.
+        assert!(refusals.record(Some(first), "Ingest"));
+        assert!(!refusals.record(Some(elsewhere), "Ingest"));
+        let mut targets: Vec<String> = refusals
+            .take_window(Utc::now())
+            .into_iter()
+            .map(|event| event.target)
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["2001:db8:1:2::/64", "2001:db8:1:3::/64"]);
+    }
+
+    #[test]
+    fn made_up_method_names_cannot_grow_an_entry_without_bound() {
+        let refusals = refusals(1_000_000, 1_000_000);
+        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
+        for n in 0..1000 {
+            refusals.record(Some(attacker), &format!("Method{n}"));
+        }
+        let events = refusals.take_window(Utc::now());
+        let by_action = events[0].parameters["by_action"].as_object().unwrap();
+        assert_eq!(by_action.len(), MAX_ACTIONS + 1);
+        assert_eq!(by_action["other"], 1000 - MAX_ACTIONS as u64);
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let discovery = DiscoveryServiceServer::new(DiscoveryApi::new(Arc::clone(&shared)))
         .max_encoding_message_size(64 << 20);
 
+    // Calls without a valid token are refused from their headers, before any body is read.
+    let gate = crate::gate::Gate::new(Arc::clone(&shared.tokens), Arc::clone(&shared.refusals));
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
         let cert = read(&tls.cert_file)?;
@@ -216,6 +218,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("invalid TLS configuration")?;
     }
     let router = builder
+        .layer(gate)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(interactions)

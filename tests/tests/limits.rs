@@ -312,6 +312,38 @@ async fn a_flood_of_bad_tokens_is_rate_limited_and_audited_as_one_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_oversized_request_is_refused_from_its_headers() {
+    let server = TestServer::start().await;
+    // Larger than the largest request the server decodes (16 MiB): without the gate the
+    // server read and decoded it first, then refused it for its size, not for its token.
+    let huge = InteractionBuilder::new("victim@contoso.com", "huge")
+        .prompt("x".repeat(20 << 20))
+        .response("ok")
+        .build();
+    for token in ["hf_not_a_real_token", ""] {
+        let attacker = server.client(token).await;
+        let error = within(
+            "an oversized anonymous call",
+            attacker.ingest(vec![huge.clone()]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(tonic::Code::Unauthenticated),
+            "token {token:?}: {error}"
+        );
+    }
+    // Real callers are not affected.
+    let backend = server.client(INGEST_TOKEN).await;
+    let written = backend
+        .ingest(vec![item("victim@contoso.com", "real")])
+        .await
+        .unwrap();
+    assert_eq!(status_of(&written.results[0]), pb::IngestStatus::Created);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_stops_writing_on_an_open_ingest_stream() {
     let server = TestServer::start().await;
     let admin = server.client(ADMIN_TOKEN).await;
@@ -349,6 +381,60 @@ async fn a_revoked_token_stops_writing_on_an_open_ingest_stream() {
         .map(|i| i.client_key)
         .collect();
     assert_eq!(stored, ["before"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_stops_an_open_export() {
+    let server = TestServer::start().await;
+    let case = case_with_large_items(&server, "revoked@contoso.com", 120).await;
+    let admin = server.client(ADMIN_TOKEN).await;
+    let created = admin
+        .create_token("contractor", vec![pb::Role::Ediscovery])
+        .await
+        .unwrap();
+    server
+        .client(EDISCOVERY_TOKEN)
+        .await
+        .update_case(pb::UpdateCaseRequest {
+            case_id: case.id.clone(),
+            add_members: vec!["contractor".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let contractor = server.client(&created.token).await;
+    let mut stream = contractor
+        .export(pb::ExportRequest {
+            case_id: case.id.clone(),
+            query: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = within("the first item", stream.message()).await.unwrap();
+    assert!(first.is_some());
+    admin.revoke_token("contractor").await.unwrap();
+    // What was already read or queued may still arrive; then the export ends with an error,
+    // never with the trailer of a complete export.
+    let mut received = 1;
+    let ended = loop {
+        match within("the export after revocation", stream.message()).await {
+            Ok(Some(message)) => {
+                assert!(
+                    !matches!(
+                        message.message,
+                        Some(pb::export_message::Message::Trailer(_))
+                    ),
+                    "the export completed after its token was revoked"
+                );
+                received += 1;
+            }
+            Ok(None) => panic!("the export ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended}");
+    assert!(received < 120, "every item was exported: {received}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,8 @@ use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::audit_service_server::AuditService;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, now, page_size, Shared};
+use super::{now, page_size, Shared};
+use crate::admission::Work;
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::auth::Role;
 use crate::convert;
@@ -89,8 +90,11 @@ impl AuditService for AuditApi {
             }
         };
         let audit = Arc::clone(&self.shared.audit);
-        let (entries, next) =
-            blocking(move || Ok(audit.query_blocking(&query, from_sequence, limit)?)).await?;
+        let (entries, next) = self
+            .shared
+            .admission
+            .search(move || Ok(audit.query_blocking(&query, from_sequence, limit)?))
+            .await?;
         Ok(Response::new(pb::QueryAuditLogResponse {
             entries: entries.into_iter().map(entry_to_proto).collect(),
             next_page_token: next
@@ -110,11 +114,21 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::VerifyAuditLogRequest>,
     ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
-        self.shared
+        let principal = self
+            .shared
             .authorize(&request, "VerifyAuditLog", &[Role::Auditor, Role::Admin])
             .await?;
+        // Reading the whole chain is a long operation: limited per principal and server-wide.
+        let slot = self
+            .shared
+            .admission
+            .admit(Work::LongOperation, &principal.name)?;
         let audit = Arc::clone(&self.shared.audit);
-        let verification = blocking(move || Ok(audit.verify_blocking()?)).await?;
+        let verification = self
+            .shared
+            .admission
+            .long_operation(slot, move || Ok(audit.verify_blocking()?))
+            .await?;
         let (first_bad_sequence, problem) = verification.problem.unwrap_or_default();
         Ok(Response::new(pb::VerifyAuditLogResponse {
             intact: problem.is_empty(),

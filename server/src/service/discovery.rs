@@ -20,7 +20,7 @@ use super::discovery_support::{
 use super::{blocking, now, Shared};
 use crate::admission::{Admission, Work};
 use crate::audit::AuditEvent;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, TokenRegistry};
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
 use crate::domain::{InteractionId, MailboxId};
@@ -37,8 +37,10 @@ const ROLES: &[Role] = &[Role::Ediscovery, Role::EdiscoveryAdmin];
 const PURGE: &[Role] = &[Role::Purge];
 /// Ids an export or a purge takes from the index at once (16 bytes each).
 const ID_PAGE: usize = 16_384;
-/// Items an export reads from the store at once (each up to a few MiB).
-const EXPORT_CHUNK: usize = 32;
+/// Items an export reads from the store at once (each up to a few MiB). With the queue this
+/// bounds an open export's memory to `EXPORT_CHUNK + EXPORT_QUEUE` items, and `open_exports`
+/// bounds the number of open exports.
+const EXPORT_CHUNK: usize = 16;
 /// Messages queued between an export's producer and its client.
 const EXPORT_QUEUE: usize = 4;
 
@@ -203,6 +205,10 @@ struct ExportProducer {
     sender: tokio::sync::mpsc::Sender<Result<pb::ExportMessage, Status>>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
+    /// The caller's token, checked again before each chunk: a revoked token (or one that
+    /// lost its eDiscovery role) stops exporting at once, not when the stream ends.
+    tokens: Arc<TokenRegistry>,
+    token_sha256: [u8; 32],
 }
 
 impl ExportProducer {
@@ -221,6 +227,11 @@ impl ExportProducer {
             let Some(&last) = ids.last() else { break };
             after = Some(last);
             for chunk in ids.chunks(EXPORT_CHUNK) {
+                if !self.tokens.is_current(&self.token_sha256, ROLES) {
+                    return Err(Some(Status::permission_denied(
+                        "the token of this export was revoked or lost its ediscovery role",
+                    )));
+                }
                 let chunk = chunk.to_vec();
                 let store = Arc::clone(&self.store);
                 let items = self
@@ -502,22 +513,25 @@ impl DiscoveryService for DiscoveryApi {
         let store = Arc::clone(&self.shared.store);
         let highlighter = Highlighter::new(&query);
         let search_query = query.clone();
-        let (results, items) = blocking(move || {
-            let results = searcher::execute(
-                &searcher,
-                &index.fields,
-                &search_query,
-                &mailboxes,
-                sort,
-                offset,
-                page_size,
-            )
-            .map_err(query_error)?;
-            let ids: Vec<InteractionId> = results.hits.iter().map(|hit| hit.id).collect();
-            let items = store.get_interactions(&ids)?;
-            Ok((results, items))
-        })
-        .await?;
+        let (results, items) = self
+            .shared
+            .admission
+            .search(move || {
+                let results = searcher::execute(
+                    &searcher,
+                    &index.fields,
+                    &search_query,
+                    &mailboxes,
+                    sort,
+                    offset,
+                    page_size,
+                )
+                .map_err(query_error)?;
+                let ids: Vec<InteractionId> = results.hits.iter().map(|hit| hit.id).collect();
+                let items = store.get_interactions(&ids)?;
+                Ok((results, items))
+            })
+            .await?;
         let mut hits = Vec::with_capacity(items.len());
         for (hit, item) in results.hits.iter().zip(items) {
             // An item destroyed since the snapshot was taken is simply left out.
@@ -641,6 +655,8 @@ impl DiscoveryService for DiscoveryApi {
             sender,
             idle_timeout: Duration::from_secs(self.shared.concurrency.export_idle_timeout_seconds),
             shutdown: self.shared.shutdown.clone(),
+            tokens: Arc::clone(&self.shared.tokens),
+            token_sha256: principal.token_sha256,
         };
         tokio::spawn(async move {
             let _slot = slot;

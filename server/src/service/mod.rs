@@ -94,20 +94,16 @@ impl Shared {
         };
         let principal = match token {
             Ok(principal) => principal,
+            // The gate (`gate.rs`) refuses these before the body is read; a token revoked
+            // between the gate and here ends the same way.
             Err(reason) => {
-                // No valid token: counted per source and audited once per window, never
-                // one synced entry per call; past its rate a source is told to slow down.
-                metrics::counter!("holdfast_refused_calls_total", "action" => action).increment(1);
                 let source = request.remote_addr().map(|address| address.ip());
-                if self.refusals.record(source, action) {
-                    metrics::counter!("holdfast_rate_limited_calls_total").increment(1);
-                    return Err(Error::ResourceExhausted(
-                        "too many calls without a valid token from this address; slow down".into(),
-                    )
-                    .into());
-                }
-                tracing::debug!(action, %reason, "refused call without a valid token");
-                return Err(Error::Unauthenticated(reason).into());
+                return Err(crate::gate::refuse_anonymous(
+                    &self.refusals,
+                    source,
+                    action,
+                    &reason,
+                ));
             }
         };
         if principal.has_any(allowed) {
@@ -232,9 +228,15 @@ fn bearer_token<T>(request: &Request<T>) -> Result<&str, String> {
         .metadata()
         .get("authorization")
         .ok_or("missing authorization metadata (expected `Bearer <token>`)")?;
-    let value = value
-        .to_str()
-        .map_err(|_| "authorization metadata is not ASCII")?;
+    parse_bearer(value.as_encoded_bytes())
+}
+
+/// The token of an `authorization` value `Bearer <token>`.
+pub fn parse_bearer(value: &[u8]) -> Result<&str, String> {
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|value| value.is_ascii())
+        .ok_or("authorization metadata is not ASCII")?;
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))

@@ -3,8 +3,8 @@
 //! and export reads may hold at once.
 //!
 //! The runtime's blocking pool (`concurrency.blocking_threads`) is shared by short store
-//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) take a permit of
-//! `long_operations` before they take a thread, searches and audit queries one of
+//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) take a permit
+//! of `long_operations` before they take a thread, searches and audit queries one of
 //! `searches`, and export streams take a permit of `export_reads` for each bounded chunk they
 //! read; the config refuses limits that would leave less than half of the pool to everything
 //! else. Open export streams are also bounded server-wide (`open_exports`). Waiting for a permit holds no thread.

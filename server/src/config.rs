@@ -105,8 +105,8 @@ pub struct ConcurrencyConfig {
     pub blocking_threads: usize,
     /// Threads reserved for validating ingest batches; nothing else runs on them.
     pub ingest_threads: usize,
-    /// Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) running at once, server-wide;
-    /// more wait without holding a thread.
+    /// Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) running at once,
+    /// server-wide; more wait without holding a thread.
     pub long_operations: usize,
     /// Long operations one principal may have running or waiting at once.
     pub long_operations_per_principal: usize,

@@ -7,8 +7,8 @@
 //! of `long_operations` before they take a thread, searches and audit queries one of
 //! `searches`, and export streams take a permit of `export_reads` for each bounded chunk they
 //! read; the config refuses limits that would leave less than half of the pool to everything
-//! else. Open export streams are also bounded server-wide (`open_exports`). Waiting for a permit holds no thread.
-//! Ingest validation and the audit writer have threads of their own.
+//! else. Open export streams are also bounded server-wide (`open_exports`). Waiting for a
+//! permit holds no thread. Ingest validation and the audit writer have threads of their own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

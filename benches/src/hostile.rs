@@ -22,9 +22,10 @@ use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 use holdfast_server::auth::{hash_token, Role};
 use holdfast_server::config::ConfigToken;
 
-const INGEST_TOKEN: &str = "hf_bench_ingest";
+pub(crate) const INGEST_TOKEN: &str = "hf_bench_ingest";
 const REVIEWER_TOKEN: &str = "hf_bench_reviewer";
 const AUDITOR_TOKEN: &str = "hf_bench_auditor";
+pub(crate) const ADMIN_TOKEN: &str = "hf_bench_admin";
 
 #[derive(Debug, clap::Args)]
 pub struct HostileArgs {
@@ -48,13 +49,13 @@ pub struct HostileArgs {
     data_dir: Option<std::path::PathBuf>,
 }
 
-struct Server {
-    addr: String,
-    stop: tokio_util::sync::CancellationToken,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+pub(crate) struct Server {
+    pub(crate) addr: String,
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    pub(crate) thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
-fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<Server> {
+pub(crate) fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -71,6 +72,7 @@ fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<Server> {
             token("bench-ingest", INGEST_TOKEN, Role::Ingest),
             token("bench-reviewer", REVIEWER_TOKEN, Role::Ediscovery),
             token("bench-auditor", AUDITOR_TOKEN, Role::Auditor),
+            token("bench-admin", ADMIN_TOKEN, Role::Admin),
         ],
         ..holdfast_server::Config::default()
     };
@@ -101,7 +103,7 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn connect(addr: &str, token: &str) -> anyhow::Result<HoldfastClient> {
+pub(crate) async fn connect(addr: &str, token: &str) -> anyhow::Result<HoldfastClient> {
     Ok(HoldfastClient::connect(ClientConfig {
         addr: addr.to_string(),
         token: token.to_string(),
@@ -127,7 +129,7 @@ fn text(seed: u64, bytes: usize) -> String {
     out
 }
 
-fn batch(run: &str, first: u64, count: usize) -> Vec<pb::InteractionInput> {
+pub(crate) fn batch(run: &str, first: u64, count: usize) -> Vec<pb::InteractionInput> {
     (first..first + count as u64)
         .map(|n| {
             InteractionBuilder::new(

@@ -1,7 +1,7 @@
 //! `holdfast-bench`: a load generator for durable ingest over gRPC.
 //!
 //! Builds interactions of 1–4 KB from real conversational text (the chitchat JSONL made by
-//! `../shared/data/fetch-chitchat.sh`, turns joined to reach the size), sends them with C
+//! `scripts/fetch-chitchat.sh`, turns joined to reach the size), sends them with C
 //! concurrent callers (unary `Ingest` or `IngestStream`), and reports interactions/s, the
 //! p50/p99/max acknowledgement latency per request, and the server's peak RSS.
 
@@ -15,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
+mod backup;
 mod hostile;
 mod search;
 mod sweep;
@@ -39,6 +40,8 @@ enum Bench {
     Sweep(sweep::SweepArgs),
     /// Honest callers under a flood of bad tokens and with stalled exports.
     Hostile(hostile::HostileArgs),
+    /// An online backup of a large store while ingest runs; verify and restore times.
+    Backup(backup::BackupArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,7 +86,7 @@ struct Args {
 fn load_texts(args: &Args) -> anyhow::Result<Vec<(String, String, String)>> {
     let text = std::fs::read_to_string(&args.file).with_context(|| {
         format!(
-            "cannot read {} (run ../shared/data/fetch-chitchat.sh)",
+            "cannot read {} (run scripts/fetch-chitchat.sh)",
             args.file.display()
         )
     })?;
@@ -185,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Search(args) => search::run(args).await,
         Bench::Sweep(args) => tokio::task::spawn_blocking(move || sweep::run(args)).await?,
         Bench::Hostile(args) => hostile::run(args).await,
+        Bench::Backup(args) => backup::run(args).await,
     }
 }
 

@@ -14,6 +14,9 @@ use ulid::Ulid;
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
 use crate::store::{Store, StoreError};
 
+/// The parameter of an audit entry that names the intent it settles.
+pub const INTENT_PARAMETER: &str = "audit_intent";
+
 /// An audit entry owed by a saved change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditIntent {
@@ -34,23 +37,36 @@ impl AuditIntent {
         target: &str,
         parameters: &serde_json::Value,
     ) -> AuditIntent {
+        let id = Ulid::new();
+        // The entry carries the intent's id, so that recovery tells two identical changes
+        // apart (one audited, the other not) by id rather than by their equal contents.
+        let mut parameters = match parameters {
+            serde_json::Value::Object(map) => map.clone(),
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("value".into(), other.clone());
+                map
+            }
+        };
+        parameters.insert(
+            INTENT_PARAMETER.into(),
+            serde_json::Value::String(id.to_string()),
+        );
         AuditIntent {
-            id: Ulid::new(),
+            id,
             after_sequence: 0,
             actor: actor.to_string(),
             action: action.to_string(),
             target: target.to_string(),
-            parameters: parameters.clone(),
+            parameters: serde_json::Value::Object(parameters),
         }
     }
 
-    /// Whether `record` is the entry this intent owes.
+    /// Whether `record` is the entry this intent owes: the entry names the intent's id.
     fn is_audited_by(&self, record: &AuditRecord) -> bool {
-        record.actor == self.actor
-            && record.action == self.action
-            && record.target == self.target
-            && record.parameters == self.parameters
-            && record.result.starts_with("ok")
+        let id = self.id.to_string();
+        record.action == self.action
+            && record.parameters.get(INTENT_PARAMETER).and_then(|v| v.as_str()) == Some(&id)
     }
 }
 
@@ -100,5 +116,61 @@ fn already_audited(store: &dyn Store, intent: &AuditIntent) -> Result<bool, Stor
             return Ok(true);
         }
         next = last.sequence + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{RocksStore, RulesWrite};
+
+    fn save(store: &dyn Store, intent: &AuditIntent) {
+        store
+            .write_rules(&RulesWrite {
+                audit_intent: Some(intent.clone()),
+                ..RulesWrite::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn two_identical_changes_are_told_apart_by_their_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let audit = AuditLog::open(Arc::clone(&store)).unwrap();
+        let parameters = json!({"retain_days": 30});
+        // Two racing, identical changes are saved; only the first is audited before a crash.
+        let first = AuditIntent::new("admin", "UpdatePolicy", "p1", &parameters);
+        let second = AuditIntent::new("admin", "UpdatePolicy", "p1", &parameters);
+        save(store.as_ref(), &first);
+        save(store.as_ref(), &second);
+        audit
+            .append_blocking(
+                AuditEvent {
+                    actor: "admin".into(),
+                    action: "UpdatePolicy",
+                    target: "p1".into(),
+                    parameters: first.parameters.clone(),
+                    result: "ok".into(),
+                },
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(recover(store.as_ref(), &audit, Utc::now()).unwrap(), 1);
+        assert!(store.audit_intents().unwrap().is_empty());
+        let records = store.scan_audit_records(1, 10).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].result, RECOVERED_RESULT);
+        assert_eq!(
+            records[1].parameters[INTENT_PARAMETER],
+            second.id.to_string()
+        );
+        assert_eq!(records[1].parameters["retain_days"], 30);
+        // Nothing is owed any more: a second recovery appends nothing.
+        assert_eq!(recover(store.as_ref(), &audit, Utc::now()).unwrap(), 0);
     }
 }

@@ -20,6 +20,7 @@ use super::discovery_support::{
 use super::{blocking, now, Shared};
 use crate::admission::{Admission, Work};
 use crate::audit::AuditEvent;
+use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role, TokenRegistry};
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::convert;
@@ -684,6 +685,12 @@ impl DiscoveryService for DiscoveryApi {
         let parameters = json!({ "name": request.name, "custodians": request.custodians,
             "query": request.query, "created_from": request.created_from.map(|t| t.seconds),
             "created_to": request.created_to.map(|t| t.seconds) });
+        let intent = AuditIntent::new(
+            &principal.name,
+            "PlaceCaseHold",
+            &request.case_id,
+            &parameters,
+        );
         let outcome = async {
             // Under the cases lock: CloseCase cannot close the case while this hold is placed.
             let _cases = self.cases_lock.lock().await;
@@ -730,18 +737,12 @@ impl DiscoveryService for DiscoveryApi {
                 released_at: None,
                 released_by: None,
             };
-            super::retention::save_hold(&self.shared, record).await
+            super::retention::save_hold(&self.shared, record, Some(intent.clone())).await
         }
         .await;
         let record = self
             .shared
-            .audited(
-                &principal,
-                "PlaceCaseHold",
-                request.case_id.clone(),
-                parameters,
-                outcome,
-            )
+            .audited_intent(&principal, "PlaceCaseHold", intent, outcome)
             .await?;
         let mut info = super::retention::hold_to_proto(&record);
         info.items_held = self.items_held(&record).await?;
@@ -780,6 +781,13 @@ impl DiscoveryService for DiscoveryApi {
             .authorize(&request, "ReleaseCaseHold", ROLES)
             .await?;
         let request = request.into_inner();
+        let intent = AuditIntent::new(
+            &principal.name,
+            "ReleaseCaseHold",
+            &request.hold_id,
+            &json!({ "case_id": request.case_id,
+                     "delay_hold_days": self.shared.retention.delay_hold_days }),
+        );
         let outcome = async {
             let case = self.load_case(&principal, &request.case_id).await?;
             let wanted = Ulid::from_string(&request.hold_id)
@@ -790,19 +798,18 @@ impl DiscoveryService for DiscoveryApi {
                 .into_iter()
                 .find(|h| h.id == wanted)
                 .ok_or_else(|| Error::NotFound(format!("case {} has no hold {wanted}", case.id)))?;
-            super::retention::release_with_delay(&self.shared, hold, &principal).await
+            super::retention::release_with_delay_audited(
+                &self.shared,
+                hold,
+                &principal,
+                Some(intent.clone()),
+            )
+            .await
         }
         .await;
         let record = self
             .shared
-            .audited(
-                &principal,
-                "ReleaseCaseHold",
-                request.hold_id.clone(),
-                json!({ "case_id": request.case_id,
-                        "delay_hold_days": self.shared.retention.delay_hold_days }),
-                outcome,
-            )
+            .audited_intent(&principal, "ReleaseCaseHold", intent, outcome)
             .await?;
         Ok(Response::new(super::retention::hold_to_proto(&record)))
     }

@@ -248,8 +248,12 @@ pub(super) fn hold_to_proto(record: &HoldRecord) -> pb::HoldInfo {
 
 /// Stores a hold change while the sweeper cannot be between its last hold check and a
 /// destruction.
-pub(super) async fn save_hold(shared: &Shared, record: HoldRecord) -> Result<HoldRecord, Error> {
-    save_holds(shared, vec![record.clone()], None, None).await?;
+pub(super) async fn save_hold(
+    shared: &Shared,
+    record: HoldRecord,
+    intent: Option<AuditIntent>,
+) -> Result<HoldRecord, Error> {
+    save_holds(shared, vec![record.clone()], None, intent).await?;
     Ok(record)
 }
 
@@ -264,17 +268,8 @@ async fn save_holds(
     blocking(move || Ok(rules.save_holds(holds, replan, intent, now())?)).await
 }
 
-/// Releases a hold (see `Rules::release_hold`: delay holds, the release and the re-plan are
-/// one atomic write).
-pub(super) async fn release_with_delay(
-    shared: &Shared,
-    hold: HoldRecord,
-    principal: &Principal,
-) -> Result<HoldRecord, Error> {
-    release_with_delay_audited(shared, hold, principal, None).await
-}
-
-/// `release_with_delay`, with the audit entry owed stored in the same write.
+/// Releases a hold (see `Rules::release_hold`: delay holds, the release, the re-plan and the
+/// audit entry owed are one atomic write).
 pub(super) async fn release_with_delay_audited(
     shared: &Shared,
     hold: HoldRecord,

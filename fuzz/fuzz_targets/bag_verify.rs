@@ -144,6 +144,9 @@ fuzz_target!(|data: &[u8]| {
     write_bag(dir.path(), fixes, &files);
     let result = bag::verify(dir.path());
     if std::env::var_os("HOLDFAST_FUZZ_DEBUG").is_some() {
-        eprintln!("verify: {result:?}");
+        match &result {
+            Ok(count) => eprintln!("verify: Ok({count})"),
+            Err(error) => eprintln!("verify: Err({error:#})"),
+        }
     }
 });

@@ -13,9 +13,15 @@ use tantivy::collector::Count;
 use tantivy::{doc, Index, IndexReader};
 
 const PROMPTS: &[(&str, &str)] = &[
-    ("Please summarise the Q3 budget forecast", "The budget looks fine"),
+    (
+        "Please summarise the Q3 budget forecast",
+        "The budget looks fine",
+    ),
     ("best plan and worst plan", "cats and dogs, résumé"),
-    ("予算の要約 일정 alice@contoso.com don't", "budgets budgeted budgeting"),
+    (
+        "予算の要約 일정 alice@contoso.com don't",
+        "budgets budgeted budgeting",
+    ),
 ];
 
 struct Fixture {
@@ -28,9 +34,10 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let (schema, fields) = schema::schema();
         let index = Index::create_in_ram(schema);
-        index
-            .tokenizers()
-            .register(TOKENIZER, tantivy::tokenizer::TextAnalyzer::from(WordTokenizer));
+        index.tokenizers().register(
+            TOKENIZER,
+            tantivy::tokenizer::TextAnalyzer::from(WordTokenizer),
+        );
         let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
         for (n, (prompt, response)) in PROMPTS.iter().enumerate() {
             writer

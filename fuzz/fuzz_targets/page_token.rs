@@ -64,7 +64,10 @@ fn round_trip(u: &mut Unstructured) -> Result<()> {
     let payload = u.bytes(payload_len)?.to_vec();
 
     let sealed = tokens.seal(kind, ctx, &payload, now);
-    assert_eq!(tokens.open(kind, ctx, &sealed, now).expect("own token"), payload);
+    assert_eq!(
+        tokens.open(kind, ctx, &sealed, now).expect("own token"),
+        payload
+    );
     let other = tokens.open(other_kind, ctx, &sealed, later);
     if other_kind != kind {
         assert!(other.is_err(), "a token of one call opened for another");
@@ -75,7 +78,10 @@ fn round_trip(u: &mut Unstructured) -> Result<()> {
     damaged[at] = u.arbitrary()?;
     if let Ok(damaged) = String::from_utf8(damaged) {
         if damaged != sealed {
-            assert!(tokens.open(kind, ctx, &damaged, now).is_err(), "a damaged token opened");
+            assert!(
+                tokens.open(kind, ctx, &damaged, now).is_err(),
+                "a damaged token opened"
+            );
         }
     }
     Ok(())

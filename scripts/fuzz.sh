@@ -85,7 +85,7 @@ for target in "${targets[@]}"; do
         tail -n 60 "$log" >&2
         artifact="$(sed -n 's/.*Test unit written to //p' "$log" | tail -n 1)"
         echo "fuzz: $target FAILED; the input is ${artifact:-in fuzz/artifacts/$target/}" >&2
-        echo "fuzz: reproduce with: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --debug-assertions --codegen-units 16 $target ${artifact:-<input>})" >&2
+        echo "fuzz: reproduce with: $CARGO_TARGET_DIR/$triple/release/$target ${artifact:-<input>}" >&2
         failed+=("$target")
     fi
 done

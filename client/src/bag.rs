@@ -150,10 +150,12 @@ pub fn resume_point(dir: &Path) -> anyhow::Result<(File, Option<String>, u64)> {
 
 /// Opens a file of a bag for reading, refusing symbolic links (the last component through
 /// `O_NOFOLLOW`, directories on the way by `check_no_links`) and anything but regular files.
+/// `O_NONBLOCK` so that a named pipe in a bag is refused rather than waited on for ever (it
+/// changes nothing for a regular file).
 fn open_in_bag(path: &Path) -> anyhow::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .with_context(|| {
             format!(
@@ -488,6 +490,26 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, dir.join("data")).unwrap();
         let error = format!("{:#}", verify(&dir).unwrap_err());
         assert!(error.contains("symbolic link"), "{error}");
+    }
+
+    /// Found by the `bag_verify` fuzz target (a timeout): a payload or tag file that is a
+    /// named pipe with no writer made `verify` wait for ever.
+    #[test]
+    fn fuzz_timeout_payload_or_bag_info_is_a_named_pipe() {
+        for name in [PAYLOAD, "bag-info.txt", "bagit.txt"] {
+            let (_tmp, dir) = bag();
+            let path = dir.join(name);
+            std::fs::remove_file(&path).unwrap();
+            let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || sender.send(format!("{:#}", verify(&dir).unwrap_err())));
+            let error = receiver
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("verify waits on a named pipe at {name}"));
+            assert!(error.contains("not a regular file"), "{name}: {error}");
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - 2: `manifest-sha256.txt` lists the payload's true digest;
 //! - 4: `bag-info.txt` gets the true Payload-Oxum, item count and content digest;
 //! - 8: `tagmanifest-sha256.txt` lists the tag files' true digests;
-//! - 16: `bagit.txt` becomes a symbolic link to `bag-info.txt`.
+//! - 16: `bagit.txt` becomes a symbolic link to `bag-info.txt`;
+//! - 32: the payload becomes a named pipe (FIFO) with no writer;
+//! - 64: `bag-info.txt` becomes a named pipe.
 #![no_main]
 
 use std::path::Path;
@@ -131,6 +133,15 @@ fn write_bag(dir: &Path, fixes: u8, files: &[(&'static str, Vec<u8>)]) {
         let _ = std::fs::remove_file(dir.join("bagit.txt"));
         std::os::unix::fs::symlink(dir.join("bag-info.txt"), dir.join("bagit.txt"))
             .expect("symlink");
+    }
+    for (bit, name) in [(32, bag::PAYLOAD), (64, "bag-info.txt")] {
+        if fixes & bit != 0 && dir.join("data").is_dir() {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+        }
     }
 }
 

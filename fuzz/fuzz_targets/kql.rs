@@ -1,6 +1,7 @@
 //! KQL: parse any text; a parsed query is translated into a tantivy query over a small
 //! in-RAM index and run, and its snippet highlighter is applied. None of it may panic.
-//! Runs on a thread with tokio's 2 MiB stack, as searches do in the server.
+//! A parse error's position is within the query (or at its end). Runs on a thread with
+//! tokio's 2 MiB stack, as searches do in the server.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -69,8 +70,13 @@ fn fixture() -> &'static Fixture {
 }
 
 fn run(text: &str) {
-    let Ok(query) = kql::parse(text) else {
-        return;
+    let query = match kql::parse(text) {
+        Ok(query) => query,
+        Err(error) => {
+            // A character position in the query, or its end.
+            assert!(error.position <= text.chars().count(), "{error}");
+            return;
+        }
     };
     let fixture = fixture();
     let searcher = fixture.reader.searcher();

@@ -151,7 +151,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut files = files(rest);
     fix_up(fixes, &mut files);
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    // In memory where there is a tmpfs: creating and deleting a directory of files per
+    // input on a disk is most of the time spent.
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("a temporary directory");
     write_bag(dir.path(), fixes, &files);
     let result = bag::verify(dir.path());
     if std::env::var_os("HOLDFAST_FUZZ_DEBUG").is_some() {

@@ -55,8 +55,13 @@ echo "fuzz: building ${targets[*]} (RocksDB from $ROCKSDB_LIB_DIR, target dir $C
 start=$(date +%s)
 (
     cd fuzz
-    # The committed fuzz/Cargo.lock must already be complete (what --locked checks).
-    cargo metadata --locked --format-version 1 >/dev/null
+    # The committed fuzz/Cargo.lock must already be complete (what --locked checks): a new
+    # dependency of the server or client must be added to it too.
+    if ! cargo metadata --locked --format-version 1 >/dev/null; then
+        echo "fuzz: fuzz/Cargo.lock is out of date; run (cd fuzz && cargo update --workspace)," >&2
+        echo "fuzz: check that it takes the root Cargo.lock's versions, and commit it" >&2
+        exit 1
+    fi
     nice cargo fuzz build --sanitizer none --debug-assertions --codegen-units 16
 )
 echo "fuzz: build took $(($(date +%s) - start)) s"

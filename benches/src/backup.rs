@@ -73,10 +73,7 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
         task.await??;
     }
     let load_seconds = loaded.elapsed().as_secs_f64();
-    eprintln!(
-        "loaded {} interactions in {load_seconds:.1} s",
-        args.count
-    );
+    eprintln!("loaded {} interactions in {load_seconds:.1} s", args.count);
 
     // Back up while ingest goes on.
     let done = Arc::new(AtomicBool::new(false));
@@ -100,7 +97,11 @@ pub async fn run(args: BackupArgs) -> anyhow::Result<()> {
     let admin = connect(&addr, ADMIN_TOKEN).await?;
     let started = Instant::now();
     let response = admin
-        .backup(out_dir.to_str().context("the work directory is not UTF-8")?)
+        .backup(
+            out_dir
+                .to_str()
+                .context("the work directory is not UTF-8")?,
+        )
         .await?;
     let backup_seconds = started.elapsed().as_secs_f64();
     let ingested_during = during.load(Ordering::Relaxed) - before_backup;

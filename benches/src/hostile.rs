@@ -4,7 +4,8 @@
 //! `--ingest-callers` unary ingest callers and one authorised reader (`GetInteraction` in a
 //! loop):
 //! 1. `baseline`: nothing else;
-//! 2. `flood`: plus `--flooders` callers sending `Ingest` with a bad token as fast as they can;
+//! 2. `flood`: plus `--flooders` callers sending `Ingest` with a bad token as fast as they can
+//!    (from a child process, `holdfast-bench flood`, as from another client);
 //! 3. `stalled_exports`: plus `--stalled-exports` export streams (one principal, one
 //!    connection) whose client never reads.
 //!
@@ -210,27 +211,40 @@ async fn run_phase(
             anyhow::Ok(())
         }));
     }
-    for flooder in 0..flooders {
-        let client = connect(addr, &format!("hf_bad_token_{flooder}")).await?;
-        let (phase, done) = (phase.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                let answer = client.ingest(batch("flood", 0, 1)).await;
-                let counter = match answer.err().and_then(|e| e.code()) {
-                    Some(tonic::Code::Unauthenticated) => &phase.flood_unauthenticated,
-                    Some(tonic::Code::ResourceExhausted) => &phase.flood_limited,
-                    _ => &phase.flood_other,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
+    // The flood comes from another process (`holdfast-bench flood`), as it would from
+    // another client: its CPU is not counted as the server's.
+    let flood = if flooders > 0 {
+        Some(
+            tokio::process::Command::new(std::env::current_exe()?)
+                .args(["flood", "--addr", addr, "--callers"])
+                .arg(flooders.to_string())
+                .arg("--seconds")
+                .arg(args.seconds.to_string())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start the flood process")?,
+        )
+    } else {
+        None
+    };
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     done.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await??;
+    }
+    if let Some(flood) = flood {
+        let output = flood.wait_with_output().await?;
+        anyhow::ensure!(output.status.success(), "the flood process failed");
+        let answers: FloodAnswers = serde_json::from_slice(&output.stdout)?;
+        phase
+            .flood_unauthenticated
+            .store(answers.unauthenticated, Ordering::Relaxed);
+        phase
+            .flood_limited
+            .store(answers.resource_exhausted, Ordering::Relaxed);
+        phase.flood_other.store(answers.other, Ordering::Relaxed);
     }
     let seconds = started.elapsed().as_secs_f64();
     let ms = |h: &Mutex<Option<Histogram<u64>>>, q: f64| {
@@ -251,6 +265,62 @@ async fn run_phase(
             "other": phase.flood_other.load(Ordering::Relaxed),
         },
     }))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FloodArgs {
+    /// The server to flood.
+    #[arg(long)]
+    addr: String,
+    /// Callers, each on its own connection with its own bad token.
+    #[arg(long, default_value_t = 16)]
+    callers: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FloodAnswers {
+    unauthenticated: u64,
+    resource_exhausted: u64,
+    other: u64,
+}
+
+/// `holdfast-bench flood`: `Ingest` calls with bad tokens, as fast as the server answers;
+/// prints how they were answered (JSON).
+pub async fn flood(args: FloodArgs) -> anyhow::Result<()> {
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for caller in 0..args.callers {
+        let client = connect(&args.addr, &format!("hf_bad_token_{caller}")).await?;
+        let (counts, done) = (counts.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let answer = client.ingest(batch("flood", 0, 1)).await;
+                let slot = match answer.err().and_then(|e| e.code()) {
+                    Some(tonic::Code::Unauthenticated) => 0,
+                    Some(tonic::Code::ResourceExhausted) => 1,
+                    _ => 2,
+                };
+                counts[slot].fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&FloodAnswers {
+            unauthenticated: counts[0].load(Ordering::Relaxed),
+            resource_exhausted: counts[1].load(Ordering::Relaxed),
+            other: counts[2].load(Ordering::Relaxed),
+        })?
+    );
+    Ok(())
 }
 
 /// A case whose export is far larger than every flow-control window.
@@ -308,6 +378,8 @@ pub async fn run(args: HostileArgs) -> anyhow::Result<()> {
     let seeded = backend.ingest(batch("seed", 0, 1)).await?;
     let read_id = seeded.results[0].id.clone();
 
+    // A first phase warms the server up (first flushes and index commits); not reported.
+    run_phase("warmup", &addr, &args, &read_id, 0).await?;
     let mut phases = Vec::new();
     phases.push(run_phase("baseline", &addr, &args, &read_id, 0).await?);
     phases.push(run_phase("flood", &addr, &args, &read_id, args.flooders).await?);

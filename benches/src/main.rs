@@ -40,6 +40,8 @@ enum Bench {
     Sweep(sweep::SweepArgs),
     /// Honest callers under a flood of bad tokens and with stalled exports.
     Hostile(hostile::HostileArgs),
+    /// Ingest calls with bad tokens as fast as the server answers (started by `hostile`).
+    Flood(hostile::FloodArgs),
     /// An online backup of a large store while ingest runs; verify and restore times.
     Backup(backup::BackupArgs),
 }
@@ -189,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Sweep(args) => tokio::task::spawn_blocking(move || sweep::run(args)).await?,
         Bench::Hostile(args) => hostile::run(args).await,
         Bench::Backup(args) => backup::run(args).await,
+        Bench::Flood(args) => hostile::flood(args).await,
     }
 }
 

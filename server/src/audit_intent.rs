@@ -66,7 +66,11 @@ impl AuditIntent {
     fn is_audited_by(&self, record: &AuditRecord) -> bool {
         let id = self.id.to_string();
         record.action == self.action
-            && record.parameters.get(INTENT_PARAMETER).and_then(|v| v.as_str()) == Some(&id)
+            && record
+                .parameters
+                .get(INTENT_PARAMETER)
+                .and_then(|v| v.as_str())
+                == Some(&id)
     }
 }
 

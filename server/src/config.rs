@@ -127,6 +127,9 @@ pub struct ConcurrencyConfig {
     pub unauthenticated_per_second: u32,
     /// The burst of refused calls a source may make before the rate applies.
     pub unauthenticated_burst: u32,
+    /// How long a source past its rate waits for each refusal (holding no thread), so that
+    /// a flood that retries at once is slowed down; 0 answers at once.
+    pub unauthenticated_tarpit_ms: u64,
     /// Refused calls without a valid token are audited as one entry per source and window.
     pub refusal_window_seconds: u64,
 }
@@ -145,6 +148,7 @@ impl Default for ConcurrencyConfig {
             export_idle_timeout_seconds: 300,
             unauthenticated_per_second: 10,
             unauthenticated_burst: 50,
+            unauthenticated_tarpit_ms: 250,
             refusal_window_seconds: 60,
         }
     }
@@ -506,6 +510,12 @@ impl Config {
             concurrency.unauthenticated_burst.into(),
             1,
             1_000_000,
+        )?;
+        check_range(
+            "concurrency.unauthenticated_tarpit_ms",
+            concurrency.unauthenticated_tarpit_ms,
+            0,
+            10_000,
         )?;
         check_range(
             "concurrency.refusal_window_seconds",

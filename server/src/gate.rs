@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -29,15 +30,22 @@ const GATED_PREFIX: &str = "/holdfast.v1.";
 pub struct Gate {
     tokens: Arc<TokenRegistry>,
     refusals: Arc<Refusals>,
+    /// How long a source past its rate waits for each refusal.
+    tarpit: Duration,
 }
 
 impl Gate {
-    pub fn new(tokens: Arc<TokenRegistry>, refusals: Arc<Refusals>) -> Gate {
-        Gate { tokens, refusals }
+    pub fn new(tokens: Arc<TokenRegistry>, refusals: Arc<Refusals>, tarpit: Duration) -> Gate {
+        Gate {
+            tokens,
+            refusals,
+            tarpit,
+        }
     }
 
-    /// `Ok` when the call may go on to its handler; otherwise the status to answer with.
-    fn check<B>(&self, request: &http::Request<B>) -> Result<(), Status> {
+    /// `Ok` when the call may go on to its handler; otherwise the status to answer with and
+    /// whether the source is past its rate.
+    fn check<B>(&self, request: &http::Request<B>) -> Result<(), (Status, bool)> {
         let Some(method) = request.uri().path().strip_prefix(GATED_PREFIX) else {
             return Ok(());
         };
@@ -53,12 +61,9 @@ impl Gate {
         };
         // "InteractionService/Ingest" -> "Ingest"
         let action = method.rsplit('/').next().unwrap_or(method);
-        Err(refuse_anonymous(
-            &self.refusals,
-            remote_ip(request),
-            action,
-            &reason,
-        ))
+        let status = refuse_anonymous(&self.refusals, remote_ip(request), action, &reason);
+        let limited = status.code() == tonic::Code::ResourceExhausted;
+        Err((status, limited))
     }
 }
 
@@ -133,7 +138,18 @@ where
         match self.gate.check(&request) {
             Ok(()) => Box::pin(self.inner.call(request)),
             // The body is never read: dropping the request resets the stream.
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http::<Body>()))),
+            Err((status, false)) => Box::pin(std::future::ready(Ok(status.into_http::<Body>()))),
+            // Past its rate, a source waits for its answer (holding no thread): a caller
+            // that retries at once, as a flood does, is slowed to a few calls a second per
+            // stream instead of costing the server every cycle it can send.
+            Err((status, true)) => {
+                drop(request);
+                let tarpit = self.gate.tarpit;
+                Box::pin(async move {
+                    tokio::time::sleep(tarpit).await;
+                    Ok(status.into_http::<Body>())
+                })
+            }
         }
     }
 }

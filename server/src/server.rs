@@ -204,7 +204,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(64 << 20);
 
     // Calls without a valid token are refused from their headers, before any body is read.
-    let gate = crate::gate::Gate::new(Arc::clone(&shared.tokens), Arc::clone(&shared.refusals));
+    let gate = crate::gate::Gate::new(
+        Arc::clone(&shared.tokens),
+        Arc::clone(&shared.refusals),
+        Duration::from_millis(config.concurrency.unauthenticated_tarpit_ms),
+    );
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
         let cert = read(&tls.cert_file)?;

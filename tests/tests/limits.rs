@@ -254,7 +254,7 @@ async fn an_export_the_client_stops_reading_times_out_and_frees_its_place() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_bad_tokens_is_rate_limited_and_audited_as_one_entry() {
     let mut server = TestServer::start_with_config(config_with(
-        "[concurrency]\nrefusal_window_seconds = 3600\n",
+        "[concurrency]\nrefusal_window_seconds = 3600\nunauthenticated_tarpit_ms = 0\n",
     ))
     .await;
     let attacker = server.client("hf_not_a_real_token").await;
@@ -309,6 +309,37 @@ async fn a_flood_of_bad_tokens_is_rate_limited_and_audited_as_one_entry() {
         all.len()
     );
     assert!(auditor.verify_audit_log().await.unwrap().intact);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_past_its_rate_waits_for_each_refusal() {
+    let server = TestServer::start_with_config(config_with(
+        "[concurrency]\nunauthenticated_per_second = 1\nunauthenticated_burst = 1\n\
+         unauthenticated_tarpit_ms = 400\n",
+    ))
+    .await;
+    let attacker = server.client("hf_not_a_real_token").await;
+    let first = attacker.who_am_i().await.unwrap_err();
+    assert_eq!(first.code(), Some(tonic::Code::Unauthenticated), "{first}");
+    // The bucket is empty now: the next answers are held back (a lower bound, not a timing
+    // of the server's speed).
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let limited = attacker.who_am_i().await.unwrap_err();
+        assert_eq!(
+            limited.code(),
+            Some(tonic::Code::ResourceExhausted),
+            "{limited}"
+        );
+        assert!(
+            asked.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    // A caller with a valid token is answered at once meanwhile.
+    let admin = server.client(ADMIN_TOKEN).await;
+    within("who am i", admin.who_am_i()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

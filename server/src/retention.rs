@@ -278,6 +278,22 @@ impl Rules {
     ) -> Result<(), StoreError> {
         let _guard = self.change_guard.lock().unwrap_or_else(|e| e.into_inner());
         let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+        // The policies in force after the change, computed before it is written: once the
+        // write succeeds they replace the old ones without another read that could fail and
+        // leave the old policies in force over a changed store.
+        let mut next: Vec<Policy> = policies.as_ref().clone();
+        match &change {
+            PolicyWrite::Put(record) => {
+                next.retain(|policy| policy.id != record.policy.id);
+                next.push(record.policy.clone());
+            }
+            PolicyWrite::Delete(id) => {
+                let id = id.to_string();
+                next.retain(|policy| policy.id != id);
+            }
+        }
+        // The order `list_policies` gives (by id; ULIDs sort the same as text).
+        next.sort_by(|a, b| a.id.cmp(&b.id));
         self.write_with_replan(
             Some(scope),
             now,
@@ -287,13 +303,7 @@ impl Rules {
                 ..RulesWrite::default()
             },
         )?;
-        *policies = Arc::new(
-            self.store
-                .list_policies()?
-                .into_iter()
-                .map(|r| r.policy)
-                .collect(),
-        );
+        *policies = Arc::new(next);
         Ok(())
     }
 

@@ -44,6 +44,9 @@ export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/holdfast-fuzz-target}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
+# Panics keep their backtraces (RUST_BACKTRACE); the errors the targets expect by the
+# thousand do not capture one each (anyhow reads RUST_LIB_BACKTRACE first).
+export RUST_LIB_BACKTRACE=0
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz 0.13.2 (cargo install --locked)" >&2

@@ -147,12 +147,8 @@ impl Admission {
         slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = Arc::clone(&self.long_operations)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        run_blocking(move || {
-            let _held = (permit, slot);
+        with_permit(&self.long_operations, move || {
+            let _slot = slot;
             work()
         })
         .await
@@ -164,15 +160,7 @@ impl Admission {
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = Arc::clone(&self.searches)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        run_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
+        with_permit(&self.searches, work).await
     }
 
     /// Runs one bounded read of an export on the blocking pool once a permit is free (the
@@ -181,16 +169,25 @@ impl Admission {
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = Arc::clone(&self.export_reads)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-        run_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
+        with_permit(&self.export_reads, work).await
     }
+}
+
+/// Runs `work` on the blocking pool once `permits` has one free; the permit moves into the
+/// blocking closure, so it is held until the work ends even if the caller goes away.
+async fn with_permit<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
+    run_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
 }
 
 /// Runs `work` on the blocking pool. A panic becomes an internal error with a fixed message:

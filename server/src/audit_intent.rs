@@ -28,6 +28,10 @@ pub struct AuditIntent {
     pub action: String,
     pub target: String,
     pub parameters: serde_json::Value,
+    /// Saved before a long action began (DeleteHistory, Purge), not with a finished change:
+    /// if it is still owed at start, the action was interrupted and may be partly done.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl AuditIntent {
@@ -37,29 +41,47 @@ impl AuditIntent {
         target: &str,
         parameters: &serde_json::Value,
     ) -> AuditIntent {
-        let id = Ulid::new();
+        let mut intent = AuditIntent {
+            id: Ulid::new(),
+            after_sequence: 0,
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+            parameters: serde_json::Value::Null,
+            interrupted: false,
+        };
         // The entry carries the intent's id, so that recovery tells two identical changes
         // apart (one audited, the other not) by id rather than by their equal contents.
+        intent.parameters = intent.name_in(parameters.clone());
+        intent
+    }
+
+    /// Saves this intent before a long action begins (marked `interrupted` until the
+    /// action's own entry is appended): a crash during the action still leaves it audited.
+    pub fn save_before(mut self, store: &dyn Store) -> Result<AuditIntent, StoreError> {
+        self.interrupted = true;
+        store.write_rules(&crate::store::RulesWrite {
+            audit_intent: Some(self.clone()),
+            ..crate::store::RulesWrite::default()
+        })?;
+        Ok(self)
+    }
+
+    /// `parameters` (an object) with this intent's id added, for the entry that settles it.
+    pub fn name_in(&self, parameters: serde_json::Value) -> serde_json::Value {
         let mut parameters = match parameters {
-            serde_json::Value::Object(map) => map.clone(),
+            serde_json::Value::Object(map) => map,
             other => {
                 let mut map = serde_json::Map::new();
-                map.insert("value".into(), other.clone());
+                map.insert("value".into(), other);
                 map
             }
         };
         parameters.insert(
             INTENT_PARAMETER.into(),
-            serde_json::Value::String(id.to_string()),
+            serde_json::Value::String(self.id.to_string()),
         );
-        AuditIntent {
-            id,
-            after_sequence: 0,
-            actor: actor.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-            parameters: serde_json::Value::Object(parameters),
-        }
+        serde_json::Value::Object(parameters)
     }
 
     /// Whether `record` is the entry this intent owes: the entry names the intent's id.
@@ -78,6 +100,10 @@ impl AuditIntent {
 pub const RECOVERED_RESULT: &str =
     "ok (audited at start: the server stopped after saving the change, before auditing it)";
 
+/// Result of an entry appended at start for a long action the server stopped during.
+pub const INTERRUPTED_RESULT: &str = "interrupted (audited at start: the server stopped while \
+     this action ran; part of it may be done, and running it again completes it)";
+
 /// Appends every audit entry still owed (an entry already appended is not repeated) and
 /// removes the intents. Returns how many entries were appended. Runs at start, before any
 /// request is served.
@@ -93,7 +119,12 @@ pub fn recover(store: &dyn Store, audit: &AuditLog, now: DateTime<Utc>) -> Resul
                     action,
                     target: intent.target.clone(),
                     parameters: intent.parameters.clone(),
-                    result: RECOVERED_RESULT.to_string(),
+                    result: if intent.interrupted {
+                        INTERRUPTED_RESULT
+                    } else {
+                        RECOVERED_RESULT
+                    }
+                    .to_string(),
                 },
                 now,
             )?;
@@ -176,5 +207,41 @@ mod tests {
         assert_eq!(records[1].parameters["retain_days"], 30);
         // Nothing is owed any more: a second recovery appends nothing.
         assert_eq!(recover(store.as_ref(), &audit, Utc::now()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_long_action_interrupted_by_a_crash_is_audited_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
+        let audit = AuditLog::open(Arc::clone(&store)).unwrap();
+        let intent = AuditIntent::new("backend", "DeleteHistory", "alice@contoso.com", &json!({}))
+            .save_before(store.as_ref())
+            .unwrap();
+        // The process stops during the action.
+        assert_eq!(recover(store.as_ref(), &audit, Utc::now()).unwrap(), 1);
+        let records = store.scan_audit_records(1, 10).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].action, "DeleteHistory");
+        assert_eq!(records[0].result, INTERRUPTED_RESULT);
+        assert_eq!(records[0].parameters[INTENT_PARAMETER], intent.id.to_string());
+
+        // Finished and settled: nothing is owed.
+        let intent = AuditIntent::new("backend", "DeleteHistory", "bob@contoso.com", &json!({}))
+            .save_before(store.as_ref())
+            .unwrap();
+        audit
+            .append_blocking(
+                AuditEvent {
+                    actor: "backend".into(),
+                    action: "DeleteHistory",
+                    target: "bob@contoso.com".into(),
+                    parameters: intent.name_in(json!({"thread_id": ""})),
+                    result: "ok: moved 3 to the holds area".into(),
+                },
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(recover(store.as_ref(), &audit, Utc::now()).unwrap(), 0);
+        assert!(store.audit_intents().unwrap().is_empty());
     }
 }

@@ -869,12 +869,15 @@ impl DiscoveryService for DiscoveryApi {
         let audit = Arc::clone(&self.shared.audit);
         let actor = principal.name.clone();
         let target = request.case_id.clone();
+        let intent = AuditIntent::new(&actor, "Purge", &target, &parameters_of(Vec::new()));
         // The purge and its audit entry run in one closure on a blocking thread: a caller
-        // that goes away (deadline, reset stream) cannot leave a purge unaudited.
+        // that goes away (deadline, reset stream) cannot leave a purge unaudited. The entry
+        // owed is saved first, so a crash during the purge is audited at the next start.
         let outcome = self
             .shared
             .admission
             .long_operation(slot, move || {
+                let intent = intent.save_before(store.as_ref())?;
                 let outcome = crate::workers::catch_panic("Purge", || {
                     let pages =
                         IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
@@ -951,8 +954,10 @@ impl DiscoveryService for DiscoveryApi {
                     ),
                     Err(error) => (format!("refused: {error}"), Vec::new()),
                 };
-                super::audit_blocking(
+                super::audit_settling(
+                    store.as_ref(),
                     &audit,
+                    &intent,
                     AuditEvent {
                         actor,
                         action: "Purge",

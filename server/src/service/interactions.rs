@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{blocking, now, page_size, Shared};
 use crate::admission::Work;
 use crate::audit::AuditEvent;
+use crate::audit_intent::AuditIntent;
 use crate::auth::Role;
 use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
@@ -350,10 +351,13 @@ impl InteractionService for InteractionApi {
             }
         };
         let actor = principal.name.clone();
+        let intent = AuditIntent::new(&actor, "DeleteHistory", &target, &parameters);
         // The move and its audit entry run in one closure on a blocking thread: a caller that
-        // goes away (deadline, reset stream) cannot leave a move unaudited.
+        // goes away (deadline, reset stream) cannot leave a move unaudited. The entry owed is
+        // saved first, so a crash during the move is audited at the next start.
         let moved = admission
             .long_operation(slot, move || {
+                let intent = intent.save_before(store.as_ref())?;
                 let moved = crate::workers::catch_panic("DeleteHistory", || {
                     Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
                 });
@@ -361,8 +365,10 @@ impl InteractionService for InteractionApi {
                     Ok(num_moved) => format!("ok: moved {num_moved} to the holds area"),
                     Err(error) => format!("error: {error}"),
                 };
-                super::audit_blocking(
+                super::audit_settling(
+                    store.as_ref(),
                     &audit,
+                    &intent,
                     AuditEvent {
                         actor,
                         action: "DeleteHistory",

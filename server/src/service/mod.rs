@@ -223,6 +223,23 @@ pub fn audit_blocking(audit: &AuditLog, event: AuditEvent) -> Result<(), Error> 
         })
 }
 
+/// Appends the entry of a long action saved beforehand as `intent` (see
+/// `AuditIntent::save_before`) and removes the intent. Runs in the action's blocking closure.
+pub fn audit_settling(
+    store: &dyn Store,
+    audit: &AuditLog,
+    intent: &AuditIntent,
+    mut event: AuditEvent,
+) -> Result<(), Error> {
+    event.parameters = intent.name_in(event.parameters);
+    audit_blocking(audit, event)?;
+    // A failure here only means the next start finds the entry already appended.
+    if let Err(error) = store.clear_audit_intent(intent.id) {
+        tracing::warn!(action = intent.action, %error, "cannot remove an audit intent");
+    }
+    Ok(())
+}
+
 fn bearer_token<T>(request: &Request<T>) -> Result<&str, String> {
     let value = request
         .metadata()

@@ -3,9 +3,9 @@
 //! and export reads may hold at once.
 //!
 //! The runtime's blocking pool (`concurrency.blocking_threads`) is shared by short store
-//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) take a permit
-//! of `long_operations` before they take a thread, searches and audit queries one of
-//! `searches`, and export streams take a permit of `export_reads` for each bounded chunk they
+//! reads. Long operations (DeleteHistory, PreviewPolicy, Purge) take a permit of
+//! `long_operations` before they take a thread (VerifyAuditLog one of its own), searches and
+//! audit queries one of `searches`, and export streams take a permit of `export_reads` for each bounded chunk they
 //! read; the config refuses limits that would leave less than half of the pool to everything
 //! else. Open export streams are also bounded server-wide (`open_exports`). Waiting for a
 //! permit holds no thread. Ingest validation and the audit writer have threads of their own.
@@ -46,6 +46,9 @@ pub struct Admission {
     long_operations: Arc<Semaphore>,
     export_reads: Arc<Semaphore>,
     searches: Arc<Semaphore>,
+    /// Whole-chain audit verifications: one at a time, apart from the long operations so
+    /// that an auditor cannot hold back DeleteHistory or Purge.
+    verifications: Arc<Semaphore>,
 }
 
 #[derive(Default)]
@@ -91,6 +94,7 @@ impl Admission {
             long_operations: Arc::new(Semaphore::new(config.long_operations)),
             export_reads: Arc::new(Semaphore::new(config.export_reads)),
             searches: Arc::new(Semaphore::new(config.searches)),
+            verifications: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -148,6 +152,20 @@ impl Admission {
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
         with_permit(&self.long_operations, move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+    }
+
+    /// Runs a whole-chain verification of the audit log (one at a time, server-wide), with
+    /// the principal's `slot` held until it ends.
+    pub async fn verification<T: Send + 'static>(
+        &self,
+        slot: Slot,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        with_permit(&self.verifications, move || {
             let _slot = slot;
             work()
         })

@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].action, "DeleteHistory");
         assert_eq!(records[0].result, INTERRUPTED_RESULT);
-        assert_eq!(records[0].parameters[INTENT_PARAMETER], intent.id.to_string());
+        assert_eq!(
+            records[0].parameters[INTENT_PARAMETER],
+            intent.id.to_string()
+        );
 
         // Finished and settled: nothing is owed.
         let intent = AuditIntent::new("backend", "DeleteHistory", "bob@contoso.com", &json!({}))

@@ -105,8 +105,8 @@ pub struct ConcurrencyConfig {
     pub blocking_threads: usize,
     /// Threads reserved for validating ingest batches; nothing else runs on them.
     pub ingest_threads: usize,
-    /// Long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog) running at once,
-    /// server-wide; more wait without holding a thread.
+    /// Long operations (DeleteHistory, PreviewPolicy, Purge) running at once, server-wide;
+    /// more wait without holding a thread.
     pub long_operations: usize,
     /// Long operations one principal may have running or waiting at once.
     pub long_operations_per_principal: usize,
@@ -144,7 +144,7 @@ impl Default for ConcurrencyConfig {
             export_reads: 4,
             exports_per_principal: 24,
             open_exports: 64,
-            searches: 16,
+            searches: 8,
             export_idle_timeout_seconds: 300,
             unauthenticated_per_second: 10,
             unauthenticated_burst: 50,

@@ -5,7 +5,8 @@
 //! lookup each, not a decode. Refusals are counted per source and audited once per window
 //! (`refusals.rs`); past its rate a source gets RESOURCE_EXHAUSTED. Calls with a valid token
 //! go on to their handler, which checks the token's roles (and audits a refusal there).
-//! Health checks and reflection are not gated.
+//! Health checks and reflection are not gated. An admitted call's handler runs on a task of
+//! its own, so that it finishes (with its audit entry) even when the caller goes away.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -24,6 +25,24 @@ use crate::refusals::Refusals;
 
 /// The gRPC path prefix of holdfast's own services.
 const GATED_PREFIX: &str = "/holdfast.v1.";
+
+/// The method names of holdfast's services, from the compiled descriptor: a refusal is
+/// counted under one of these or under "unknown", never under a name the caller made up.
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static METHODS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(holdfast_proto::v1::FILE_DESCRIPTOR_SET)
+            .unwrap_or_default();
+        set.file
+            .iter()
+            .flat_map(|file| &file.service)
+            .flat_map(|service| &service.method)
+            .filter_map(|method| method.name.clone())
+            .collect()
+    })
+}
 
 /// What the gate needs: the token registry and the refusal counters.
 #[derive(Clone)]
@@ -61,6 +80,11 @@ impl Gate {
         };
         // "InteractionService/Ingest" -> "Ingest"
         let action = method.rsplit('/').next().unwrap_or(method);
+        let action = if known_methods().contains(action) {
+            action
+        } else {
+            "unknown"
+        };
         let status = refuse_anonymous(&self.refusals, remote_ip(request), action, &reason);
         let limited = status.code() == tonic::Code::ResourceExhausted;
         Err((status, limited))
@@ -136,7 +160,19 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match self.gate.check(&request) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            // An admitted call runs to its end on a task of its own: a caller that goes away
+            // (RST_STREAM, grpc-timeout) drops only the wait for the answer, never a handler
+            // between its action and the action's audit entry.
+            Ok(()) => {
+                let handler = tokio::spawn(self.inner.call(request));
+                Box::pin(async move {
+                    match handler.await {
+                        Ok(answer) => answer,
+                        Err(_) => Ok(Status::internal("internal error: a handler panicked")
+                            .into_http::<Body>()),
+                    }
+                })
+            }
             // The body is never read: dropping the request resets the stream.
             Err((status, false)) => Box::pin(std::future::ready(Ok(status.into_http::<Body>()))),
             // Past its rate, a source waits for its answer (holding no thread): a caller

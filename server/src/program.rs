@@ -31,6 +31,19 @@ pub fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init(),
     }
+    // The default panic hook prints the panic's message, which may quote stored content;
+    // this one logs only where it happened (the callers get a fixed message).
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(%location, %thread, "a thread panicked (its message is not logged)");
+    }));
     if let Some(backup_dir) = &flags.restore {
         let summary = crate::backup::restore(backup_dir, &config.data_dir)?;
         tracing::info!(

@@ -24,7 +24,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::config::ConcurrencyConfig;
 
 /// Sources tracked at once; refusals from further sources share one entry (`None`).
-const MAX_SOURCES: usize = 10_000;
+const MAX_SOURCES: usize = 1_024;
 
 /// Method names counted per source and window; further ones count as "other".
 const MAX_ACTIONS: usize = 32;
@@ -170,14 +170,16 @@ impl Refusals {
         events
     }
 
-    /// Writes the window's entries to the audit log.
+    /// Writes the window's entries to the audit log, all at once so that the audit writer
+    /// commits them together (one sync, not one per source).
     pub async fn flush(&self, audit: &Arc<AuditLog>) {
-        for event in self.take_window(Utc::now()) {
+        let appends = self.take_window(Utc::now()).into_iter().map(|event| {
             let count = event.parameters["count"].as_u64().unwrap_or(0);
             tracing::info!(source = %event.target, count, "refused calls without a valid token");
             // A failure is logged by `append`; the counts of this window are then lost.
-            let _ = audit.append(event).await;
-        }
+            audit.append(event)
+        });
+        futures::future::join_all(appends).await;
     }
 
     /// Flushes every window until `stop` is cancelled (the caller flushes once more after).

@@ -40,6 +40,9 @@ const SNAPSHOT_IDLE_TTL: Duration = Duration::from_secs(600);
 /// segments (and the text of destroyed items in them) on disk.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// Concurrent HTTP/2 streams (calls) one connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// How long shutdown waits for in-flight calls and streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -209,7 +212,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Arc::clone(&shared.refusals),
         Duration::from_millis(config.concurrency.unauthenticated_tarpit_ms),
     );
-    let mut builder = Server::builder();
+    // Streams per connection are bounded (tonic otherwise lifts hyper's default and allows
+    // any number), and idle connections are probed so that dead peers are dropped.
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
     if let Some(tls) = &config.tls {
         let cert = read(&tls.cert_file)?;
         let key = read(&tls.key_file)?;

@@ -118,7 +118,8 @@ impl AuditService for AuditApi {
             .shared
             .authorize(&request, "VerifyAuditLog", &[Role::Auditor, Role::Admin])
             .await?;
-        // Reading the whole chain is a long operation: limited per principal and server-wide.
+        // Reading the whole chain is long: it counts as one of the principal's long
+        // operations, and runs one at a time server-wide (apart from DeleteHistory and Purge).
         let slot = self
             .shared
             .admission
@@ -127,7 +128,7 @@ impl AuditService for AuditApi {
         let verification = self
             .shared
             .admission
-            .long_operation(slot, move || Ok(audit.verify_blocking()?))
+            .verification(slot, move || Ok(audit.verify_blocking()?))
             .await?;
         let (first_bad_sequence, problem) = verification.problem.unwrap_or_default();
         Ok(Response::new(pb::VerifyAuditLogResponse {

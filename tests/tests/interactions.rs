@@ -613,3 +613,68 @@ async fn a_cancelled_delete_history_is_still_audited() {
         }
     }
 }
+
+/// Issue 8 (review): a case change whose caller goes away (a tiny grpc-timeout) must not be
+/// saved without its audit entry. Whatever moment the deadline cuts the call, either the
+/// member was not added, or the addition is audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_case_update_is_still_audited() {
+    let server = TestServer::start().await;
+    let reviewer = server.client(EDISCOVERY_TOKEN).await;
+    let auditor = server.client(AUDITOR_TOKEN).await;
+    let case = reviewer
+        .create_case(pb::CreateCaseRequest {
+            name: "cut short".into(),
+            custodians: vec!["alice@contoso.com".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(server.addr())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = pb::discovery_service_client::DiscoveryServiceClient::new(channel);
+    for (round, timeout_us) in [1u64, 200, 1000, 5000].into_iter().enumerate() {
+        let member = format!("member{round}");
+        let mut request = tonic::Request::new(pb::UpdateCaseRequest {
+            case_id: case.id.clone(),
+            add_members: vec![member.clone()],
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {EDISCOVERY_TOKEN}").parse().unwrap(),
+        );
+        request.set_timeout(std::time::Duration::from_micros(timeout_us));
+        let _ = raw.update_case(request).await;
+        // Wait until the change is audited; if no entry ever comes, the member must not
+        // have been added.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let audited = auditor
+                .query_audit_log(pb::QueryAuditLogRequest {
+                    action: "UpdateCase".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .entries
+                .into_iter()
+                .any(|entry| entry.parameters_json.contains(&member));
+            if audited {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let members = reviewer.get_case(&case.id).await.unwrap().members;
+                assert!(
+                    !members.contains(&member),
+                    "{member} was added (cut after {timeout_us} µs) but never audited"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

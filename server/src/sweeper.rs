@@ -45,6 +45,9 @@ const INDEX_RETRY: TimeDelta = TimeDelta::minutes(1);
 const INGEST_WINDOW: Duration = Duration::from_millis(500);
 /// While ingest is busy, the sweeper pauses this many times as long as each chunk took.
 const YIELD_FACTOR: u32 = 9;
+/// Erasure entries whose store files were erased, and the index sequence asked for them.
+type StoreErased = (Vec<(i64, InteractionId)>, u64);
+
 /// A pass that consumed at least this many due entries compacts the due-time index.
 const COMPACT_AFTER: u64 = 10_000;
 /// An item that cannot be read or decided is looked at again this much later.
@@ -112,6 +115,10 @@ pub struct Sweeper {
     /// One pass or re-plan step at a time (the loop and `RunSweep` share it).
     running: Mutex<()>,
     pending_compaction: std::sync::atomic::AtomicBool,
+    /// The chunk of erasure entries whose store files were last erased, and the index
+    /// sequence asked of the index for it: while the index has not merged that far, the next
+    /// look only waits again instead of flushing and compacting the store once more.
+    store_erased: Mutex<Option<StoreErased>>,
     /// Longest time a destroyed item's text may stay in files on disk.
     erasure_bound: Duration,
     /// Runs once, between a chunk's first look and the re-check (tests place a hold or change
@@ -181,6 +188,7 @@ impl Sweeper {
             }),
             running: Mutex::new(()),
             pending_compaction: std::sync::atomic::AtomicBool::new(false),
+            store_erased: Mutex::new(None),
             erasure_bound: Duration::from_secs(86_400),
             #[cfg(test)]
             before_recheck: Mutex::new(None),
@@ -218,10 +226,26 @@ impl Sweeper {
             if pending.is_empty() {
                 return Ok(erased);
             }
-            // Every destruction listed here queued its index work at or before this sequence.
-            let through = self.store.last_index_sequence();
-            let ids: Vec<InteractionId> = pending.iter().map(|(_, id)| *id).collect();
-            self.store.erase_from_disk(&ids)?;
+            let already = {
+                let saved = self.store_erased.lock().unwrap_or_else(|e| e.into_inner());
+                saved
+                    .as_ref()
+                    .filter(|(chunk, _)| *chunk == pending)
+                    .map(|(_, through)| *through)
+            };
+            let through = match already {
+                Some(through) => through,
+                None => {
+                    // Every destruction listed here queued its index work at or before this
+                    // sequence.
+                    let through = self.store.last_index_sequence();
+                    let ids: Vec<InteractionId> = pending.iter().map(|(_, id)| *id).collect();
+                    self.store.erase_from_disk(&ids)?;
+                    *self.store_erased.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((pending.clone(), through));
+                    through
+                }
+            };
             self.index.request_erasure(through);
             // A short wait only: the loop thread also runs passes and `RunSweep`. While the
             // index is rebuilding or behind, the entries stay pending and the next look (at
@@ -229,12 +253,29 @@ impl Sweeper {
             let deadline = Instant::now() + ERASE_INDEX_WAIT;
             while self.index.erased_through() < through {
                 if Instant::now() > deadline {
+                    let bound =
+                        TimeDelta::from_std(self.erasure_bound).unwrap_or(TimeDelta::hours(24));
+                    if pending
+                        .first()
+                        .and_then(|(micros, _)| DateTime::from_timestamp_micros(*micros))
+                        .is_some_and(|oldest| oldest < now - bound)
+                    {
+                        // Reported (status and metrics), not only logged: destroyed text is
+                        // on disk past the promised bound while the index catches up.
+                        metrics::counter!("holdfast_sweeper_erasure_overdue_total").increment(1);
+                        return Err(Error::Unavailable(
+                            "erasure is past its bound: the search index has not yet merged \
+                             away destroyed items (it is rebuilding or behind)"
+                                .into(),
+                        ));
+                    }
                     tracing::debug!("waiting for the search index to merge away destroyed items");
                     return Ok(erased);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             self.store.finish_erasure(&pending)?;
+            *self.store_erased.lock().unwrap_or_else(|e| e.into_inner()) = None;
             erased += pending.len() as u64;
             metrics::counter!("holdfast_sweeper_erased_total").increment(pending.len() as u64);
             self.status

@@ -4,7 +4,6 @@
 pub mod bag;
 pub mod builder;
 pub mod cli;
-mod cli_retention;
 pub mod ingester;
 pub mod json;
 

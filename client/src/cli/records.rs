@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::{format_time, hold_json, optional_timestamp, policy_json};
+use super::{format_time, hold_json, optional_timestamp, policy_json};
 use crate::json::move_reason_name;
 use crate::{pb, ClientError, HoldfastClient};
 
@@ -53,7 +53,7 @@ pub enum CaseHoldCommand {
     },
 }
 
-fn print_value(value: &Value, json: bool) {
+pub(super) fn print_value(value: &Value, json: bool) {
     if json {
         println!("{value}");
     } else {
@@ -64,7 +64,7 @@ fn print_value(value: &Value, json: bool) {
     }
 }
 
-fn case_hold_json(hold: &pb::HoldInfo) -> Value {
+pub(super) fn case_hold_json(hold: &pb::HoldInfo) -> Value {
     let mut value = hold_json(hold);
     value["kind"] = "case".into();
     value["case_id"] = hold.case_id.clone().into();
@@ -160,7 +160,7 @@ pub async fn mailbox_command(
     Ok(ExitCode::SUCCESS)
 }
 
-fn stats_json(stats: &pb::SweepStats) -> Value {
+pub(super) fn stats_json(stats: &pb::SweepStats) -> Value {
     json!({
         "started_at": stats.started_at.map(|t| format_time(Some(t))),
         "duration_ms": stats.duration_ms,

@@ -467,6 +467,56 @@ async fn a_revoked_token_stops_an_open_export() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_member_removed_from_the_case_stops_an_open_export() {
+    let server = TestServer::start().await;
+    let case = case_with_large_items(&server, "removed@contoso.com", 120).await;
+    let owner = server.client(EDISCOVERY_TOKEN).await;
+    owner
+        .update_case(pb::UpdateCaseRequest {
+            case_id: case.id.clone(),
+            add_members: vec!["other-reviewer".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reviewer = server.client(OTHER_REVIEWER_TOKEN).await;
+    let mut stream = reviewer
+        .export(pb::ExportRequest {
+            case_id: case.id.clone(),
+            query: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(within("the first item", stream.message())
+        .await
+        .unwrap()
+        .is_some());
+    owner
+        .update_case(pb::UpdateCaseRequest {
+            case_id: case.id.clone(),
+            remove_members: vec!["other-reviewer".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ended = loop {
+        match within("the export after removal", stream.message()).await {
+            Ok(Some(message)) => assert!(
+                !matches!(
+                    message.message,
+                    Some(pb::export_message::Message::Trailer(_))
+                ),
+                "the export completed after its caller left the case"
+            ),
+            Ok(None) => panic!("the export ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn revoking_every_token_does_not_mint_an_admin_token_on_restart() {
     let mut server = TestServer::start_with_config("metrics_listen = \"off\"\n".into()).await;
     let token_file = server.data_dir().join("admin.token");

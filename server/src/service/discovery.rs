@@ -210,6 +210,10 @@ struct ExportProducer {
     /// lost its eDiscovery role) stops exporting at once, not when the stream ends.
     tokens: Arc<TokenRegistry>,
     token_sha256: [u8; 32],
+    /// The case exported and the caller: before each chunk the case is read again, so that a
+    /// caller removed from the case, or a case closed meanwhile, stops the export.
+    case_id: Ulid,
+    principal: Principal,
 }
 
 impl ExportProducer {
@@ -235,9 +239,22 @@ impl ExportProducer {
                 }
                 let chunk = chunk.to_vec();
                 let store = Arc::clone(&self.store);
+                let (case_id, principal) = (self.case_id, self.principal.clone());
                 let items = self
                     .admission
-                    .export_read(move || Ok(store.get_interactions(&chunk)?))
+                    .export_read(move || {
+                        let case = store
+                            .get_case(case_id)?
+                            .ok_or_else(|| Error::NotFound(format!("no case with id {case_id}")))?;
+                        if !case.is_accessible_by(&principal) {
+                            return Err(Error::PermissionDenied(format!(
+                                "{} is no longer a member of case {case_id}",
+                                principal.name
+                            )));
+                        }
+                        case.require_open()?;
+                        Ok(store.get_interactions(&chunk)?)
+                    })
                     .await
                     .map_err(|error| Some(Status::from(error)))?;
                 // An item destroyed since the search ran is simply not exported.
@@ -658,6 +675,8 @@ impl DiscoveryService for DiscoveryApi {
             shutdown: self.shared.shutdown.clone(),
             tokens: Arc::clone(&self.shared.tokens),
             token_sha256: principal.token_sha256,
+            case_id: case.id,
+            principal: principal.clone(),
         };
         tokio::spawn(async move {
             let _slot = slot;

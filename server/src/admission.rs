@@ -25,6 +25,8 @@ pub enum Work {
     Export,
     /// A long operation, running or waiting for its turn.
     LongOperation,
+    /// A search or an audit-log query, running or waiting for a permit.
+    Search,
 }
 
 impl Work {
@@ -34,6 +36,7 @@ impl Work {
             Work::LongOperation => {
                 "long operations (DeleteHistory, PreviewPolicy, Purge, VerifyAuditLog)"
             }
+            Work::Search => "searches and audit queries",
         }
     }
 }
@@ -41,6 +44,7 @@ impl Work {
 pub struct Admission {
     exports_per_principal: usize,
     long_operations_per_principal: usize,
+    searches_per_principal: usize,
     open_exports: usize,
     in_use: Mutex<InUse>,
     long_operations: Arc<Semaphore>,
@@ -89,6 +93,7 @@ impl Admission {
         Arc::new(Admission {
             exports_per_principal: config.exports_per_principal,
             long_operations_per_principal: config.long_operations_per_principal,
+            searches_per_principal: config.searches_per_principal,
             open_exports: config.open_exports,
             in_use: Mutex::new(InUse::default()),
             long_operations: Arc::new(Semaphore::new(config.long_operations)),
@@ -103,11 +108,12 @@ impl Admission {
         let limit = match work {
             Work::Export => self.exports_per_principal,
             Work::LongOperation => self.long_operations_per_principal,
+            Work::Search => self.searches_per_principal,
         };
         let mut in_use = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
         let server_wide = match work {
             Work::Export => Some(self.open_exports),
-            Work::LongOperation => None,
+            Work::LongOperation | Work::Search => None,
         };
         let total = in_use.by_work.get(&work).copied().unwrap_or(0);
         if let Some(server_limit) = server_wide.filter(|limit| total >= *limit) {
@@ -173,12 +179,19 @@ impl Admission {
     }
 
     /// Runs a search or an audit-log query on the blocking pool once one of the server-wide
-    /// `searches` permits is free: a burst of searches cannot take the whole pool.
+    /// `searches` permits is free (a burst of searches cannot take the whole pool), with the
+    /// principal's `slot` (`Work::Search`) held until it ends: one principal cannot take
+    /// every permit either.
     pub async fn search<T: Send + 'static>(
         &self,
+        slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        with_permit(&self.searches, work).await
+        with_permit(&self.searches, move || {
+            let _slot = slot;
+            work()
+        })
+        .await
     }
 
     /// Runs one bounded read of an export on the blocking pool once a permit is free (the
@@ -249,6 +262,22 @@ mod tests {
         let _long = admission.admit(Work::LongOperation, "alice").unwrap();
         drop(first);
         admission.admit(Work::Export, "alice").unwrap();
+    }
+
+    #[tokio::test]
+    async fn searches_are_limited_per_principal() {
+        let admission = Admission::new(&ConcurrencyConfig {
+            searches_per_principal: 1,
+            ..ConcurrencyConfig::default()
+        });
+        let slot = admission.admit(Work::Search, "alice").unwrap();
+        let refused = admission.admit(Work::Search, "alice").err().unwrap();
+        assert!(matches!(refused, Error::ResourceExhausted(_)), "{refused}");
+        admission.admit(Work::Search, "bob").unwrap();
+        // The slot is held while the search runs and freed when it ends.
+        let answer = admission.search(slot, || Ok(42)).await.unwrap();
+        assert_eq!(answer, 42);
+        admission.admit(Work::Search, "alice").unwrap();
     }
 
     #[test]

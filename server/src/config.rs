@@ -120,6 +120,8 @@ pub struct ConcurrencyConfig {
     /// Searches (and audit-log queries) running at once, server-wide; more wait without
     /// holding a thread.
     pub searches: usize,
+    /// Searches and audit-log queries one principal may have running or waiting at once.
+    pub searches_per_principal: usize,
     /// An export stream whose client reads nothing for this long is ended.
     pub export_idle_timeout_seconds: u64,
     /// Refused calls without a valid token, per source address: the sustained rate allowed
@@ -145,6 +147,7 @@ impl Default for ConcurrencyConfig {
             exports_per_principal: 24,
             open_exports: 64,
             searches: 8,
+            searches_per_principal: 4,
             export_idle_timeout_seconds: 300,
             unauthenticated_per_second: 10,
             unauthenticated_burst: 50,
@@ -493,6 +496,12 @@ impl Config {
             100_000,
         )?;
         check_range("concurrency.searches", concurrency.searches as u64, 1, 256)?;
+        check_range(
+            "concurrency.searches_per_principal",
+            concurrency.searches_per_principal as u64,
+            1,
+            1024,
+        )?;
         check_range(
             "concurrency.export_idle_timeout_seconds",
             concurrency.export_idle_timeout_seconds,

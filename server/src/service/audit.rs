@@ -61,7 +61,8 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::QueryAuditLogRequest>,
     ) -> Result<Response<pb::QueryAuditLogResponse>, Status> {
-        self.shared
+        let principal = self
+            .shared
             .authorize(&request, "QueryAuditLog", &[Role::Auditor, Role::Admin])
             .await?;
         let request = request.into_inner();
@@ -90,10 +91,13 @@ impl AuditService for AuditApi {
             }
         };
         let audit = Arc::clone(&self.shared.audit);
+        let slot = self.shared.admission.admit(Work::Search, &principal.name)?;
         let (entries, next) = self
             .shared
             .admission
-            .search(move || Ok(audit.query_blocking(&query, from_sequence, limit)?))
+            .search(slot, move || {
+                Ok(audit.query_blocking(&query, from_sequence, limit)?)
+            })
             .await?;
         Ok(Response::new(pb::QueryAuditLogResponse {
             entries: entries.into_iter().map(entry_to_proto).collect(),

@@ -531,10 +531,11 @@ impl DiscoveryService for DiscoveryApi {
         let store = Arc::clone(&self.shared.store);
         let highlighter = Highlighter::new(&query);
         let search_query = query.clone();
+        let slot = self.shared.admission.admit(Work::Search, &principal.name)?;
         let (results, items) = self
             .shared
             .admission
-            .search(move || {
+            .search(slot, move || {
                 let results = searcher::execute(
                     &searcher,
                     &index.fields,

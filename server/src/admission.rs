@@ -157,11 +157,7 @@ impl Admission {
         slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        with_permit(&self.long_operations, move || {
-            let _slot = slot;
-            work()
-        })
-        .await
+        with_slot(&self.long_operations, slot, work).await
     }
 
     /// Runs a whole-chain verification of the audit log (one at a time, server-wide), with
@@ -171,11 +167,7 @@ impl Admission {
         slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        with_permit(&self.verifications, move || {
-            let _slot = slot;
-            work()
-        })
-        .await
+        with_slot(&self.verifications, slot, work).await
     }
 
     /// Runs a search or an audit-log query on the blocking pool once one of the server-wide
@@ -187,11 +179,7 @@ impl Admission {
         slot: Slot,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        with_permit(&self.searches, move || {
-            let _slot = slot;
-            work()
-        })
-        .await
+        with_slot(&self.searches, slot, work).await
     }
 
     /// Runs one bounded read of an export on the blocking pool once a permit is free (the
@@ -216,6 +204,19 @@ async fn with_permit<T: Send + 'static>(
         .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
     run_blocking(move || {
         let _permit = permit;
+        work()
+    })
+    .await
+}
+
+/// `with_permit`, with the principal's `slot` also held until the work ends.
+async fn with_slot<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    slot: Slot,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    with_permit(permits, move || {
+        let _slot = slot;
         work()
     })
     .await

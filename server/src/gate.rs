@@ -51,6 +51,21 @@ pub struct Gate {
     refusals: Arc<Refusals>,
     /// How long a source past its rate waits for each refusal.
     tarpit: Duration,
+    /// The tasks of admitted calls: shutdown waits for them before it closes the store.
+    handlers: Handlers,
+}
+
+/// Counts the admitted calls still running: each holds a clone of the `Arc`.
+#[derive(Clone, Default)]
+pub struct Handlers(Arc<()>);
+
+impl Handlers {
+    /// Waits until no admitted call is running (polled; used once, at shutdown).
+    pub async fn wait(&self) {
+        while Arc::strong_count(&self.0) > 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Gate {
@@ -59,7 +74,13 @@ impl Gate {
             tokens,
             refusals,
             tarpit,
+            handlers: Handlers::default(),
         }
+    }
+
+    /// The admitted calls' tasks (see `handlers`).
+    pub fn handlers(&self) -> Handlers {
+        self.handlers.clone()
     }
 
     /// `Ok` when the call may go on to its handler; otherwise the status to answer with and
@@ -164,7 +185,12 @@ where
             // (RST_STREAM, grpc-timeout) drops only the wait for the answer, never a handler
             // between its action and the action's audit entry.
             Ok(()) => {
-                let handler = tokio::spawn(self.inner.call(request));
+                let running = Arc::clone(&self.gate.handlers.0);
+                let call = self.inner.call(request);
+                let handler = tokio::spawn(async move {
+                    let _running = running;
+                    call.await
+                });
                 Box::pin(async move {
                     match handler.await {
                         Ok(answer) => answer,

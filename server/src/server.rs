@@ -214,6 +214,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     );
     // Streams per connection are bounded (tonic otherwise lifts hyper's default and allows
     // any number), and idle connections are probed so that dead peers are dropped.
+    let handlers = gate.handlers();
     let mut builder = Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -274,6 +275,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         };
         drop(serve);
+        // Admitted calls run on tasks of their own (`gate.rs`): they finish (and audit) before
+        // the store closes, within the grace period.
+        if tokio::time::timeout(SHUTDOWN_GRACE, handlers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("calls still running after the shutdown grace period");
+        }
         // The refusals counted since the last window are audited before the log closes.
         flusher_stop.cancel();
         let _ = flusher.await;

@@ -8,6 +8,9 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 installed libclang-dev || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
+# The console's browser tests drive Debian's Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing build dependencies: ${missing[*]}" >&2
   sudo_cmd=""
@@ -16,3 +19,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+# axe-core (the accessibility checker the browser tests run), from the npm registry, checked
+# against its published SHA-512.
+axe_dir="$HOME/.cache/holdfast-assets"
+axe_version=4.14.1
+if [ ! -s "$axe_dir/axe.min.js" ] || [ "$(cat "$axe_dir/axe.version" 2>/dev/null)" != "$axe_version" ]; then
+  mkdir -p "$axe_dir"
+  tarball="$axe_dir/axe-core-$axe_version.tgz"
+  curl -fsSL --retry 3 -o "$tarball" "https://registry.npmjs.org/axe-core/-/axe-core-$axe_version.tgz"
+  expected=$(curl -fsSL --retry 3 "https://registry.npmjs.org/axe-core/$axe_version" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["dist"]["integrity"])')
+  actual="sha512-$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)"
+  if [ "$expected" != "$actual" ]; then
+    echo "axe-core $axe_version: integrity mismatch ($actual, expected $expected)" >&2
+    exit 1
+  fi
+  tar -xzf "$tarball" -C "$axe_dir" package/axe.min.js
+  mv "$axe_dir/package/axe.min.js" "$axe_dir/axe.min.js"
+  rmdir "$axe_dir/package"
+  echo "$axe_version" > "$axe_dir/axe.version"
+  rm -f "$tarball"
+fi

@@ -69,6 +69,7 @@ pub(crate) fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<Serve
         data_dir,
         listen: format!("127.0.0.1:{port}").parse()?,
         metrics_listen: None,
+        http_listen: None,
         tokens: vec![
             token("bench-ingest", INGEST_TOKEN, Role::Ingest),
             token("bench-reviewer", REVIEWER_TOKEN, Role::Ediscovery),

@@ -135,16 +135,21 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether the policy's scope takes in `mailbox` (lower-cased), whatever the app and
+    /// whether or not the policy is enabled.
+    pub fn in_scope(&self, mailbox: &str) -> bool {
+        match &self.scope {
+            Scope::OrgWide { exclude } => !exclude.contains(mailbox),
+            Scope::Include(mailboxes) => mailboxes.contains(mailbox),
+        }
+    }
+
     /// Whether the policy covers items of `mailbox` (lower-cased) from `app`.
     pub fn applies_to(&self, mailbox: &str, app: &str) -> bool {
         if !self.enabled {
             return false;
         }
-        let in_scope = match &self.scope {
-            Scope::OrgWide { exclude } => !exclude.contains(mailbox),
-            Scope::Include(mailboxes) => mailboxes.contains(mailbox),
-        };
-        in_scope
+        self.in_scope(mailbox)
             && self
                 .apps
                 .as_ref()

@@ -40,6 +40,22 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    /// Every role, in order.
+    pub const ALL: [Role; 7] = [
+        Role::Ingest,
+        Role::Ediscovery,
+        Role::EdiscoveryAdmin,
+        Role::RetentionAdmin,
+        Role::Purge,
+        Role::Auditor,
+        Role::Admin,
+    ];
+
+    /// The role named `name` (as `as_str` writes it).
+    pub fn from_name(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == name)
+    }
 }
 
 /// Where a token is defined.
@@ -173,6 +189,16 @@ impl TokenRegistry {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&hash)
+            .cloned()
+    }
+
+    /// The principal of the token with this hash, if it still exists (a console session keeps
+    /// only the hash).
+    pub fn by_hash(&self, token_sha256: &[u8; 32]) -> Option<Principal> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token_sha256)
             .cloned()
     }
 

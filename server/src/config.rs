@@ -215,6 +215,10 @@ pub struct Config {
     /// Prometheus metrics listen address; `"off"` in the file (`None`) disables the endpoint.
     #[serde(with = "optional_address")]
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTP/JSON API (and web console) listen address; `"off"` in the file (`None`) disables
+    /// it. Served with TLS when `[tls]` is configured, like the gRPC listener.
+    #[serde(with = "optional_address")]
+    pub http_listen: Option<SocketAddr>,
     /// Refuse to listen on a non-loopback address without TLS unless this is set.
     pub allow_plaintext_non_loopback: bool,
     pub log_format: LogFormat,
@@ -238,6 +242,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./holdfast-data"),
             listen: "127.0.0.1:50051".parse().expect("valid default address"),
             metrics_listen: Some("127.0.0.1:9464".parse().expect("valid default address")),
+            http_listen: Some("127.0.0.1:8080".parse().expect("valid default address")),
             allow_plaintext_non_loopback: false,
             log_format: LogFormat::Text,
             max_group_commit_items: 20_000,
@@ -269,6 +274,9 @@ pub struct Flags {
     /// Prometheus metrics address (default 127.0.0.1:9464); `off` disables it.
     #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// HTTP/JSON API address (default 127.0.0.1:8080); `off` disables it.
+    #[arg(long, env = "HOLDFAST_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// Log format.
     #[arg(long, env = "HOLDFAST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -298,6 +306,8 @@ pub enum ConfigError {
     },
     #[error("invalid metrics address {0:?} (expected host:port or `off`)")]
     MetricsAddress(String),
+    #[error("invalid HTTP address {0:?} (expected host:port or `off`)")]
+    HttpAddress(String),
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -319,6 +329,10 @@ impl Config {
             config.metrics_listen = optional_address::parse(metrics)
                 .map_err(|_| ConfigError::MetricsAddress(metrics.clone()))?;
         }
+        if let Some(http) = &flags.http_listen {
+            config.http_listen = optional_address::parse(http)
+                .map_err(|_| ConfigError::HttpAddress(http.clone()))?;
+        }
         if let Some(format) = flags.log_format {
             config.log_format = format;
         }
@@ -339,16 +353,21 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |reason: String| Err(ConfigError::Invalid(reason));
-        if !self.listen.ip().is_loopback()
-            && self.tls.is_none()
-            && !self.allow_plaintext_non_loopback
-        {
-            return invalid(format!(
-                "listen address {} is not loopback and no [tls] is configured; bearer tokens \
-                 would cross the network in plain text (set allow_plaintext_non_loopback = true \
-                 to accept that)",
-                self.listen
-            ));
+        for (key, address) in [
+            ("listen", Some(self.listen)),
+            ("http_listen", self.http_listen),
+        ] {
+            let Some(address) = address else { continue };
+            if !address.ip().is_loopback()
+                && self.tls.is_none()
+                && !self.allow_plaintext_non_loopback
+            {
+                return invalid(format!(
+                    "{key} address {address} is not loopback and no [tls] is configured; bearer \
+                     tokens would cross the network in plain text (set \
+                     allow_plaintext_non_loopback = true to accept that)",
+                ));
+            }
         }
         check_range(
             "index.commit_interval_ms",

@@ -21,6 +21,8 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
@@ -54,6 +56,7 @@ impl From<Error> for tonic::Status {
             Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             Error::Internal(_) => tonic::Status::internal(message),
             Error::Store(store_error) => match store_error {
                 StoreError::Engine(_) => tonic::Status::unavailable(message),

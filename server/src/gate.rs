@@ -20,7 +20,6 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
 use crate::auth::TokenRegistry;
-use crate::error::Error;
 use crate::refusals::Refusals;
 
 /// The gRPC path prefix of holdfast's own services.
@@ -93,7 +92,7 @@ impl Gate {
             .headers()
             .get(http::header::AUTHORIZATION)
             .ok_or("missing authorization metadata (expected `Bearer <token>`)".to_string())
-            .and_then(|value| crate::service::parse_bearer(value.as_bytes()));
+            .and_then(|value| crate::app::parse_bearer(value.as_bytes()));
         let reason = match token {
             Ok(token) if self.tokens.authenticate(token).is_some() => return Ok(()),
             Ok(_) => "unknown bearer token".to_string(),
@@ -106,30 +105,12 @@ impl Gate {
         } else {
             "unknown"
         };
-        let status = refuse_anonymous(&self.refusals, remote_ip(request), action, &reason);
+        let status: Status =
+            crate::app::refuse_anonymous(&self.refusals, remote_ip(request), action, &reason)
+                .into();
         let limited = status.code() == tonic::Code::ResourceExhausted;
         Err((status, limited))
     }
-}
-
-/// Counts a call without a valid token and says what to answer: UNAUTHENTICATED, or
-/// RESOURCE_EXHAUSTED once the source is past its rate.
-pub fn refuse_anonymous(
-    refusals: &Refusals,
-    source: Option<IpAddr>,
-    action: &str,
-    reason: &str,
-) -> Status {
-    metrics::counter!("holdfast_refused_calls_total", "action" => "unauthenticated").increment(1);
-    if refusals.record(source, action) {
-        metrics::counter!("holdfast_rate_limited_calls_total").increment(1);
-        return Error::ResourceExhausted(
-            "too many calls without a valid token from this address; slow down".into(),
-        )
-        .into();
-    }
-    tracing::debug!(%reason, "refused call without a valid token");
-    Error::Unauthenticated(reason.to_string()).into()
 }
 
 fn remote_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {

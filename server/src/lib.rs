@@ -2,6 +2,7 @@
 //! the wiring that runs them. See ARCHITECTURE.md.
 
 pub mod admission;
+pub mod app;
 pub mod audit;
 pub mod audit_intent;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod disk;
 pub mod domain;
 pub mod error;
 pub mod gate;
+pub mod http;
 pub mod ingest;
 pub mod page_token;
 pub mod program;

@@ -206,7 +206,9 @@ impl Rules {
             started: Instant::now(),
         };
         // Items were planned with the settings of their time: re-plan if they changed.
-        let recorded = rules.store.get_meta(b"retention_settings")?;
+        let recorded = rules
+            .store
+            .get_meta(crate::store::keys::META_RETENTION_SETTINGS)?;
         let current = serde_json::to_vec(&serde_json::json!({
             "default_retention_days": config.default_retention_days,
             "holds_area_minimum_age_hours": config.holds_area_minimum_age_hours,
@@ -219,7 +221,7 @@ impl Rules {
             }
             rules
                 .store
-                .put_meta(b"retention_settings", Some(&current))?;
+                .put_meta(crate::store::keys::META_RETENTION_SETTINGS, Some(&current))?;
         }
         Ok(rules)
     }

@@ -19,6 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admission::Admission;
+use crate::app::App;
 use crate::audit::AuditLog;
 use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
@@ -29,7 +30,7 @@ use crate::retention::Rules;
 use crate::search;
 use crate::search::index::IndexSettings;
 use crate::search::searcher::Snapshots;
-use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi, Shared};
+use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi};
 use crate::store::{RocksStore, Store};
 use crate::sweeper::{self, Sweeper};
 use crate::workers::WorkerPool;
@@ -41,7 +42,7 @@ const SNAPSHOT_IDLE_TTL: Duration = Duration::from_secs(600);
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Concurrent HTTP/2 streams (calls) one connection may have open.
-const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// How long shutdown waits for in-flight calls and streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -159,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let refusals = Refusals::new(&config.concurrency);
     let flusher_stop = CancellationToken::new();
     let flusher = refusals.start_flusher(Arc::clone(&audit), flusher_stop.clone());
-    let shared = Arc::new(Shared {
+    let app = Arc::new(App {
         store,
         tokens,
         audit,
@@ -178,8 +179,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         refusals: Arc::clone(&refusals),
         concurrency: config.concurrency.clone(),
         data_dir: config.data_dir.clone(),
-        backup_running: std::sync::Mutex::new(()),
+        backup_running: Arc::new(tokio::sync::Mutex::new(())),
         min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1 << 20),
+        cases_lock: tokio::sync::Mutex::new(()),
     });
 
     if let Some(metrics_addr) = config.metrics_listen {
@@ -198,18 +200,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     // Room for protobuf framing around the largest allowed request.
     let max_message = config.limits.max_request_bytes + (64 << 10);
-    let interactions = InteractionServiceServer::new(InteractionApi::new(Arc::clone(&shared)))
+    let interactions = InteractionServiceServer::new(InteractionApi::new(Arc::clone(&app)))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let admin = AdminServiceServer::new(AdminApi::new(Arc::clone(&shared)));
-    let audit_service = AuditServiceServer::new(AuditApi::new(Arc::clone(&shared)));
-    let discovery = DiscoveryServiceServer::new(DiscoveryApi::new(Arc::clone(&shared)))
+    let admin = AdminServiceServer::new(AdminApi::new(Arc::clone(&app)));
+    let audit_service = AuditServiceServer::new(AuditApi::new(Arc::clone(&app)));
+    let discovery = DiscoveryServiceServer::new(DiscoveryApi::new(Arc::clone(&app)))
         .max_encoding_message_size(64 << 20);
 
     // Calls without a valid token are refused from their headers, before any body is read.
     let gate = crate::gate::Gate::new(
-        Arc::clone(&shared.tokens),
-        Arc::clone(&shared.refusals),
+        Arc::clone(&app.tokens),
+        Arc::clone(&app.refusals),
         Duration::from_millis(config.concurrency.unauthenticated_tarpit_ms),
     );
     // Streams per connection are bounded (tonic otherwise lifts hyper's default and allows
@@ -240,13 +242,41 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(audit_service)
         .add_service(discovery)
         .add_service(RetentionServiceServer::new(RetentionApi::new(Arc::clone(
-            &shared,
+            &app,
         ))));
 
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr()?;
+    // The HTTP/JSON front door: the same application, tokens, refusal counting and handler
+    // tracking as gRPC.
+    let http_task = match config.http_listen {
+        Some(address) => {
+            let http_listener = crate::http::bind(address).await?;
+            let http_addr = http_listener.local_addr()?;
+            let tls = config
+                .tls
+                .as_ref()
+                .map(crate::http::tls_acceptor)
+                .transpose()?;
+            let router = crate::http::router(
+                Arc::clone(&app),
+                Duration::from_millis(config.concurrency.unauthenticated_tarpit_ms),
+                handlers.clone(),
+                tls.is_some(),
+            );
+            tracing::info!(address = %http_addr, tls = tls.is_some(), "HTTP API listening");
+            Some(tokio::spawn(crate::http::serve(
+                http_listener,
+                router,
+                tls,
+                shutdown.clone(),
+                SHUTDOWN_GRACE,
+            )))
+        }
+        None => None,
+    };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(
         address = %local_addr,
@@ -275,6 +305,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             }
         };
         drop(serve);
+        if let Some(http_task) = http_task {
+            let _ = http_task.await;
+        }
         // Admitted calls run on tasks of their own (`gate.rs`): they finish (and audit) before
         // the store closes, within the grace period.
         if tokio::time::timeout(SHUTDOWN_GRACE, handlers.wait())
@@ -286,11 +319,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         // The refusals counted since the last window are audited before the log closes.
         flusher_stop.cancel();
         let _ = flusher.await;
-        refusals.flush(&shared.audit).await;
+        refusals.flush(&app.audit).await;
         health_reporter
             .set_not_serving::<InteractionServiceServer<InteractionApi>>()
             .await;
-        drop(shared);
+        drop(app);
         // Every sender is gone once in-flight requests have finished: the writer drains the
         // queue and stops.
         let joined = tokio::time::timeout(

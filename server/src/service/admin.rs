@@ -1,26 +1,24 @@
-//! `AdminService`: bearer tokens and backups. Every change and every backup is audited.
+//! `AdminService` over gRPC: decode, call `app::admin`, encode.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::admin_service_server::AdminService;
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, now, Shared};
+use super::{authenticate, decoded};
+use crate::app::App;
 use crate::auth::{Principal, Role, TokenSource};
-use crate::backup;
 use crate::convert;
-use crate::error::Error;
 
 pub struct AdminApi {
-    shared: Arc<Shared>,
+    app: Arc<App>,
 }
 
 impl AdminApi {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        AdminApi { shared }
+    pub fn new(app: Arc<App>) -> Self {
+        AdminApi { app }
     }
 }
 
@@ -48,30 +46,18 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "CreateToken", &[Role::Admin])
-            .await?;
+        let principal = authenticate(&self.app, &request, "CreateToken")?;
         let request = request.into_inner();
         let roles = request
             .roles
             .iter()
             .map(|role| convert::role_from_proto(*role))
-            .collect::<Result<BTreeSet<Role>, _>>()?;
-        let role_names: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
-        let parameters = json!({ "roles": role_names });
-        let tokens = Arc::clone(&self.shared.tokens);
-        let (name, created_by) = (request.name.clone(), principal.name.clone());
-        let created =
-            blocking(move || tokens.create_blocking(&name, roles, &created_by, now())).await;
-        let result = match &created {
-            Ok(_) => "ok".to_string(),
-            Err(error) => format!("error: {error}"),
-        };
-        self.shared
-            .audit_done(&principal, "CreateToken", request.name, parameters, result)
+            .collect::<Result<BTreeSet<Role>, _>>();
+        let roles = decoded(&self.app, &principal, "CreateToken", &[Role::Admin], roles).await?;
+        let (token, created) = self
+            .app
+            .create_token(&principal, request.name, roles)
             .await?;
-        let (token, created) = created?;
         Ok(Response::new(pb::CreateTokenResponse {
             info: Some(token_info(&created)),
             token,
@@ -82,27 +68,19 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        self.shared
-            .authorize(&request, "ListTokens", &[Role::Admin])
-            .await?;
-        let tokens = self.shared.tokens.list().iter().map(token_info).collect();
-        Ok(Response::new(pb::ListTokensResponse { tokens }))
+        let principal = authenticate(&self.app, &request, "ListTokens")?;
+        let tokens = self.app.list_tokens(&principal).await?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.iter().map(token_info).collect(),
+        }))
     }
 
     async fn who_am_i(
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::TokenInfo>, Status> {
-        let everyone = [
-            Role::Ingest,
-            Role::Ediscovery,
-            Role::EdiscoveryAdmin,
-            Role::RetentionAdmin,
-            Role::Purge,
-            Role::Auditor,
-            Role::Admin,
-        ];
-        let principal = self.shared.authorize(&request, "WhoAmI", &everyone).await?;
+        let principal = authenticate(&self.app, &request, "WhoAmI")?;
+        let principal = self.app.who_am_i(&principal).await?;
         Ok(Response::new(token_info(&principal)))
     }
 
@@ -110,22 +88,10 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "RevokeToken", &[Role::Admin])
+        let principal = authenticate(&self.app, &request, "RevokeToken")?;
+        self.app
+            .revoke_token(&principal, request.into_inner().name)
             .await?;
-        let name = request.into_inner().name;
-        let tokens = Arc::clone(&self.shared.tokens);
-        let revoking = name.clone();
-        let revoked = blocking(move || tokens.revoke_blocking(&revoking)).await;
-        let result = match &revoked {
-            Ok(_) => "ok".to_string(),
-            Err(error) => format!("error: {error}"),
-        };
-        self.shared
-            .audit_done(&principal, "RevokeToken", name, json!({}), result)
-            .await?;
-        revoked?;
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
@@ -133,41 +99,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<pb::BackupResponse>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "Backup", &[Role::Admin])
-            .await?;
-        let out_dir = request.into_inner().out_dir;
-        let shared = Arc::clone(&self.shared);
-        let path = std::path::PathBuf::from(&out_dir);
-        let written = blocking(move || {
-            let _running = shared.backup_running.try_lock().map_err(|_| {
-                Error::ResourceExhausted("a backup is already running; try again later".into())
-            })?;
-            backup::backup(shared.store.as_ref(), &shared.data_dir, &path)
-        })
-        .await;
-        let parameters = match &written {
-            Ok(summary) => json!({
-                "files": summary.files,
-                "bytes": summary.bytes,
-                "audit_sequence": summary.audit_sequence,
-                "audit_head_hash": summary.audit_head_hash,
-                "manifest_sha256": summary.manifest_sha256,
-            }),
-            Err(_) => json!({}),
-        };
+        let principal = authenticate(&self.app, &request, "Backup")?;
         let summary = self
-            .shared
-            .audited(&principal, "Backup", out_dir, parameters, written)
+            .app
+            .backup(&principal, request.into_inner().out_dir)
             .await?;
-        tracing::info!(
-            out_dir = %summary.out_dir.display(),
-            files = summary.files,
-            bytes = summary.bytes,
-            seconds = summary.duration.as_secs_f64(),
-            "backup written"
-        );
         Ok(Response::new(pb::BackupResponse {
             out_dir: summary.out_dir.display().to_string(),
             files: summary.files,

@@ -7,20 +7,16 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use holdfast_proto::v1 as pb;
 use holdfast_proto::v1::interaction_service_server::InteractionService;
-use holdfast_retention::MoveReason;
-use serde_json::json;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{blocking, now, page_size, Shared};
-use crate::admission::Work;
-use crate::audit::AuditEvent;
-use crate::audit_intent::AuditIntent;
+use super::{authenticate, authorize, decoded};
+use crate::app::interactions::OWNERS;
+use crate::app::interactions::{DeleteHistoryRequest, ListRequest};
+use crate::app::{now, App};
 use crate::auth::Role;
 use crate::convert;
-use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery};
 use crate::error::Error;
 use crate::ingest::{self, Rejection};
-use crate::page_token::{self, PayloadReader, TokenKind};
 use crate::store::WriteOutcome;
 
 /// Batches of one stream processed at once; more wait in HTTP/2 flow control.
@@ -28,17 +24,17 @@ const STREAM_PIPELINE_DEPTH: usize = 4;
 
 #[derive(Clone)]
 pub struct InteractionApi {
-    shared: Arc<Shared>,
+    app: Arc<App>,
 }
 
 impl InteractionApi {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        InteractionApi { shared }
+    pub fn new(app: Arc<App>) -> Self {
+        InteractionApi { app }
     }
 
     async fn ingest_batch(&self, request: pb::IngestRequest) -> Result<pb::IngestResponse, Error> {
         let started = Instant::now();
-        let limits = &self.shared.limits;
+        let limits = &self.app.limits;
         let num_items = request.interactions.len();
         if num_items > limits.max_batch_items {
             return Err(Error::invalid(
@@ -53,7 +49,7 @@ impl InteractionApi {
         let inputs = request.interactions;
         // On the threads reserved for ingest: nothing else can take them.
         let prepared = self
-            .shared
+            .app
             .ingest_workers
             .run(move || Ok(ingest::prepare(inputs, &batch_limits, now())))
             .await?;
@@ -81,14 +77,14 @@ impl InteractionApi {
             results.push(result);
         }
         // Backpressure: wait while the search index is too far behind.
-        self.shared
+        self.app
             .index
-            .wait_for_capacity(&*self.shared.store, &self.shared.shutdown)
+            .wait_for_capacity(&*self.app.store, &self.app.shutdown)
             .await;
         if !valid.is_empty() {
-            self.shared.check_disk_space()?;
+            self.app.check_disk_space()?;
         }
-        let outcomes = self.shared.committer.write(valid).await?;
+        let outcomes = self.app.committer.write(valid).await?;
         for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
             let result = &mut results[position];
             match outcome {
@@ -135,20 +131,6 @@ fn record_ingest_metrics(results: &[pb::IngestResult], started: Instant) {
     metrics::histogram!("holdfast_ingest_seconds").record(started.elapsed().as_secs_f64());
 }
 
-/// What a ListInteractions page token is bound to: the mailbox, thread and created range.
-fn list_token_context(query: &ListQuery) -> [u8; 16] {
-    let micros = |time: Option<chrono::DateTime<chrono::Utc>>| {
-        time.map(|t| t.timestamp_micros().to_be_bytes().to_vec())
-            .unwrap_or_default()
-    };
-    page_token::context(&[
-        query.mailbox_id.as_str().as_bytes(),
-        query.thread_id.as_bytes(),
-        &micros(query.created_from),
-        &micros(query.created_to),
-    ])
-}
-
 type IngestResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -157,9 +139,7 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        self.shared
-            .authorize(&request, "Ingest", &[Role::Ingest])
-            .await?;
+        authorize(&self.app, &request, "Ingest", &[Role::Ingest]).await?;
         Ok(Response::new(
             self.ingest_batch(request.into_inner()).await?,
         ))
@@ -171,12 +151,9 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "IngestStream", &[Role::Ingest])
-            .await?;
+        let principal = authorize(&self.app, &request, "IngestStream", &[Role::Ingest]).await?;
         let api = self.clone();
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.app.shutdown.clone();
         let token = principal.token_sha256;
         let responses = request
             .into_inner()
@@ -187,7 +164,7 @@ impl InteractionService for InteractionApi {
                     let batch = message?;
                     // Each batch re-checks the token: a revoked token (or one that lost the
                     // ingest role) stops writing at once, not when the stream ends.
-                    if !api.shared.tokens.is_current(&token, &[Role::Ingest]) {
+                    if !api.app.tokens.is_current(&token, &[Role::Ingest]) {
                         return Err(Status::unauthenticated(
                             "the token of this stream was revoked or lost the ingest role",
                         ));
@@ -203,37 +180,11 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::GetInteractionRequest>,
     ) -> Result<Response<pb::Interaction>, Status> {
-        let principal = self
-            .shared
-            .authorize(
-                &request,
-                "GetInteraction",
-                &[Role::Ingest, Role::EdiscoveryAdmin, Role::Admin],
-            )
+        let principal = authenticate(&self.app, &request, "GetInteraction")?;
+        let item = self
+            .app
+            .get_interaction(&principal, &request.get_ref().id)
             .await?;
-        let raw_id = request.into_inner().id;
-        let id: InteractionId = raw_id
-            .parse()
-            .map_err(|reason: String| Error::invalid("id", reason))?;
-        let store = Arc::clone(&self.shared.store);
-        let found = blocking(move || Ok(store.get_interaction(id)?)).await?;
-        let privileged = principal.has_any(&[Role::EdiscoveryAdmin, Role::Admin]);
-        let item = match found {
-            Some(item) if privileged || item.location.is_visible_to_user() => item,
-            _ => return Err(Error::NotFound(format!("no interaction with id {id}")).into()),
-        };
-        if privileged {
-            // Reading content outside the user's own view is a compliance action.
-            self.shared
-                .audit_done(
-                    &principal,
-                    "GetInteraction",
-                    id.to_string(),
-                    json!({ "mailbox_id": item.content.mailbox_id.as_str() }),
-                    "ok".into(),
-                )
-                .await?;
-        }
         Ok(Response::new(convert::interaction_to_proto(item)))
     }
 
@@ -241,74 +192,38 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::ListInteractionsRequest>,
     ) -> Result<Response<pb::ListInteractionsResponse>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "ListInteractions", &[Role::Ingest, Role::Admin])
-            .await?;
+        let principal = authenticate(&self.app, &request, "ListInteractions")?;
         let request = request.into_inner();
-        let limit = page_size(request.page_size)?;
-        let query = ListQuery {
-            mailbox_id: convert::parse_mailbox("mailbox_id", &request.mailbox_id)?,
+        let list = ListRequest {
+            mailbox_id: request.mailbox_id,
             thread_id: request.thread_id,
-            created_from: convert::optional_time("created_from", request.created_from.as_ref())?,
-            created_to: convert::optional_time("created_to", request.created_to.as_ref())?,
+            created_from: decoded(
+                &self.app,
+                &principal,
+                "ListInteractions",
+                OWNERS,
+                convert::optional_time("created_from", request.created_from.as_ref()),
+            )
+            .await?,
+            created_to: decoded(
+                &self.app,
+                &principal,
+                "ListInteractions",
+                OWNERS,
+                convert::optional_time("created_to", request.created_to.as_ref()),
+            )
+            .await?,
+            page_size: request.page_size,
+            page_token: request.page_token,
         };
-        convert::check_thread_id("thread_id", &query.thread_id, &self.shared.limits)?;
-        if let (Some(from), Some(to)) = (query.created_from, query.created_to) {
-            if from > to {
-                return Err(Error::invalid("created_from", "is after created_to").into());
-            }
-        }
-        let token_context = list_token_context(&query);
-        let cursor = match request.page_token.as_str() {
-            "" => None,
-            token => {
-                let payload = self.shared.page_tokens.open(
-                    TokenKind::ListInteractions,
-                    token_context,
-                    token,
-                    now(),
-                )?;
-                let mut reader = PayloadReader::new(&payload);
-                let cursor = ListCursor {
-                    created_micros: reader.i64()?,
-                    id: InteractionId::from_bytes(reader.bytes16()?),
-                };
-                reader.finish()?;
-                Some(cursor)
-            }
-        };
-        if !principal.has_any(&[Role::Ingest]) {
-            // An administrator reading a user's history is a compliance action.
-            self.shared
-                .audit_done(
-                    &principal,
-                    "ListInteractions",
-                    query.mailbox_id.to_string(),
-                    json!({ "thread_id": query.thread_id, "page_token": request.page_token }),
-                    "ok".into(),
-                )
-                .await?;
-        }
-        let store = Arc::clone(&self.shared.store);
-        let (page, next) = blocking(move || Ok(store.list_active(&query, cursor, limit)?)).await?;
+        let page = self.app.list_interactions(&principal, list).await?;
         Ok(Response::new(pb::ListInteractionsResponse {
             interactions: page
+                .interactions
                 .into_iter()
                 .map(convert::interaction_to_proto)
                 .collect(),
-            next_page_token: next
-                .map(|cursor| {
-                    let mut payload = cursor.created_micros.to_be_bytes().to_vec();
-                    payload.extend_from_slice(&cursor.id.to_bytes());
-                    self.shared.page_tokens.seal(
-                        TokenKind::ListInteractions,
-                        token_context,
-                        &payload,
-                        now(),
-                    )
-                })
-                .unwrap_or_default(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -316,73 +231,21 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::DeleteHistoryRequest>,
     ) -> Result<Response<pb::DeleteHistoryResponse>, Status> {
-        let principal = self
-            .shared
-            .authorize(&request, "DeleteHistory", &[Role::Ingest, Role::Admin])
-            .await?;
+        let principal = authenticate(&self.app, &request, "DeleteHistory")?;
         let request = request.into_inner();
-        let selector = HistorySelector {
-            mailbox_id: convert::parse_mailbox("mailbox_id", &request.mailbox_id)?,
+        let delete = DeleteHistoryRequest {
+            mailbox_id: request.mailbox_id,
             thread_id: request.thread_id,
-            before: convert::optional_time("before", request.before.as_ref())?,
+            before: decoded(
+                &self.app,
+                &principal,
+                "DeleteHistory",
+                OWNERS,
+                convert::optional_time("before", request.before.as_ref()),
+            )
+            .await?,
         };
-        convert::check_thread_id("thread_id", &selector.thread_id, &self.shared.limits)?;
-        let parameters = json!({
-            "thread_id": selector.thread_id,
-            "before": selector.before,
-        });
-        let target = selector.mailbox_id.to_string();
-        let store = Arc::clone(&self.shared.store);
-        let audit = Arc::clone(&self.shared.audit);
-        let admission = &self.shared.admission;
-        let slot = match admission.admit(Work::LongOperation, &principal.name) {
-            Ok(slot) => slot,
-            Err(refused) => {
-                self.shared
-                    .audit_done(
-                        &principal,
-                        "DeleteHistory",
-                        target,
-                        parameters,
-                        format!("error: {refused}"),
-                    )
-                    .await?;
-                return Err(refused.into());
-            }
-        };
-        let actor = principal.name.clone();
-        let intent = AuditIntent::new(&actor, "DeleteHistory", &target, &parameters);
-        // The move and its audit entry run in one closure on a blocking thread: a caller that
-        // goes away (deadline, reset stream) cannot leave a move unaudited. The entry owed is
-        // saved first, so a crash during the move is audited at the next start.
-        let moved = admission
-            .long_operation(slot, move || {
-                let intent = intent.save_before(store.as_ref())?;
-                let moved = crate::workers::catch_panic("DeleteHistory", || {
-                    Ok(store.move_to_holds_area(&selector, MoveReason::UserDeleted, now())?)
-                });
-                let result = match &moved {
-                    Ok(num_moved) => format!("ok: moved {num_moved} to the holds area"),
-                    Err(error) => format!("error: {error}"),
-                };
-                super::audit_settling(
-                    store.as_ref(),
-                    &audit,
-                    &intent,
-                    AuditEvent {
-                        actor,
-                        action: "DeleteHistory",
-                        target,
-                        parameters,
-                        result,
-                    },
-                )?;
-                moved
-            })
-            .await;
-        let num_moved = moved?;
-        metrics::counter!("holdfast_moved_to_holds_area_total", "reason" => "user_deleted")
-            .increment(num_moved);
+        let num_moved = self.app.delete_history(&principal, delete).await?;
         Ok(Response::new(pb::DeleteHistoryResponse { num_moved }))
     }
 }

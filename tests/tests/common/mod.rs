@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
+pub mod browser;
+pub mod web;
+
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_holdfast-server-under-test");
 pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_holdfast-cli-under-test");
 
@@ -103,6 +106,8 @@ commit_interval_ms = 100
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The HTTP/JSON API's port.
+    pub http_port: u16,
     pub config: String,
     child: Option<Child>,
     /// Arguments added to the next launch only (e.g. `--restore DIR`).
@@ -119,6 +124,7 @@ impl TestServer {
         let mut server = TestServer {
             dir,
             port: 0,
+            http_port: 0,
             config,
             child: None,
             next_launch_args: Vec::new(),
@@ -132,6 +138,7 @@ impl TestServer {
         TestServer {
             dir: tempfile::tempdir().expect("temp dir"),
             port: 0,
+            http_port: 0,
             config,
             child: None,
             next_launch_args: Vec::new(),
@@ -144,6 +151,7 @@ impl TestServer {
         let mut server = TestServer {
             dir,
             port: 0,
+            http_port: 0,
             config: default_config(),
             child: None,
             next_launch_args: vec!["--restore".into(), backup.as_os_str().to_owned()],
@@ -160,6 +168,11 @@ impl TestServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The base URL of the HTTP/JSON API.
+    pub fn http_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
@@ -174,6 +187,7 @@ impl TestServer {
         std::fs::write(&config_path, &self.config).expect("write config");
         if self.port == 0 {
             self.port = free_port();
+            self.http_port = free_port();
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -187,6 +201,8 @@ impl TestServer {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
             .args(std::mem::take(&mut self.next_launch_args))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,1026 @@
+//! The console's pages. Each handler takes the signed-in `Console`, calls the application
+//! layer, and renders HTML; changes are POSTed forms carrying the session's CSRF token,
+//! answered with a redirect (post/redirect/get). Times are shown in UTC; statuses in words.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+use super::{Console, Page, PageError};
+use crate::app::cases::{CaseChange, NewCase};
+use crate::app::export::{ExportMessage, ExportRequest};
+use crate::app::holds::NewCaseHold;
+use crate::app::policies::{action_name, PolicySpec};
+use crate::app::search::{HitLocation, SearchRequest, Snippet};
+use crate::audit::AuditQuery;
+use crate::auth::Role;
+use crate::cases::CaseStatus;
+use crate::domain::StoredInteraction;
+use crate::http::HttpState;
+use crate::retention::HoldKind;
+use crate::search::searcher::Sort;
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+/// The frame of every page: skip link, navigation for the caller's roles, sign-out, the
+/// session-timeout notice, and the page's own content under one `h1`.
+fn page(title: &str, console: Option<&Console>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · holdfast" }
+                link rel="stylesheet" href="/console/console.css";
+                script src="/console/console.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    span.brand { "holdfast" }
+                    @if let Some(console) = console {
+                        nav aria-label="Main" {
+                            ul {
+                                @if console.principal.has_any(&[Role::Ediscovery, Role::EdiscoveryAdmin]) {
+                                    li { a href="/cases" { "Cases" } }
+                                }
+                                @if console.principal.has_any(&[Role::RetentionAdmin, Role::EdiscoveryAdmin, Role::Auditor, Role::Admin]) {
+                                    li { a href="/policies" { "Policies" } }
+                                    li { a href="/sweeper" { "Sweeper" } }
+                                }
+                                @if console.principal.has_any(&[Role::Auditor, Role::Admin]) {
+                                    li { a href="/audit" { "Audit log" } }
+                                }
+                            }
+                        }
+                        div.who {
+                            "Signed in as " strong { (console.principal.name) }
+                            form method="post" action="/signout" {
+                                input type="hidden" name="csrf" value=(console.session.csrf);
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                        p.timeout role="note" data-seconds=(console.session.seconds_left(std::time::Instant::now())) {
+                            "Your session ends after 30 minutes without activity."
+                        }
+                    }
+                }
+                main #main tabindex="-1" {
+                    h1 { (title) }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+pub fn error_page(message: &str) -> Markup {
+    page(
+        "Something went wrong",
+        None,
+        html! {
+            div.error-summary role="alert" tabindex="-1" {
+                h2 { "There is a problem" }
+                p { (message) }
+            }
+            p { a href="/cases" { "Back to the console" } }
+        },
+    )
+}
+
+pub fn signin_form(problem: Option<&str>, next: &str) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            @if let Some(problem) = problem {
+                div.error-summary role="alert" tabindex="-1" {
+                    h2 { "There is a problem" }
+                    p { a href="#token" { (problem) } }
+                }
+            }
+            form method="post" action="/signin" {
+                input type="hidden" name="next" value=(next);
+                label for="token" { "Bearer token" }
+                p.hint #token-hint { "The token you were given (it starts with hf_). It is exchanged for a session and not kept by your browser." }
+                input #token type="password" name="token" autocomplete="off" required aria-describedby="token-hint";
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct NextQuery {
+    next: String,
+}
+
+pub async fn signin_page(Query(query): Query<NextQuery>) -> Markup {
+    signin_form(None, &query.next)
+}
+
+fn status_word(status: CaseStatus) -> &'static str {
+    match status {
+        CaseStatus::Open => "Open",
+        CaseStatus::Closed => "Closed",
+    }
+}
+
+fn csrf_field(console: &Console) -> Markup {
+    html! { input type="hidden" name="csrf" value=(console.session.csrf); }
+}
+
+/// Splits a text area of names (one per line or comma-separated) into a list.
+fn names(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+pub async fn cases(State(state): State<HttpState>, console: Console) -> Page {
+    let cases = state.app.list_cases(&console.principal).await?;
+    let content = html! {
+        @if cases.is_empty() {
+            p { "No cases yet." }
+        } @else {
+            table {
+                caption { "Cases you are a member of" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Status" } th scope="col" { "Custodians" } th scope="col" { "Created" } } }
+                tbody {
+                    @for case in &cases {
+                        tr {
+                            td { a href={ "/cases/" (case.id) } { (case.name) } }
+                            td { (status_word(case.status)) }
+                            td { (case.custodians.len()) }
+                            td { (time(case.created_at)) " by " (case.created_by) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "New case" }
+        form method="post" action="/cases" {
+            (csrf_field(&console))
+            label for="name" { "Name" }
+            input #name name="name" required maxlength="200";
+            label for="description" { "Description" }
+            textarea #description name="description" {}
+            label for="custodians" { "Custodians" }
+            p.hint #custodians-hint { "Mailboxes, one per line." }
+            textarea #custodians name="custodians" aria-describedby="custodians-hint" {}
+            label for="members" { "Other members" }
+            p.hint #members-hint { "Principal names, one per line. You are a member already." }
+            textarea #members name="members" aria-describedby="members-hint" {}
+            button type="submit" { "Create case" }
+        }
+    };
+    Ok(page("Cases", Some(&console), content))
+}
+
+#[derive(Deserialize)]
+pub struct NewCaseForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    custodians: String,
+    #[serde(default)]
+    members: String,
+}
+
+pub async fn create_case(
+    State(state): State<HttpState>,
+    console: Console,
+    Form(form): Form<NewCaseForm>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    let case = state
+        .app
+        .create_case(
+            &console.principal,
+            NewCase {
+                name: form.name,
+                description: form.description,
+                members: names(&form.members),
+                custodians: names(&form.custodians),
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/cases/{}", case.id)))
+}
+
+pub async fn case_home(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+) -> Page {
+    let case = state.app.get_case(&console.principal, &case_id).await?;
+    let holds = state
+        .app
+        .list_case_holds(&console.principal, &case_id, true)
+        .await?;
+    let open = case.status == CaseStatus::Open;
+    let content = html! {
+        p { "Status: " strong { (status_word(case.status)) } @if let Some(closed) = case.closed_at { " since " (time(closed)) } }
+        @if !case.description.is_empty() { p { (case.description) } }
+        @if open {
+            p { a.button href={ "/cases/" (case.id) "/search" } { "Search this case" } }
+        }
+        h2 { "Custodians and members" }
+        div.columns {
+            div {
+                h3 { "Custodians" }
+                @if case.custodians.is_empty() { p { "None yet." } }
+                ul { @for custodian in &case.custodians { li { (custodian) } } }
+            }
+            div {
+                h3 { "Members" }
+                ul { @for member in &case.members { li { (member) } } }
+            }
+        }
+        @if open {
+            form method="post" action={ "/cases/" (case.id) "/edit" } {
+                (csrf_field(&console))
+                fieldset {
+                    legend { "Change custodians and members" }
+                    label for="add_custodians" { "Add custodians (one per line)" }
+                    textarea #add_custodians name="add_custodians" {}
+                    label for="remove_custodians" { "Remove custodians (one per line)" }
+                    textarea #remove_custodians name="remove_custodians" {}
+                    label for="add_members" { "Add members" }
+                    textarea #add_members name="add_members" {}
+                    label for="remove_members" { "Remove members" }
+                    textarea #remove_members name="remove_members" {}
+                    button type="submit" { "Save changes" }
+                }
+            }
+        }
+        h2 { "Holds" }
+        @if holds.is_empty() { p { "No holds on this case." } }
+        @else {
+            table {
+                caption { "Case holds" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Query" } th scope="col" { "Status" } th scope="col" { "Items held" } th scope="col" { "Action" } } }
+                tbody {
+                    @for view in &holds {
+                        @let hold = &view.record;
+                        @let (name, query) = match &hold.kind { HoldKind::Case { name, query, .. } => (name.clone(), query.clone()), _ => (String::new(), String::new()) };
+                        tr {
+                            td { (name) }
+                            td { code { @if query.is_empty() { "(everything)" } @else { (query) } } }
+                            td { @match hold.released_at { Some(at) => { "Released " (time(at)) }, None => { "Active" } } }
+                            td { @if hold.released_at.is_none() { (view.items_held) } @else { "—" } }
+                            td {
+                                @if hold.released_at.is_none() {
+                                    form method="post" action={ "/cases/" (case.id) "/holds/" (hold.id) "/release" } {
+                                        (csrf_field(&console))
+                                        button type="submit" { "Release" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if open {
+            form method="post" action={ "/cases/" (case.id) "/holds" } {
+                (csrf_field(&console))
+                fieldset {
+                    legend { "Place a case hold" }
+                    label for="hold-name" { "Name" }
+                    input #hold-name name="name" required maxlength="200";
+                    label for="hold-query" { "KQL query (empty holds everything of the custodians)" }
+                    input #hold-query.kql name="query" data-error="hold-query-error" aria-describedby="hold-query-error";
+                    p #hold-query-error.field-error aria-live="polite" {}
+                    button type="submit" { "Place hold" }
+                }
+            }
+            h2 { "Export" }
+            form method="post" action={ "/cases/" (case.id) "/export" } {
+                (csrf_field(&console))
+                label for="export-query" { "KQL query (empty exports everything of the custodians)" }
+                input #export-query.kql name="query" data-error="export-query-error" aria-describedby="export-query-error";
+                p #export-query-error.field-error aria-live="polite" {}
+                p.hint { "Downloads every matching item as JSON lines, ending with a trailer whose digest covers every item. The CLI's `holdfast export` writes the same as a BagIt bag." }
+                button type="submit" { "Download export" }
+            }
+            h2 { "Close the case" }
+            form method="post" action={ "/cases/" (case.id) "/close" } {
+                (csrf_field(&console))
+                p { "A case with active holds cannot be closed. Closing ends searches and exports in it." }
+                button.danger type="submit" { "Close case" }
+            }
+        }
+    };
+    Ok(page(&case.name, Some(&console), content))
+}
+
+#[derive(Deserialize)]
+pub struct EditCaseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    add_custodians: String,
+    #[serde(default)]
+    remove_custodians: String,
+    #[serde(default)]
+    add_members: String,
+    #[serde(default)]
+    remove_members: String,
+}
+
+pub async fn edit_case(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+    Form(form): Form<EditCaseForm>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    let change = CaseChange {
+        add_custodians: names(&form.add_custodians),
+        remove_custodians: names(&form.remove_custodians),
+        add_members: names(&form.add_members),
+        remove_members: names(&form.remove_members),
+        ..CaseChange::default()
+    };
+    state
+        .app
+        .update_case(&console.principal, &case_id, change)
+        .await?;
+    Ok(Redirect::to(&format!("/cases/{case_id}")))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn close_case(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state.app.close_case(&console.principal, &case_id).await?;
+    Ok(Redirect::to(&format!("/cases/{case_id}")))
+}
+
+#[derive(Deserialize)]
+pub struct HoldForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    query: String,
+}
+
+pub async fn place_case_hold(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+    Form(form): Form<HoldForm>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state
+        .app
+        .place_case_hold(
+            &console.principal,
+            NewCaseHold {
+                case_id: case_id.clone(),
+                name: form.name,
+                query: form.query,
+                ..NewCaseHold::default()
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/cases/{case_id}")))
+}
+
+pub async fn release_case_hold(
+    State(state): State<HttpState>,
+    console: Console,
+    Path((case_id, hold_id)): Path<(String, String)>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state
+        .app
+        .release_case_hold(&console.principal, &case_id, &hold_id)
+        .await?;
+    Ok(Redirect::to(&format!("/cases/{case_id}")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct SearchQuery {
+    q: String,
+    sort: String,
+    page_token: String,
+    mailbox: String,
+}
+
+fn snippet_markup(snippet: &Snippet) -> Markup {
+    let text = &snippet.text;
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for &(start, end) in &snippet.highlights {
+        if start < at
+            || start > end
+            || end > text.len()
+            || !text.is_char_boundary(start)
+            || !text.is_char_boundary(end)
+        {
+            continue;
+        }
+        parts.push((false, &text[at..start]));
+        parts.push((true, &text[start..end]));
+        at = end;
+    }
+    parts.push((false, &text[at..]));
+    html! {
+        span.snippet-field { (snippet.field) ": " }
+        @for (marked, part) in parts {
+            @if marked { mark { (part) } } @else { (part) }
+        }
+    }
+}
+
+pub async fn search(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+    Query(query): Query<SearchQuery>,
+) -> Page {
+    let case = state.app.get_case(&console.principal, &case_id).await?;
+    let sort = match query.sort.as_str() {
+        "newest" => Sort::Newest,
+        "oldest" => Sort::Oldest,
+        _ => Sort::Relevance,
+    };
+    let ran = if query.q.is_empty() && query.page_token.is_empty() {
+        None
+    } else {
+        Some(
+            state
+                .app
+                .search(
+                    &console.principal,
+                    SearchRequest {
+                        case_id: case_id.clone(),
+                        query: query.q.clone(),
+                        mailboxes: if query.mailbox.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![query.mailbox.clone()]
+                        },
+                        sort,
+                        page_size: 50,
+                        page_token: query.page_token.clone(),
+                    },
+                )
+                .await,
+        )
+    };
+    let link = |q: &str, mailbox: &str, sort: &str| {
+        format!(
+            "/cases/{case_id}/search?{}",
+            encode(&[("q", q), ("mailbox", mailbox), ("sort", sort)])
+        )
+    };
+    let content = html! {
+        p { a href={ "/cases/" (case.id) } { "Back to the case" } }
+        @if let Some(Err(error)) = &ran {
+            div.error-summary role="alert" tabindex="-1" {
+                h2 { "There is a problem" }
+                p { a href="#q" { (error) } }
+            }
+        }
+        form method="get" action={ "/cases/" (case.id) "/search" } role="search" {
+            label for="q" { "KQL query" }
+            p.hint #q-hint { "For example: budget NEAR(5) forecast created>=2025-01-01 -location:holds" }
+            input #q.kql name="q" value=(query.q) data-error="q-error" aria-describedby="q-hint q-error";
+            p #q-error.field-error aria-live="polite" {}
+            label for="sort" { "Order" }
+            select #sort name="sort" {
+                option value="relevance" selected[sort == Sort::Relevance] { "Most relevant first" }
+                option value="newest" selected[sort == Sort::Newest] { "Newest first" }
+                option value="oldest" selected[sort == Sort::Oldest] { "Oldest first" }
+            }
+            @if !query.mailbox.is_empty() { input type="hidden" name="mailbox" value=(query.mailbox); }
+            button type="submit" { "Search" }
+        }
+        @if let Some(Ok(results)) = &ran {
+            p #result-count role="status" { (results.total) " items match" @if !query.mailbox.is_empty() { " in " (query.mailbox) } "." }
+            div.facets {
+                section aria-labelledby="by-mailbox" {
+                    h2 #by-mailbox { "By mailbox" }
+                    ul {
+                        @for (mailbox, count) in &results.counts_by_mailbox {
+                            li { a href=(link(&query.q, mailbox, &query.sort)) { (mailbox) } " " (count) }
+                        }
+                        @if !query.mailbox.is_empty() { li { a href=(link(&query.q, "", &query.sort)) { "All custodians" } } }
+                    }
+                }
+                section aria-labelledby="by-app" {
+                    h2 #by-app { "By app" }
+                    ul { @for (app, count) in &results.counts_by_app {
+                        li { a href=(link(&format!("{} app:\"{}\"", query.q, app), &query.mailbox, &query.sort)) { (app) } " " (count) }
+                    } }
+                }
+                section aria-labelledby="by-location" {
+                    h2 #by-location { "By location" }
+                    ul { @for (location, count) in &results.counts_by_location {
+                        li { a href=(link(&format!("{} location:{}", query.q, if location == "active" { "active" } else { "holds" }), &query.mailbox, &query.sort)) {
+                            (if location == "active" { "In the user's view" } else { "Holds area" }) } " " (count) }
+                    } }
+                }
+            }
+            table.hits {
+                caption { "Results" }
+                thead { tr { th scope="col" { "Created" } th scope="col" { "Mailbox" } th scope="col" { "App" } th scope="col" { "Location" } th scope="col" { "Snippet" } } }
+                tbody {
+                    @for hit in &results.hits {
+                        tr {
+                            td { a href={ "/cases/" (case.id) "/items/" (hit.id) } { (time(hit.created_at)) } }
+                            td { (hit.mailbox_id) }
+                            td { (hit.app) }
+                            td { @match hit.location { HitLocation::Active => "In the user's view", HitLocation::HoldsArea => "Holds area" } }
+                            td { @for snippet in &hit.snippets { p { (snippet_markup(snippet)) } } }
+                        }
+                    }
+                }
+            }
+            @if !results.next_page_token.is_empty() {
+                p { a rel="next" href={ "/cases/" (case.id) "/search?" (encode(&[("q", &query.q), ("sort", &query.sort), ("mailbox", &query.mailbox), ("page_token", &results.next_page_token)])) } { "Next page" } }
+            }
+        }
+    };
+    Ok(page(
+        &format!("Search: {}", case.name),
+        Some(&console),
+        content,
+    ))
+}
+
+fn interaction_fields(item: &StoredInteraction) -> Markup {
+    let content = &item.content;
+    html! {
+        dl.fields {
+            dt { "Id" } dd { code { (item.id) } }
+            dt { "Mailbox" } dd { (content.mailbox_id) }
+            dt { "Thread" } dd { (content.thread_id) }
+            dt { "App" } dd { (content.app) }
+            dt { "Created" } dd { (time(content.created_at)) }
+            dt { "Received" } dd { (time(item.received_at)) }
+            dt { "Location" } dd { @if item.location.is_visible_to_user() { "In the user's view" } @else { "Holds area (deleted or expired; kept for holds)" } }
+            dt { "Model" } dd { (content.model.provider) " " (content.model.name) " " (content.model.version) }
+            dt { "Sensitivity label" } dd { (content.sensitivity_label) }
+            dt { "Content SHA-256" } dd { code { (hex::encode(item.content_sha256)) } }
+            @for (key, value) in &content.attributes { dt { (key) } dd { (value) } }
+        }
+    }
+}
+
+/// Longest part of a prompt or response shown inline; the rest is in the export.
+const PREVIEW_BYTES: usize = 20_000;
+
+fn bounded(text: &str) -> Markup {
+    if text.len() <= PREVIEW_BYTES {
+        return html! { (text) };
+    }
+    let mut end = PREVIEW_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    html! { (&text[..end]) p.hint { "… shown up to 20 KB of " (text.len() / 1024) " KB; the export has all of it." } }
+}
+
+pub async fn item(
+    State(state): State<HttpState>,
+    console: Console,
+    Path((case_id, item_id)): Path<(String, String)>,
+) -> Page {
+    let found = state
+        .app
+        .case_item(&console.principal, &case_id, &item_id)
+        .await?;
+    let item = &found.item;
+    let content = html! {
+        p { a href={ "/cases/" (case_id) "/search" } { "Back to the search" } }
+        (interaction_fields(item))
+        h2 { "Prompt" }
+        div.turn.prompt { (bounded(&item.content.prompt)) }
+        h2 { "Response" }
+        div.turn.response { (bounded(&item.content.response)) }
+        @if !found.thread.is_empty() {
+            h2 { "The thread, newest first (turns still in the user's view)" }
+            ol.thread {
+                @for turn in &found.thread {
+                    li aria-current=[(turn.id == item.id).then_some("true")] {
+                        p.meta { (time(turn.content.created_at)) @if turn.id == item.id { " — this item" } }
+                        p { strong { "Prompt: " } (bounded(&turn.content.prompt)) }
+                        p { strong { "Response: " } (bounded(&turn.content.response)) }
+                    }
+                }
+            }
+        }
+        @if console.principal.has_any(&[Role::EdiscoveryAdmin]) {
+            h2 { "Why is this still here?" }
+            @match state.app.explain_retention(&console.principal, &item_id).await {
+                Ok(explanation) => {
+                    ul { @for reason in &explanation.reasons { li { (reason) } } }
+                    p { @if explanation.decision.destroyable { "The sweeper may destroy it now." } @else { "Nothing allows destroying it now." } }
+                }
+                Err(error) => { p { (error) } }
+            }
+        }
+    };
+    Ok(page("Item", Some(&console), content))
+}
+
+#[derive(Deserialize)]
+pub struct ExportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    query: String,
+}
+
+/// The export as a download: one JSON line per item, then the trailer (see docs/http-api.md).
+pub async fn export(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(case_id): Path<String>,
+    Form(form): Form<ExportForm>,
+) -> Result<Response, PageError> {
+    console.check_csrf(&form.csrf)?;
+    let export = state
+        .app
+        .export(
+            &console.principal,
+            ExportRequest {
+                case_id: case_id.clone(),
+                query: form.query,
+                ..ExportRequest::default()
+            },
+        )
+        .await?;
+    let lines = export.messages.map(|message| {
+        let line = match message {
+            Ok(ExportMessage::Item(item)) => serde_json::json!({
+                "interaction": crate::http::api::interaction_json(*item) }),
+            Ok(ExportMessage::Trailer { count, digest }) => {
+                serde_json::json!({ "trailer": { "count": count, "digest": digest } })
+            }
+            Err(error) => serde_json::json!({ "error": crate::http::error::ApiError::from(error) }),
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    let mut response = axum::body::Body::from_stream(lines).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"holdfast-case-{case_id}.ndjson\""
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct KqlQuery {
+    q: String,
+}
+
+/// The live check of a KQL query as it is typed: `{"ok": true}` or the message and the
+/// position of the first error.
+pub async fn kql_check(_console: Console, Query(query): Query<KqlQuery>) -> Response {
+    let body = match crate::search::kql::parse(&query.q) {
+        Ok(_) => serde_json::json!({ "ok": true }),
+        Err(error) => serde_json::json!({
+            "ok": false, "position": error.position, "message": error.message }),
+    };
+    axum::Json(body).into_response()
+}
+
+pub async fn policies(State(state): State<HttpState>, console: Console) -> Page {
+    let policies = state.app.list_policies(&console.principal).await?;
+    let admin = console.principal.has_any(&[Role::RetentionAdmin]);
+    let content = html! {
+        @if policies.is_empty() { p { "No policies: only the default retention applies." } }
+        @else {
+            table {
+                caption { "Retention policies" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "Action" } th scope="col" { "Period" } th scope="col" { "State" } th scope="col" { "Lock" } } }
+                tbody {
+                    @for record in &policies {
+                        @let policy = &record.policy;
+                        tr {
+                            td { (policy.name) }
+                            td { @match &policy.scope {
+                                holdfast_retention::policy::Scope::OrgWide { exclude } => { "Every mailbox" @if !exclude.is_empty() { " except " (exclude.len()) } },
+                                holdfast_retention::policy::Scope::Include(include) => { (include.len()) " mailbox(es)" },
+                            } }
+                            td { (action_name(policy.action).replace('_', " ")) }
+                            td { @match policy.period { holdfast_retention::policy::Period::Days(days) => { (days) " days" }, holdfast_retention::policy::Period::Forever => { "Forever" } } }
+                            td { @if policy.enabled { "Enabled" } @else { "Disabled" } }
+                            td {
+                                @if policy.locked { "Locked (preservation lock)" }
+                                @else if admin && policy.enabled {
+                                    form method="post" action={ "/policies/" (record.id) "/lock" } {
+                                        (csrf_field(&console))
+                                        label for={ "confirm-" (record.id) } { "Type LOCK to confirm" }
+                                        p.hint { "A locked policy can never be disabled, deleted, shortened or narrowed, by anyone." }
+                                        input id={ "confirm-" (record.id) } name="confirm" required autocomplete="off";
+                                        button.danger type="submit" { "Lock" }
+                                    }
+                                } @else { "Not locked" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if admin {
+            h2 { "New policy" }
+            form method="post" action="/policies" {
+                (csrf_field(&console))
+                label for="p-name" { "Name" }
+                input #p-name name="name" required maxlength="200";
+                fieldset {
+                    legend { "Scope" }
+                    label { input type="radio" name="scope" value="org" checked; " Every mailbox" }
+                    label { input type="radio" name="scope" value="include"; " Only these mailboxes" }
+                    label for="p-mailboxes" { "Mailboxes (included, or excluded from every mailbox), one per line" }
+                    textarea #p-mailboxes name="mailboxes" {}
+                }
+                label for="p-action" { "Action" }
+                select #p-action name="action" {
+                    option value="retain_then_delete" { "Retain, then delete" }
+                    option value="retain_only" { "Retain only" }
+                    option value="delete_only" { "Delete only" }
+                }
+                label for="p-days" { "Days from creation (0: forever, retain only)" }
+                input #p-days name="days" type="number" min="0" max="36500" value="365" required;
+                p.hint { "Preview shows what the policy would do at the next sweeper pass, per mailbox, without saving it." }
+                button type="submit" name="intent" value="preview" { "Preview impact" }
+                button type="submit" name="intent" value="save" { "Save policy" }
+            }
+        }
+    };
+    Ok(page("Retention policies", Some(&console), content))
+}
+
+#[derive(Deserialize)]
+pub struct PolicyForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    mailboxes: String,
+    action: String,
+    #[serde(default)]
+    days: u32,
+    #[serde(default)]
+    intent: String,
+}
+
+pub async fn create_policy(
+    State(state): State<HttpState>,
+    console: Console,
+    Form(form): Form<PolicyForm>,
+) -> Result<Response, PageError> {
+    console.check_csrf(&form.csrf)?;
+    let org_wide = form.scope != "include";
+    let mailboxes = names(&form.mailboxes);
+    let spec = PolicySpec {
+        name: form.name.clone(),
+        org_wide,
+        include: if org_wide {
+            Vec::new()
+        } else {
+            mailboxes.clone()
+        },
+        exclude: if org_wide { mailboxes } else { Vec::new() },
+        apps: Vec::new(),
+        action: match form.action.as_str() {
+            "retain_only" => Some(holdfast_retention::policy::Action::RetainOnly),
+            "delete_only" => Some(holdfast_retention::policy::Action::DeleteOnly),
+            "retain_then_delete" => Some(holdfast_retention::policy::Action::RetainThenDelete),
+            _ => None,
+        },
+        days: form.days,
+        enabled: true,
+    };
+    if form.intent == "save" {
+        state.app.create_policy(&console.principal, spec).await?;
+        return Ok(Redirect::to("/policies").into_response());
+    }
+    let preview = state
+        .app
+        .preview_policy(&console.principal, "", spec)
+        .await?;
+    let content = html! {
+        p role="status" {
+            "If saved now, " strong { (form.name) } " would move " strong { (preview.total_move_now) }
+            " item(s) out of their users' view at the next sweeper pass, and make "
+            strong { (preview.total_destroyable) } " item(s) destroyable once they have spent the minimum time in the holds area ("
+            (preview.items_examined) " items examined)."
+        }
+        @if !preview.mailboxes.is_empty() {
+            table {
+                caption { "Impact per mailbox" }
+                thead { tr { th scope="col" { "Mailbox" } th scope="col" { "Items it applies to" } th scope="col" { "Leave the view now" } th scope="col" { "Become destroyable" } } }
+                tbody { @for m in &preview.mailboxes { tr { td { (m.mailbox_id) } td { (m.items) } td { (m.move_now) } td { (m.destroyable) } } } }
+            }
+        }
+        p { "Nothing was saved. " a href="/policies" { "Back to the policies" } " to save it." }
+    };
+    Ok(page("Policy preview", Some(&console), content).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LockForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+pub async fn lock_policy(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(policy_id): Path<String>,
+    Form(form): Form<LockForm>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    if form.confirm.trim() != "LOCK" {
+        return Err(PageError::from(crate::error::Error::invalid(
+            "confirm",
+            "type LOCK to confirm: a locked policy can never be loosened",
+        )));
+    }
+    state
+        .app
+        .lock_policy(&console.principal, &policy_id)
+        .await?;
+    Ok(Redirect::to("/policies"))
+}
+
+pub async fn sweeper(State(state): State<HttpState>, console: Console) -> Page {
+    let report = state.app.sweeper_status(&console.principal).await?;
+    let status = &report.status;
+    let stats = |s: &crate::sweeper::SweepStats| {
+        html! {
+            dl.fields {
+                dt { "Started" } dd { @if let Some(at) = s.started_at { (time(at)) } @else { "—" } }
+                dt { "Due entries examined" } dd { (s.examined) }
+                dt { "Moved to the holds area" } dd { (s.moved) }
+                dt { "Destroyed" } dd { (s.destroyed) }
+                dt { "Kept by a hold" } dd { (s.skipped_held) }
+                dt { "Item errors" } dd { (s.item_errors) }
+                dt { "Holds that could not be evaluated (kept everything)" } dd { (s.unevaluable_holds.len()) }
+            }
+        }
+    };
+    let content = html! {
+        p role="status" { "The sweeper is " @if status.running { "running a pass now." } @else { "idle." }
+            " Passes run every " (status.interval_seconds) " seconds." }
+        @if let Some(error) = &status.last_error { div.error-summary role="alert" { h2 { "The last pass failed" } p { (error) } } }
+        @if report.replan_pending { p { "A policy or hold change is still being applied to every item." } }
+        p { (report.erasure_pending) " destroyed item(s) still to be erased from the files"
+            @if let Some(oldest) = report.erasure_oldest { " (oldest destroyed " (time(oldest)) ")" } "." }
+        h2 { "Last pass" }
+        @if let Some(last) = &status.last_run { (stats(last)) } @else { p { "No pass since the server started." } }
+        h2 { "Since the server started" }
+        (stats(&status.totals))
+        @if console.principal.has_any(&[Role::RetentionAdmin]) {
+            form method="post" action="/sweeper" {
+                (csrf_field(&console))
+                button type="submit" { "Run a pass now" }
+            }
+        }
+    };
+    Ok(page("Sweeper", Some(&console), content))
+}
+
+pub async fn run_sweep(
+    State(state): State<HttpState>,
+    console: Console,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state.app.run_sweep(&console.principal).await?;
+    Ok(Redirect::to("/sweeper"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AuditFilter {
+    actor: String,
+    action: String,
+    page_token: String,
+}
+
+pub async fn audit(
+    State(state): State<HttpState>,
+    console: Console,
+    Query(filter): Query<AuditFilter>,
+) -> Page {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let page_of = state
+        .app
+        .query_audit_log(
+            &console.principal,
+            crate::app::audit_log::AuditLogRequest {
+                query: AuditQuery {
+                    actor: non_empty(&filter.actor),
+                    action: non_empty(&filter.action),
+                    ..AuditQuery::default()
+                },
+                page_size: 100,
+                page_token: filter.page_token.clone(),
+            },
+        )
+        .await?;
+    let content = html! {
+        form method="get" action="/audit" {
+            label for="actor" { "Who (principal name)" }
+            input #actor name="actor" value=(filter.actor);
+            label for="action" { "Action (e.g. Search, Export, PlaceCaseHold, Purge)" }
+            input #action name="action" value=(filter.action);
+            button type="submit" { "Filter" }
+        }
+        form method="post" action="/audit/verify" {
+            (csrf_field(&console))
+            button type="submit" { "Verify the whole chain" }
+        }
+        table {
+            caption { "Audit log, oldest first" }
+            thead { tr { th scope="col" { "#" } th scope="col" { "When (UTC)" } th scope="col" { "Who" } th scope="col" { "Did" } th scope="col" { "To" } th scope="col" { "Result" } th scope="col" { "Details" } } }
+            tbody {
+                @for entry in &page_of.entries {
+                    tr {
+                        td { (entry.sequence) }
+                        td { (time(entry.time)) }
+                        td { (entry.actor) }
+                        td { (entry.action) }
+                        td { (entry.target) }
+                        td { (entry.result) }
+                        td { code { (entry.parameters.to_string()) } }
+                    }
+                }
+            }
+        }
+        @if !page_of.next_page_token.is_empty() {
+            p { a rel="next" href={ "/audit?" (encode(&[("actor", &filter.actor), ("action", &filter.action), ("page_token", &page_of.next_page_token)])) } { "Next page" } }
+        }
+    };
+    Ok(page("Audit log", Some(&console), content))
+}
+
+pub async fn verify_audit(
+    State(state): State<HttpState>,
+    console: Console,
+    Form(form): Form<CsrfOnly>,
+) -> Page {
+    console.check_csrf(&form.csrf)?;
+    let verification = state.app.verify_audit_log(&console.principal).await?;
+    let content = html! {
+        @match &verification.problem {
+            None => { p role="status" { "The chain is intact: " (verification.num_entries) " entries." } }
+            Some((sequence, problem)) => { div.error-summary role="alert" { h2 { "The chain is broken" } p { "At entry " (sequence) ": " (problem) } } }
+        }
+        p { "Head hash (keep it elsewhere to detect a truncated log later): " code { (verification.head_hash) } }
+        p { a href="/audit" { "Back to the audit log" } }
+    };
+    Ok(page("Audit log verification", Some(&console), content))
+}

@@ -1,0 +1,309 @@
+//! The web console: in a real headless Chromium (Debian's chromium and chromium-driver)
+//! against the real server, and as plain HTTP forms (no JavaScript): sign-in, cases, search
+//! with live query errors, an item, sessions, CSRF, access between cases, accessibility.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use common::browser::Browser;
+use common::web::{HttpAnswer, HttpApi};
+use common::*;
+use holdfast_client::{pb, InteractionBuilder};
+use serde_json::json;
+
+fn interaction(mailbox: &str, key: &str, prompt: &str) -> pb::InteractionInput {
+    InteractionBuilder::new(mailbox, key)
+        .app("Teams")
+        .thread("t-1")
+        .created_at(Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap())
+        .prompt(prompt)
+        .response("noted")
+        .build()
+}
+
+/// axe-core's source (scripts/ensure-build-deps.sh fetches it), or `None` to skip the check.
+fn axe_source() -> String {
+    let path = std::env::var("HOLDFAST_AXE_JS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/holdfast-assets/axe.min.js",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!("axe-core is needed at {path} ({error}); scripts/ensure-build-deps.sh fetches it")
+    })
+}
+
+fn set_cookie(answer: &HttpAnswer) -> String {
+    answer
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The `holdfast_session=...` pair of a Set-Cookie header.
+fn session_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or_default().to_string()
+}
+
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a CSRF field") + marker.len();
+    page[start..start + 64].to_string()
+}
+
+/// Signs in with a plain form POST; answers the session cookie pair.
+async fn sign_in(http: &HttpApi, token: &str) -> (HttpAnswer, String) {
+    let body = format!("token={token}&next=%2Fcases");
+    let answer = http
+        .send_with(
+            "POST",
+            "/signin",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body.into_bytes(),
+        )
+        .await;
+    let pair = session_pair(&set_cookie(&answer));
+    (answer, pair)
+}
+
+async fn form_post(http: &HttpApi, path: &str, cookie: &str, body: &str) -> HttpAnswer {
+    http.send_with(
+        "POST",
+        path,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", cookie),
+        ],
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
+async fn page(http: &HttpApi, path: &str, cookie: &str) -> HttpAnswer {
+    http.send_with("GET", path, &[("cookie", cookie)], Vec::new())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_csrf_and_case_access_hold_without_javascript() {
+    let server = TestServer::start().await;
+    let http = HttpApi::new(server.http_addr());
+
+    // A wrong token: 401 and the form again, no cookie.
+    let (refused, pair) = sign_in(&http, "hf_wrong").await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.text().contains("not valid"));
+    assert!(pair.is_empty() || !pair.contains("holdfast_session=") || pair.ends_with('='));
+
+    // Sign-in: a session cookie, HttpOnly and SameSite=Strict, and a new id every time.
+    let (answer, cookie) = sign_in(&http, EDISCOVERY_TOKEN).await;
+    assert_eq!(answer.status, 303, "{}", answer.text());
+    assert_eq!(answer.headers["location"], "/cases");
+    let flags = set_cookie(&answer);
+    assert!(flags.contains("HttpOnly"), "{flags}");
+    assert!(flags.contains("SameSite=Strict"), "{flags}");
+    assert!(flags.contains("Path=/"), "{flags}");
+    let (_, again) = sign_in(&http, EDISCOVERY_TOKEN).await;
+    assert_ne!(cookie, again, "each sign-in gets a new session id");
+
+    // Pages carry the security headers.
+    let cases = page(&http, "/cases", &cookie).await;
+    assert_eq!(cases.status, 200);
+    let policy = cases.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert_eq!(cases.headers["x-frame-options"], "DENY");
+    let csrf = csrf_of(&cases.text());
+
+    // A change without the CSRF token, or with another one, or from another site: 403.
+    let create = "name=Console+case&custodians=alice%40contoso.com";
+    let missing = form_post(&http, "/cases", &cookie, create).await;
+    assert_eq!(missing.status, 403, "{}", missing.text());
+    let wrong = form_post(
+        &http,
+        "/cases",
+        &cookie,
+        &format!("{create}&csrf={}", "0".repeat(64)),
+    )
+    .await;
+    assert_eq!(wrong.status, 403);
+    let cross = http
+        .send_with(
+            "POST",
+            "/cases",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("cookie", &cookie),
+                ("origin", "https://evil.example"),
+            ],
+            format!("{create}&csrf={csrf}").into_bytes(),
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+
+    // With it: the case is created (post/redirect/get) and shown.
+    let created = form_post(&http, "/cases", &cookie, &format!("{create}&csrf={csrf}")).await;
+    assert_eq!(created.status, 303, "{}", created.text());
+    let case_path = created.headers["location"].to_str().unwrap().to_string();
+    let case_page = page(&http, &case_path, &cookie).await;
+    assert_eq!(case_page.status, 200);
+    assert!(case_page.text().contains("Console case"));
+    assert!(case_page.text().contains("alice@contoso.com"));
+
+    // Another reviewer cannot open it by its URL.
+    let (_, other) = sign_in(&http, OTHER_REVIEWER_TOKEN).await;
+    let refused = page(&http, &case_path, &other).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.text().contains("not a member"));
+
+    // Signing out ends the session: its cookie no longer opens anything.
+    let out = form_post(&http, "/signout", &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(out.status, 303);
+    assert!(set_cookie(&out).contains("Max-Age=0"));
+    let after = page(&http, "/cases", &cookie).await;
+    assert_eq!(after.status, 303);
+    assert!(after.headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/signin"));
+
+    // A revoked token ends its sessions at once.
+    let admin = server.client(ADMIN_TOKEN).await;
+    let minted = admin
+        .create_token("console-user", vec![pb::Role::Ediscovery])
+        .await
+        .unwrap();
+    let (_, minted_cookie) = sign_in(&http, &minted.token).await;
+    assert_eq!(page(&http, "/cases", &minted_cookie).await.status, 200);
+    admin.revoke_token("console-user").await.unwrap();
+    assert_eq!(page(&http, "/cases", &minted_cookie).await.status, 303);
+}
+
+/// Reloads the search page until it shows `expected` (the index commits asynchronously).
+async fn search_until(browser: &Browser, url: &str, expected: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.go(url).await;
+        if browser.count("#result-count").await > 0 {
+            let text = browser.text("#result-count").await;
+            if text.contains(expected) {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never showed {expected:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reviewer_works_a_case_in_a_real_browser() {
+    let server = TestServer::start().await;
+    let base = server.http_addr();
+    let ingest = server.client(INGEST_TOKEN).await;
+    let mut items: Vec<_> = (0..3)
+        .map(|i| {
+            interaction(
+                "alice@contoso.com",
+                &format!("a-{i}"),
+                "the quarterly budget",
+            )
+        })
+        .collect();
+    items.push(interaction("bob@contoso.com", "b-0", "budget for bob"));
+    items.push(interaction("carol@contoso.com", "c-0", "budget for carol"));
+    ingest.ingest(items).await.unwrap();
+    let axe = axe_source();
+    let browser = Browser::start().await;
+
+    browser.sign_in(&base, EDISCOVERY_TOKEN).await;
+    browser.wait_for_text("h1", "Cases").await;
+    let violations = browser.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "cases page: {violations:#?}");
+
+    // Create a case with two custodians.
+    browser.type_into("#name", "Budget review").await;
+    browser
+        .type_into("#custodians", "alice@contoso.com\nbob@contoso.com")
+        .await;
+    browser.click("form[action='/cases'] button").await;
+    browser.wait_for_text("h1", "Budget review").await;
+    let case_url = browser.url().await;
+    let case_id = case_url.rsplit('/').next().unwrap().to_string();
+    let violations = browser.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "case page: {violations:#?}");
+
+    // A malformed query: the error appears as you type, and sending it shows the summary and
+    // runs nothing.
+    browser.go(&format!("{base}/cases/{case_id}/search")).await;
+    browser.type_into("#q", "budget AND (").await;
+    let live = browser
+        .wait_for_text("#q-error", "Error at character")
+        .await;
+    assert!(live.contains("13") || live.contains("12"), "{live}");
+    browser.click("form[role=search] button").await;
+    browser
+        .wait_for_text(".error-summary", "There is a problem")
+        .await;
+    assert_eq!(browser.count("table.hits").await, 0);
+
+    // The search: 4 of the 5 items (carol is not a custodian), as many as the export sends.
+    let url = format!("{base}/cases/{case_id}/search?q=budget&sort=newest");
+    let count = search_until(&browser, &url, "4 items match").await;
+    assert!(count.contains("4 items match"), "{count}");
+    assert_eq!(browser.count("table.hits tbody tr").await, 4);
+    assert!(browser.count("table.hits mark").await >= 4);
+    let violations = browser.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "search page: {violations:#?}");
+    let api = HttpApi::new(base.clone());
+    let export = api
+        .json(
+            "POST",
+            &format!("/api/v1/cases/{case_id}/export"),
+            EDISCOVERY_TOKEN,
+            json!({ "query": "budget" }),
+        )
+        .await;
+    assert_eq!(
+        export.text().lines().count(),
+        4 + 1,
+        "the items and the trailer"
+    );
+
+    // A facet narrows to one custodian.
+    browser.click(".facets a[href*='mailbox=bob']").await;
+    browser
+        .wait_for_text("#result-count", "1 items match")
+        .await;
+
+    // A hit opens the whole interaction, and the view is audited.
+    browser.go(&url).await;
+    browser.click("table.hits tbody tr a").await;
+    browser.wait_for_text("main", "Prompt").await;
+    assert!(browser.text("main").await.contains("budget"));
+    let violations = browser.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "item page: {violations:#?}");
+    let auditor = server.client(AUDITOR_TOKEN).await;
+    let viewed = auditor
+        .query_audit_log(pb::QueryAuditLogRequest {
+            action: "ViewItem".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(viewed.entries.len(), 1);
+    assert_eq!(viewed.entries[0].actor, "reviewer");
+
+    // The session cookie is not readable from scripts.
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "holdfast_session")
+        .expect("a session cookie");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    assert_eq!(browser.execute("return document.cookie").await, json!(""));
+}

@@ -6,22 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
 use common::browser::Browser;
 use common::web::{HttpAnswer, HttpApi};
 use common::*;
-use holdfast_client::{pb, InteractionBuilder};
+use holdfast_client::pb;
 use serde_json::json;
-
-fn interaction(mailbox: &str, key: &str, prompt: &str) -> pb::InteractionInput {
-    InteractionBuilder::new(mailbox, key)
-        .app("Teams")
-        .thread("t-1")
-        .created_at(Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap())
-        .prompt(prompt)
-        .response("noted")
-        .build()
-}
 
 /// axe-core's source (scripts/ensure-build-deps.sh fetches it), or `None` to skip the check.
 fn axe_source() -> String {
@@ -206,15 +195,15 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     let ingest = server.client(INGEST_TOKEN).await;
     let mut items: Vec<_> = (0..3)
         .map(|i| {
-            interaction(
+            teams_item(
                 "alice@contoso.com",
                 &format!("a-{i}"),
                 "the quarterly budget",
             )
         })
         .collect();
-    items.push(interaction("bob@contoso.com", "b-0", "budget for bob"));
-    items.push(interaction("carol@contoso.com", "c-0", "budget for carol"));
+    items.push(teams_item("bob@contoso.com", "b-0", "budget for bob"));
+    items.push(teams_item("carol@contoso.com", "c-0", "budget for carol"));
     ingest.ingest(items).await.unwrap();
     let axe = axe_source();
     let browser = Browser::start().await;

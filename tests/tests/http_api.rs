@@ -6,22 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
 use common::web::{HttpAnswer, HttpApi, OpenApi};
 use common::*;
-use holdfast_client::{pb, InteractionBuilder};
+use holdfast_client::pb;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-fn interaction(mailbox: &str, key: &str, prompt: &str) -> pb::InteractionInput {
-    InteractionBuilder::new(mailbox, key)
-        .app("Teams")
-        .thread("t-1")
-        .created_at(Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap())
-        .prompt(prompt)
-        .response("noted")
-        .build()
-}
 
 struct Api {
     http: HttpApi,
@@ -93,14 +82,14 @@ async fn every_discovery_endpoint_answers_as_its_openapi_document_says() {
     let ingest = server.client(INGEST_TOKEN).await;
     let mut items = Vec::new();
     for i in 0..5 {
-        items.push(interaction(
+        items.push(teams_item(
             "alice@contoso.com",
             &format!("a-{i}"),
             "quarterly budget",
         ));
     }
-    items.push(interaction("bob@contoso.com", "b-0", "budget for bob"));
-    items.push(interaction("carol@contoso.com", "c-0", "budget for carol"));
+    items.push(teams_item("bob@contoso.com", "b-0", "budget for bob"));
+    items.push(teams_item("carol@contoso.com", "c-0", "budget for carol"));
     ingest.ingest(items).await.unwrap();
 
     let me = api
@@ -613,8 +602,8 @@ async fn retention_interaction_audit_and_token_endpoints_answer_as_documented() 
     let ingest = server.client(INGEST_TOKEN).await;
     let stored = ingest
         .ingest(vec![
-            interaction("dana@contoso.com", "d-0", "first"),
-            interaction("dana@contoso.com", "d-1", "second"),
+            teams_item("dana@contoso.com", "d-0", "first"),
+            teams_item("dana@contoso.com", "d-1", "second"),
         ])
         .await
         .unwrap();

@@ -313,6 +313,18 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> CliOu
     }
 }
 
+/// An interaction in a Teams thread "t-1" created 2025-03-01 with this prompt.
+pub fn teams_item(mailbox: &str, key: &str, prompt: &str) -> pb::InteractionInput {
+    use chrono::TimeZone;
+    InteractionBuilder::new(mailbox, key)
+        .app("Teams")
+        .thread("t-1")
+        .created_at(chrono::Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap())
+        .prompt(prompt)
+        .response("noted")
+        .build()
+}
+
 /// A minimal valid interaction; the same arguments always give the same content.
 pub fn item(mailbox: &str, client_key: &str) -> pb::InteractionInput {
     use chrono::TimeZone;

@@ -63,30 +63,15 @@ impl HttpApi {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> HttpAnswer {
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path));
+        let authorization = format!("Bearer {token}");
+        let mut headers = Vec::new();
         if !token.is_empty() {
-            request = request.header("authorization", format!("Bearer {token}"));
+            headers.push(("authorization", authorization.as_str()));
         }
         if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
+            headers.push(("content-type", content_type));
         }
-        let request = request.body(Full::new(Bytes::from(body))).unwrap();
-        let response = self.client.request(request).await.expect("HTTP request");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("HTTP body")
-            .to_bytes();
-        HttpAnswer {
-            status,
-            headers,
-            body,
-        }
+        self.send_with(method, path, &headers, body).await
     }
 
     /// Sends a request with the given headers (cookies, Origin, ...).

@@ -9,25 +9,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub sequence: u64,
-    pub time: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    /// Parameters of the action; never interaction content.
-    pub parameters: serde_json::Value,
-    pub result: String,
-    pub previous_hash: String,
-    pub hash: String,
-}
+pub use crate::records::AuditRecord;
 
 /// The fields covered by an entry's hash, in a fixed order.
 #[derive(Serialize)]

@@ -8,31 +8,15 @@
 //! store, and recovery appends through the log's usual path.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
 use crate::store::{Store, StoreError};
 
+pub use crate::records::AuditIntent;
+
 /// The parameter of an audit entry that names the intent it settles.
 pub const INTENT_PARAMETER: &str = "audit_intent";
-
-/// An audit entry owed by a saved change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditIntent {
-    pub id: Ulid,
-    /// The last audit sequence when the change was saved (set by the store write): the
-    /// entry owed, if it was appended, comes after it.
-    pub after_sequence: u64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub parameters: serde_json::Value,
-    /// Saved before a long action began (DeleteHistory, Purge), not with a finished change:
-    /// if it is still owed at start, the action was interrupted and may be partly done.
-    #[serde(default)]
-    pub interrupted: bool,
-}
 
 impl AuditIntent {
     pub fn new(

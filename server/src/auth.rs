@@ -16,17 +16,7 @@ use crate::config::ConfigToken;
 use crate::error::Error;
 use crate::store::Store;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Ingest,
-    Ediscovery,
-    EdiscoveryAdmin,
-    RetentionAdmin,
-    Purge,
-    Auditor,
-    Admin,
-}
+pub use crate::records::{parse_token_hash, Role, TokenRecord};
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -66,15 +56,6 @@ pub enum TokenSource {
     Api,
 }
 
-/// What the `tokens` column family stores under a token's hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub name: String,
-    pub roles: BTreeSet<Role>,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-}
-
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -94,12 +75,6 @@ impl Principal {
 
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-pub fn parse_token_hash(hex_digest: &str) -> Option<[u8; 32]> {
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(hex_digest.trim(), &mut hash).ok()?;
-    Some(hash)
 }
 
 pub fn generate_token() -> String {

@@ -2,33 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use ulid::Ulid;
-
 use crate::auth::{Principal, Role};
 use crate::domain::MailboxId;
 use crate::error::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CaseStatus {
-    Open,
-    Closed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaseRecord {
-    pub id: Ulid,
-    pub name: String,
-    pub description: String,
-    pub status: CaseStatus,
-    pub members: BTreeSet<String>,
-    pub custodians: BTreeSet<MailboxId>,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-    pub closed_at: Option<DateTime<Utc>>,
-}
+pub use crate::records::{CaseRecord, CaseStatus};
 
 /// Most members or custodians per case.
 pub const MAX_CASE_LIST: usize = 10_000;

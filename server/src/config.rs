@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use crate::records::Role;
 
 /// Limits on what a caller may send (SPEC §2). Defaults are the spec's.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -563,7 +563,7 @@ impl Config {
             ));
         }
         for token in &self.tokens {
-            if crate::auth::parse_token_hash(&token.sha256).is_none() {
+            if crate::records::parse_token_hash(&token.sha256).is_none() {
                 return invalid(format!(
                     "token {:?}: sha256 must be 64 hex digits",
                     token.name

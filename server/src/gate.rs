@@ -22,6 +22,10 @@ use tonic::Status;
 use crate::auth::TokenRegistry;
 use crate::refusals::Refusals;
 
+/// Concurrent HTTP/2 streams (calls) one connection may have open, on either front door
+/// (tonic otherwise lifts hyper's default and allows any number).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// The gRPC path prefix of holdfast's own services.
 const GATED_PREFIX: &str = "/holdfast.v1.";
 

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod page_token;
 pub mod program;
+pub mod records;
 pub mod refusals;
 pub mod retention;
 pub mod search;

@@ -20,44 +20,7 @@ use crate::domain::{InteractionId, MailboxId};
 use crate::store::keys::META_REPLAN;
 use crate::store::{PolicyWrite, RulesWrite, Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyRecord {
-    pub id: Ulid,
-    pub policy: Policy,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldKind {
-    /// Forever (`None`) or N days from each item's `created_at`.
-    Litigation { days: Option<u32> },
-    /// Nothing in the mailbox is destroyed before `until`.
-    Delay { until: DateTime<Utc> },
-    /// An eDiscovery case's hold: the custodians' items that match `query` (KQL, empty: all)
-    /// and were created in `[created_from, created_to)`.
-    Case {
-        case_id: Ulid,
-        name: String,
-        query: String,
-        created_from: Option<DateTime<Utc>>,
-        created_to: Option<DateTime<Utc>>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldRecord {
-    pub id: Ulid,
-    /// The mailbox of a litigation or delay hold; a case hold's custodians.
-    pub mailboxes: BTreeSet<MailboxId>,
-    pub kind: HoldKind,
-    pub created_at: DateTime<Utc>,
-    pub created_by: String,
-    pub released_at: Option<DateTime<Utc>>,
-    pub released_by: Option<String>,
-}
+pub use crate::records::{HoldKind, HoldRecord, PolicyRecord};
 
 impl HoldRecord {
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {

@@ -41,9 +41,6 @@ const SNAPSHOT_IDLE_TTL: Duration = Duration::from_secs(600);
 /// segments (and the text of destroyed items in them) on disk.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(3600);
 
-/// Concurrent HTTP/2 streams (calls) one connection may have open.
-pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 256;
-
 /// How long shutdown waits for in-flight calls and streams.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -218,7 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // any number), and idle connections are probed so that dead peers are dropped.
     let handlers = gate.handlers();
     let mut builder = Server::builder()
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .max_concurrent_streams(Some(crate::gate::MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_keepalive(Some(Duration::from_secs(60)));

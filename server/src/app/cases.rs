@@ -7,16 +7,13 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::search::{complete_index, hold_query, query_error};
-use super::{blocking, now, parse_ulid, App};
-use crate::auth::{Principal, Role};
+use super::{blocking, now, parse_ulid, App, EDISCOVERY};
+use crate::auth::Principal;
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::domain::MailboxId;
 use crate::error::Error;
 use crate::retention::{HoldKind, HoldRecord};
 use crate::search::searcher;
-
-/// Who may work with cases, search and export.
-pub const EDISCOVERY: &[Role] = &[Role::Ediscovery, Role::EdiscoveryAdmin];
 
 /// A case to create. The creator is always a member.
 #[derive(Debug, Clone, Default)]

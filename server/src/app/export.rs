@@ -14,9 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
-use super::cases::EDISCOVERY;
 use super::search::{complete_index, parse_query, query_error};
 use super::App;
+use super::EDISCOVERY;
 use crate::admission::{Admission, Work};
 use crate::auth::{Principal, TokenRegistry};
 use crate::domain::{InteractionId, StoredInteraction};

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use ulid::Ulid;
 
-use super::cases::EDISCOVERY;
 use super::policies::{RETENTION_ADMIN, RETENTION_READERS};
 use super::search::{complete_index, hold_query, query_error};
+use super::EDISCOVERY;
 use super::{blocking, now, parse_ulid, App};
 use crate::audit_intent::AuditIntent;
 use crate::auth::Principal;

@@ -78,6 +78,9 @@ pub struct App {
     pub cases_lock: tokio::sync::Mutex<()>,
 }
 
+/// Who may work with cases, search, export and case holds.
+pub const EDISCOVERY: &[Role] = &[Role::Ediscovery, Role::EdiscoveryAdmin];
+
 /// Actor name recorded for calls without a valid token.
 pub const ANONYMOUS: &str = "anonymous";
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::cases::EDISCOVERY;
+use super::EDISCOVERY;
 use super::{now, App};
 use crate::admission::Work;
 use crate::auth::Principal;

@@ -355,7 +355,7 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(crate::server::MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(crate::gate::MAX_STREAMS_PER_CONNECTION)
         .keep_alive_interval(Some(Duration::from_secs(60)))
         .keep_alive_timeout(Duration::from_secs(20));
     let connection = builder.serve_connection_with_upgrades(io, service);

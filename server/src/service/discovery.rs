@@ -12,13 +12,13 @@ use tonic::{Request, Response, Status};
 
 use super::retention::hold_to_proto;
 use super::{authenticate, decoded};
-use crate::app::cases::EDISCOVERY;
 use crate::app::cases::{CaseChange, NewCase};
 use crate::app::export::{ExportMessage, ExportRequest};
 use crate::app::holds::{HoldView, NewCaseHold};
 use crate::app::purge::{PurgeReport, PurgeRequest};
 use crate::app::search::{HitLocation, SearchPage, SearchRequest};
 use crate::app::App;
+use crate::app::EDISCOVERY;
 use crate::cases::{CaseRecord, CaseStatus};
 use crate::convert;
 use crate::error::Error;

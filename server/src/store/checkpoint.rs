@@ -8,7 +8,7 @@ use rocksdb::{IteratorMode, Options, DB};
 use super::keys::CF_AUDIT;
 use super::rocks::{corrupt, RocksStore};
 use super::StoreError;
-use crate::audit::AuditRecord;
+use crate::records::AuditRecord;
 
 impl RocksStore {
     /// A RocksDB checkpoint of every column family in `dir`: memtables are flushed first,

@@ -11,15 +11,11 @@ use serde::{Deserialize, Serialize};
 
 pub use rocks::RocksStore;
 
-use crate::audit::AuditRecord;
-use crate::audit_intent::AuditIntent;
-use crate::auth::TokenRecord;
-use crate::cases::CaseRecord;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
     StoredInteraction,
 };
-use crate::retention::{HoldRecord, PolicyRecord};
+use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

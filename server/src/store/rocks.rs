@@ -18,16 +18,12 @@ use super::{
     Disposition, ItemFacts, NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem,
     Store, StoreError, SweepApplied, SweepWrite, WriteOutcome, RECORD_VERSION,
 };
-use crate::audit::AuditRecord;
-use crate::audit_intent::AuditIntent;
-use crate::auth::TokenRecord;
-use crate::cases::CaseRecord;
 use crate::config::Compression;
 use crate::domain::{
     HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
     StoredInteraction,
 };
-use crate::retention::{HoldRecord, PolicyRecord};
+use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
 /// A raw (key, value) pair of an index column family.
 type IndexEntry = (Vec<u8>, Vec<u8>);

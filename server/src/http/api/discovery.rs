@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{body_of, query_of, Answer, JsonBody};
-use crate::app::cases::EDISCOVERY;
 use crate::app::cases::{CaseChange, NewCase};
 use crate::app::export::{ExportMessage, ExportRequest};
 use crate::app::holds::{HoldView, NewCaseHold};
 use crate::app::purge::PURGE;
 use crate::app::purge::{PurgeReport, PurgeRequest};
 use crate::app::search::{HitLocation, SearchPage, SearchRequest};
+use crate::app::EDISCOVERY;
 use crate::auth::Principal;
 use crate::cases::{CaseRecord, CaseStatus};
 use crate::domain::StoredInteraction;

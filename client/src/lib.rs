@@ -67,6 +67,14 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 impl ClientError {
+    /// The server's message, when it answered (empty otherwise).
+    pub fn message(&self) -> &str {
+        match self {
+            ClientError::Status(status) => status.message(),
+            _ => "",
+        }
+    }
+
     /// The gRPC code, when the server answered.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
@@ -134,9 +142,9 @@ pub struct HoldfastClient {
     admin: AdminServiceClient<Authed>,
     audit: AuditServiceClient<Authed>,
     /// Cases, search, export, case holds and purge requests.
-    pub discovery: DiscoveryServiceClient<Authed>,
+    discovery: DiscoveryServiceClient<Authed>,
     /// Retention policies, holds and explanations.
-    pub retention: RetentionServiceClient<Authed>,
+    retention: RetentionServiceClient<Authed>,
 }
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
@@ -144,7 +152,56 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, ClientError> {
         .map_err(|error| ClientError::Config(format!("cannot read {}: {error}", path.display())))
 }
 
+/// A typed method for one unary RPC: the request message in, the response message out.
+macro_rules! unary {
+    ($(#[$doc:meta])* $name:ident, $service:ident, $request:ty => $response:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&self, request: $request) -> Result<$response, ClientError> {
+            Ok(self.$service.clone().$name(request).await?.into_inner())
+        }
+    };
+}
+
 impl HoldfastClient {
+    unary!(
+        /// Places a hold on a case's custodians (all or some), optionally narrowed by a query.
+        place_case_hold, discovery, pb::PlaceCaseHoldRequest => pb::HoldInfo
+    );
+    unary!(list_case_holds, discovery, pb::ListCaseHoldsRequest => pb::ListHoldsResponse);
+    unary!(release_case_hold, discovery, pb::ReleaseCaseHoldRequest => pb::HoldInfo);
+    unary!(
+        /// Moves matching items of a case's custodians to the holds area (or selects them,
+        /// with `dry_run`).
+        purge, discovery, pb::PurgeRequest => pb::PurgeResponse
+    );
+    unary!(create_policy, retention, pb::CreatePolicyRequest => pb::RetentionPolicy);
+    unary!(get_policy, retention, pb::PolicyRef => pb::RetentionPolicy);
+    unary!(list_policies, retention, pb::ListPoliciesRequest => pb::ListPoliciesResponse);
+    unary!(update_policy, retention, pb::UpdatePolicyRequest => pb::RetentionPolicy);
+    unary!(delete_policy, retention, pb::PolicyRef => pb::DeletePolicyResponse);
+    unary!(
+        /// Preservation lock: from now on the policy can only become stricter.
+        lock_policy, retention, pb::PolicyRef => pb::RetentionPolicy
+    );
+    unary!(place_litigation_hold, retention, pb::PlaceLitigationHoldRequest => pb::HoldInfo);
+    unary!(release_hold, retention, pb::HoldRef => pb::HoldInfo);
+    unary!(clear_delay_hold, retention, pb::HoldRef => pb::HoldInfo);
+    unary!(list_holds, retention, pb::ListHoldsRequest => pb::ListHoldsResponse);
+    unary!(
+        /// Why an item is still here, and until when.
+        explain_retention, retention, pb::ExplainRetentionRequest => pb::ExplainRetentionResponse
+    );
+    unary!(
+        /// What a policy would do if saved now, per mailbox.
+        preview_policy, retention, pb::PreviewPolicyRequest => pb::PreviewPolicyResponse
+    );
+    unary!(get_mailbox_status, retention, pb::GetMailboxStatusRequest => pb::MailboxStatus);
+    unary!(run_sweep, retention, pb::RunSweepRequest => pb::SweepStats);
+    unary!(get_sweeper_status, retention, pb::GetSweeperStatusRequest => pb::SweeperStatus);
+    unary!(
+        list_dispositions, retention, pb::ListDispositionsRequest => pb::ListDispositionsResponse
+    );
+
     pub async fn connect(config: ClientConfig) -> Result<HoldfastClient, ClientError> {
         let auth = MetadataValue::from_str(&format!("Bearer {}", config.token))
             .map_err(|_| ClientError::Config("the token contains invalid characters".into()))?;

@@ -194,12 +194,9 @@ async fn destroyed_text_leaves_every_file_within_the_bound() {
     let stats = server
         .client(RETENTION_ADMIN_TOKEN)
         .await
-        .retention
-        .clone()
         .run_sweep(pb::RunSweepRequest {})
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(stats.destroyed, ids.len() as u64);
     let status_after_sweep = status(&server);
     let erasure = &status_after_sweep["erasure"];

@@ -230,13 +230,17 @@ async fn list_audit_and_disposition_tokens_are_authenticated_and_bound() {
     auditor.query_audit_log(audit(token)).await.unwrap();
 
     // The old dispositions token was "purged_at µs.id".
-    let mut retention = auditor.retention.clone();
+    let retention = auditor.clone();
     let old = pb::ListDispositionsRequest {
         page_token: format!("0.{}", ids[0]),
         ..Default::default()
     };
     let error = retention.list_dispositions(old).await.unwrap_err();
-    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    assert_eq!(
+        error.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{error:?}"
+    );
     assert!(error.message().contains("page_token"), "{error:?}");
 }
 
@@ -322,7 +326,7 @@ async fn refused_case_calls_are_audited() {
             .map(|_| ()),
     );
     denied(outsider.close_case(&case.id).await.map(|_| ()));
-    let mut discovery = outsider.discovery.clone();
+    let discovery = outsider.clone();
     let status = discovery
         .list_case_holds(pb::ListCaseHoldsRequest {
             case_id: case.id.clone(),
@@ -330,7 +334,7 @@ async fn refused_case_calls_are_audited() {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(status.code(), Some(tonic::Code::PermissionDenied));
 
     let entries = server
         .client(AUDITOR_TOKEN)
@@ -380,7 +384,7 @@ async fn closing_a_case_races_neither_updates_nor_hold_placement() {
             description: format!("round {round}"),
             ..Default::default()
         });
-        let mut discovery = reviewer.discovery.clone();
+        let discovery = reviewer.clone();
         let hold = discovery.place_case_hold(pb::PlaceCaseHoldRequest {
             case_id: case.id.clone(),
             name: "race".into(),
@@ -389,15 +393,12 @@ async fn closing_a_case_races_neither_updates_nor_hold_placement() {
         let (closed, _, placed) = tokio::join!(close, update, hold);
         let now = reviewer.get_case(&case.id).await.unwrap();
         let active = reviewer
-            .discovery
-            .clone()
             .list_case_holds(pb::ListCaseHoldsRequest {
                 case_id: case.id.clone(),
                 include_released: false,
             })
             .await
             .unwrap()
-            .into_inner()
             .holds;
         if closed.is_ok() {
             // A racing update never reopens a closed case.
@@ -431,7 +432,7 @@ async fn a_hold_whose_query_cannot_be_evaluated_is_refused_not_saved() {
     let reviewer = server.client(EDISCOVERY_TOKEN).await;
     let case = open_case(&reviewer, &[ANN], &[]).await;
     search_until(&reviewer, &case, "zqh10049", 1).await;
-    let mut discovery = reviewer.discovery.clone();
+    let discovery = reviewer.clone();
     let place = |query: &str| pb::PlaceCaseHoldRequest {
         case_id: case.id.clone(),
         name: "wide".into(),
@@ -439,14 +440,22 @@ async fn a_hold_whose_query_cannot_be_evaluated_is_refused_not_saved() {
         ..Default::default()
     };
     let refused = discovery.place_case_hold(place("zqh*")).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{refused:?}"
+    );
     assert!(refused.message().contains("query"), "{refused:?}");
     assert!(refused.message().contains("10000"), "{refused:?}");
     let refused = discovery
         .place_case_hold(place("zqh1 AND location:active"))
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::InvalidArgument),
+        "{refused:?}"
+    );
     assert!(refused.message().contains("location:"), "{refused:?}");
 
     // Nothing was saved: no hold, and the case closes.
@@ -457,7 +466,6 @@ async fn a_hold_whose_query_cannot_be_evaluated_is_refused_not_saved() {
         })
         .await
         .unwrap()
-        .into_inner()
         .holds;
     assert!(holds.is_empty(), "{holds:?}");
     let entries = server
@@ -476,11 +484,7 @@ async fn a_hold_whose_query_cannot_be_evaluated_is_refused_not_saved() {
         "{entries:#?}"
     );
     // A narrower prefix is fine.
-    let hold = discovery
-        .place_case_hold(place("zqh1004*"))
-        .await
-        .unwrap()
-        .into_inner();
+    let hold = discovery.place_case_hold(place("zqh1004*")).await.unwrap();
     assert_eq!(hold.items_held, 1);
 }
 
@@ -510,8 +514,6 @@ async fn search_and_purge_during_an_index_rebuild_are_unavailable_never_partial(
     let mut unavailable = 0;
     loop {
         let purge = purger
-            .discovery
-            .clone()
             .purge(pb::PurgeRequest {
                 case_id: case.id.clone(),
                 query: "memo".into(),
@@ -521,16 +523,11 @@ async fn search_and_purge_during_an_index_rebuild_are_unavailable_never_partial(
             .await;
         match purge {
             Ok(response) => {
-                let matched: u64 = response
-                    .into_inner()
-                    .mailboxes
-                    .iter()
-                    .map(|m| m.matched)
-                    .sum();
+                let matched: u64 = response.mailboxes.iter().map(|m| m.matched).sum();
                 assert_eq!(matched, stored, "a purge saw a partial index");
             }
             Err(status) => {
-                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert_eq!(status.code(), Some(tonic::Code::Unavailable), "{status:?}");
                 assert!(status.message().contains("retry"), "{status:?}");
             }
         }

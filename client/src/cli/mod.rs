@@ -667,12 +667,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain { id } => {
             let client = cli.connection.connect().await?;
             let explained = client
-                .retention
-                .clone()
                 .explain_retention(pb::ExplainRetentionRequest { id })
-                .await
-                .map_err(crate::ClientError::from)?
-                .into_inner();
+                .await?;
             print_explanation(&explained, json);
             Ok(ExitCode::SUCCESS)
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{format_time, hold_json, optional_timestamp, policy_json};
 use crate::json::move_reason_name;
-use crate::{pb, ClientError, HoldfastClient};
+use crate::{pb, HoldfastClient};
 
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
@@ -84,14 +84,10 @@ pub async fn mailbox_command(
 ) -> anyhow::Result<ExitCode> {
     let MailboxCommand::Status { mailbox } = command;
     let status = client
-        .retention
-        .clone()
         .get_mailbox_status(pb::GetMailboxStatusRequest {
             mailbox_id: mailbox,
         })
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
+        .await?;
     let holds: Vec<Value> = status
         .holds
         .iter()
@@ -179,13 +175,11 @@ pub async fn sweep_command(
     status: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut retention = client.retention.clone();
+    let retention = client.clone();
     if status {
         let status = retention
             .get_sweeper_status(pb::GetSweeperStatusRequest {})
-            .await
-            .map_err(ClientError::from)?
-            .into_inner();
+            .await?;
         print_value(
             &json!({
                 "running": status.running,
@@ -207,11 +201,7 @@ pub async fn sweep_command(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let stats = retention
-        .run_sweep(pb::RunSweepRequest {})
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
+    let stats = retention.run_sweep(pb::RunSweepRequest {}).await?;
     if json {
         println!("{}", stats_json(&stats));
     } else {
@@ -231,16 +221,12 @@ pub async fn dispositions_command(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let page = client
-        .retention
-        .clone()
         .list_dispositions(pb::ListDispositionsRequest {
             mailbox_id: mailbox.unwrap_or_default(),
             page_size: limit,
             page_token: page_token.unwrap_or_default(),
         })
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
+        .await?;
     let records: Vec<Value> = page
         .dispositions
         .iter()
@@ -289,13 +275,7 @@ pub async fn purge_command(
     request: pb::PurgeRequest,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let response = client
-        .discovery
-        .clone()
-        .purge(request)
-        .await
-        .map_err(ClientError::from)?
-        .into_inner();
+    let response = client.purge(request).await?;
     if json {
         println!(
             "{}",
@@ -342,7 +322,7 @@ pub async fn case_hold_command(
     command: CaseHoldCommand,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut discovery = client.discovery.clone();
+    let discovery = client.clone();
     let holds = match command {
         CaseHoldCommand::Place {
             case_id,
@@ -351,34 +331,32 @@ pub async fn case_hold_command(
             query,
             from,
             to,
-        } => vec![discovery
-            .place_case_hold(pb::PlaceCaseHoldRequest {
-                case_id,
-                name,
-                custodians,
-                query,
-                created_from: optional_timestamp(&from)?,
-                created_to: optional_timestamp(&to)?,
-            })
-            .await
-            .map_err(ClientError::from)?
-            .into_inner()],
+        } => vec![
+            discovery
+                .place_case_hold(pb::PlaceCaseHoldRequest {
+                    case_id,
+                    name,
+                    custodians,
+                    query,
+                    created_from: optional_timestamp(&from)?,
+                    created_to: optional_timestamp(&to)?,
+                })
+                .await?,
+        ],
         CaseHoldCommand::List { case_id, all } => {
             discovery
                 .list_case_holds(pb::ListCaseHoldsRequest {
                     case_id,
                     include_released: all,
                 })
-                .await
-                .map_err(ClientError::from)?
-                .into_inner()
+                .await?
                 .holds
         }
-        CaseHoldCommand::Release { case_id, hold_id } => vec![discovery
-            .release_case_hold(pb::ReleaseCaseHoldRequest { case_id, hold_id })
-            .await
-            .map_err(ClientError::from)?
-            .into_inner()],
+        CaseHoldCommand::Release { case_id, hold_id } => vec![
+            discovery
+                .release_case_hold(pb::ReleaseCaseHoldRequest { case_id, hold_id })
+                .await?,
+        ],
     };
     let values: Vec<Value> = holds.iter().map(case_hold_json).collect();
     if json {

@@ -31,8 +31,7 @@ pub(super) async fn policy_command(
     command: PolicyCommand,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut retention = client.retention.clone();
-    let status = crate::ClientError::from;
+    let retention = client.clone();
     let print = |policy: &pb::RetentionPolicy| {
         let value = policy_json(policy);
         if json {
@@ -50,9 +49,7 @@ pub(super) async fn policy_command(
                 .create_policy(pb::CreatePolicyRequest {
                     spec: Some(args.spec()?),
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .await?;
             print(&policy);
         }
         PolicyCommand::Update { id, args } => {
@@ -61,17 +58,13 @@ pub(super) async fn policy_command(
                     id,
                     spec: Some(args.spec()?),
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .await?;
             print(&policy);
         }
         PolicyCommand::List => {
             let policies = retention
                 .list_policies(pb::ListPoliciesRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
+                .await?
                 .policies;
             if json {
                 println!(
@@ -107,18 +100,13 @@ pub(super) async fn policy_command(
             }
         }
         PolicyCommand::Show { id } => {
-            let policy = retention
-                .get_policy(pb::PolicyRef { id })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let policy = retention.get_policy(pb::PolicyRef { id }).await?;
             print(&policy);
         }
         PolicyCommand::Delete { id } => {
             retention
                 .delete_policy(pb::PolicyRef { id: id.clone() })
-                .await
-                .map_err(status)?;
+                .await?;
             println!("deleted policy {id}");
         }
         PolicyCommand::Preview { id, args } => {
@@ -127,17 +115,11 @@ pub(super) async fn policy_command(
                     policy_id: id.unwrap_or_default(),
                     spec: Some(args.spec()?),
                 })
-                .await
-                .map_err(status)?
-                .into_inner();
+                .await?;
             super::records::print_preview(&preview, json);
         }
         PolicyCommand::Lock { id } => {
-            let policy = retention
-                .lock_policy(pb::PolicyRef { id })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let policy = retention.lock_policy(pb::PolicyRef { id }).await?;
             print(&policy);
         }
     }
@@ -167,30 +149,21 @@ pub(super) async fn hold_command(
     command: HoldCommand,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut retention = client.retention.clone();
-    let status = crate::ClientError::from;
+    let retention = client.clone();
     let holds = match command {
-        HoldCommand::Place { mailbox, days } => vec![retention
-            .place_litigation_hold(pb::PlaceLitigationHoldRequest {
-                mailbox_id: mailbox,
-                days,
-            })
-            .await
-            .map_err(status)?
-            .into_inner()],
+        HoldCommand::Place { mailbox, days } => vec![
+            retention
+                .place_litigation_hold(pb::PlaceLitigationHoldRequest {
+                    mailbox_id: mailbox,
+                    days,
+                })
+                .await?,
+        ],
         HoldCommand::Release { id } => {
-            vec![retention
-                .release_hold(pb::HoldRef { id })
-                .await
-                .map_err(status)?
-                .into_inner()]
+            vec![retention.release_hold(pb::HoldRef { id }).await?]
         }
         HoldCommand::ClearDelay { id } => {
-            vec![retention
-                .clear_delay_hold(pb::HoldRef { id })
-                .await
-                .map_err(status)?
-                .into_inner()]
+            vec![retention.clear_delay_hold(pb::HoldRef { id }).await?]
         }
         HoldCommand::List { mailbox, all } => {
             retention
@@ -198,9 +171,7 @@ pub(super) async fn hold_command(
                     mailbox_id: mailbox.unwrap_or_default(),
                     include_released: all,
                 })
-                .await
-                .map_err(status)?
-                .into_inner()
+                .await?
                 .holds
         }
     };

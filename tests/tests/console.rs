@@ -208,6 +208,9 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     let axe = axe_source();
     let browser = Browser::start().await;
 
+    browser.go(&format!("{base}/signin")).await;
+    let violations = browser.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "sign-in page: {violations:#?}");
     browser.sign_in(&base, EDISCOVERY_TOKEN).await;
     browser.wait_for_text("h1", "Cases").await;
     let violations = browser.axe_violations(&axe).await;
@@ -295,4 +298,150 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     assert_eq!(session["httpOnly"], true);
     assert_eq!(session["sameSite"], "Strict");
     assert_eq!(browser.execute("return document.cookie").await, json!(""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release() {
+    let server = TestServer::start().await;
+    let base = server.http_addr();
+    let ingest = server.client(INGEST_TOKEN).await;
+    let stored = ingest
+        .ingest(vec![teams_item("erin@contoso.com", "e-0", "the budget")])
+        .await
+        .unwrap();
+    let id = stored.results[0].id.clone();
+    let axe = axe_source();
+    let records = Browser::start().await;
+    records.sign_in(&base, RETENTION_ADMIN_TOKEN).await;
+
+    // A 30-day delete, previewed before it is saved: it would move erin's item now.
+    records.go(&format!("{base}/policies")).await;
+    let violations = records.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "policies page: {violations:#?}");
+    records.type_into("#p-name", "Delete after 30 days").await;
+    records
+        .execute("document.getElementById('p-action').value = 'delete_only'")
+        .await;
+    records.clear("#p-days").await;
+    records.type_into("#p-days", "30").await;
+    records.click("button[value=preview]").await;
+    let preview = records.wait_for_text("main", "would move").await;
+    assert!(preview.contains("would move 1 item(s)"), "{preview}");
+    assert!(preview.contains("erin@contoso.com"), "{preview}");
+    let policies = server.client(RETENTION_ADMIN_TOKEN).await;
+    let listed = policies
+        .list_policies(pb::ListPoliciesRequest {})
+        .await
+        .unwrap();
+    assert!(listed.policies.is_empty(), "a preview saves nothing");
+
+    // A litigation hold on erin, then the policy.
+    records.go(&format!("{base}/holds")).await;
+    records.type_into("#lh-mailbox", "erin@contoso.com").await;
+    records
+        .click("form[method=post][action='/holds'] button")
+        .await;
+    records
+        .wait_for_text("table", "Active until released")
+        .await;
+    let violations = records.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "holds page: {violations:#?}");
+    records.go(&format!("{base}/policies")).await;
+    records.type_into("#p-name", "Delete after 30 days").await;
+    records
+        .execute("document.getElementById('p-action').value = 'delete_only'")
+        .await;
+    records.clear("#p-days").await;
+    records.type_into("#p-days", "30").await;
+    records.click("button[value=save]").await;
+    records.wait_for_text("table", "Delete after 30 days").await;
+
+    // The explanation names the hold; a pass moves the item but destroys nothing.
+    let explained = policies
+        .explain_retention(pb::ExplainRetentionRequest { id: id.clone() })
+        .await
+        .unwrap();
+    assert!(!explained.destroyable);
+    assert!(
+        explained
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("held by hold")),
+        "{:?}",
+        explained.reasons
+    );
+    records.go(&format!("{base}/sweeper")).await;
+    records.click("form[action='/sweeper'] button").await;
+    records.wait_for_text("main", "Destroyed").await;
+    let violations = records.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "sweeper page: {violations:#?}");
+
+    // The mailbox's status says so in words.
+    records
+        .go(&format!("{base}/mailboxes?mailbox=erin%40contoso.com"))
+        .await;
+    let status = records.wait_for_text("main", "Active holds").await;
+    assert!(
+        status.contains("Litigation hold: Active until released"),
+        "{status}"
+    );
+    assert!(status.contains("Delete after 30 days"), "{status}");
+    let violations = records.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "mailbox page: {violations:#?}");
+
+    // Release: a delay hold takes its place, shown with its end.
+    records.go(&format!("{base}/holds")).await;
+    records.click("form[action$='/release'] button").await;
+    let holds = records.wait_for_text("table", "Delay hold").await;
+    assert!(holds.contains("Active until 20"), "{holds}");
+    let explained = policies
+        .explain_retention(pb::ExplainRetentionRequest { id })
+        .await
+        .unwrap();
+    assert!(!explained.destroyable, "the delay hold still keeps it");
+
+    // Dispositions: nothing destroyed; the page says so.
+    records.go(&format!("{base}/dispositions")).await;
+    records
+        .wait_for_text("main", "Nothing has been destroyed")
+        .await;
+    let violations = records.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "dispositions page: {violations:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_manages_tokens_and_reads_the_audit_log_in_the_console() {
+    let server = TestServer::start().await;
+    let base = server.http_addr();
+    let axe = axe_source();
+    let admin = Browser::start().await;
+    admin.sign_in(&base, ADMIN_TOKEN).await;
+    admin.go(&format!("{base}/tokens")).await;
+    admin.type_into("#t-name", "made-in-console").await;
+    admin.click("input[name=roles][value=auditor]").await;
+    admin
+        .click("form[action='/tokens'] button[type=submit]")
+        .await;
+    let token = admin.text("#new-token").await;
+    assert!(token.starts_with("hf_"), "{token}");
+    let violations = admin.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "tokens page: {violations:#?}");
+    // The new token works, then is revoked from the console.
+    let http = HttpApi::new(base.clone());
+    assert_eq!(http.get("/api/v1/whoami", &token).await.status, 200);
+    admin.go(&format!("{base}/tokens")).await;
+    admin
+        .click("form[action='/tokens/made-in-console/revoke'] button")
+        .await;
+    admin.wait_for_text("h1", "Tokens").await;
+    assert_eq!(http.get("/api/v1/whoami", &token).await.status, 401);
+
+    // The audit log, filtered, and the chain verified.
+    admin.go(&format!("{base}/audit?action=CreateToken")).await;
+    let log = admin.wait_for_text("table", "made-in-console").await;
+    assert!(log.contains("CreateToken"), "{log}");
+    let violations = admin.axe_violations(&axe).await;
+    assert!(violations.is_empty(), "audit page: {violations:#?}");
+    admin.click("form[action='/audit/verify'] button").await;
+    admin.wait_for_text("main", "The chain is intact").await;
 }

@@ -127,7 +127,11 @@ impl Browser {
                     .expect("an element id")
                     .to_string();
             }
-            assert!(Instant::now() < deadline, "no element {css}");
+            if Instant::now() >= deadline {
+                let path = format!("/session/{}/source", self.session);
+                let source = self.http.get(&path, "").await.text();
+                panic!("no element {css}; the page is:\n{source}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -253,11 +257,20 @@ impl Browser {
         result.as_array().cloned().unwrap_or_default()
     }
 
-    /// Signs in through the console's form.
+    /// Signs in through the console's form, and waits until the browser has left the
+    /// sign-in page (the session cookie is set).
     pub async fn sign_in(&self, base: &str, token: &str) {
         self.go(&format!("{base}/signin")).await;
         self.type_into("#token", token).await;
         self.click("form[action='/signin'] button").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.url().await.contains("/signin") {
+            assert!(
+                Instant::now() < deadline,
+                "sign-in did not leave the sign-in page"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -60,6 +60,16 @@ pub fn routes() -> Router<HttpState> {
         .route("/cases/{case_id}/export", post(pages::export))
         .route("/policies", get(pages::policies).post(pages::create_policy))
         .route("/policies/{policy_id}/lock", post(pages::lock_policy))
+        .route(
+            "/holds",
+            get(pages::holds).post(pages::place_litigation_hold),
+        )
+        .route("/holds/{hold_id}/release", post(pages::release_hold))
+        .route("/holds/{hold_id}/clear", post(pages::clear_delay_hold))
+        .route("/mailboxes", get(pages::mailboxes))
+        .route("/dispositions", get(pages::dispositions))
+        .route("/tokens", get(pages::tokens).post(pages::create_token))
+        .route("/tokens/{name}/revoke", post(pages::revoke_token))
         .route("/sweeper", get(pages::sweeper).post(pages::run_sweep))
         .route("/audit", get(pages::audit))
         .route("/audit/verify", post(pages::verify_audit))

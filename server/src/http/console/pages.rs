@@ -58,10 +58,18 @@ fn page(title: &str, console: Option<&Console>, content: Markup) -> Markup {
                                 }
                                 @if console.principal.has_any(&[Role::RetentionAdmin, Role::EdiscoveryAdmin, Role::Auditor, Role::Admin]) {
                                     li { a href="/policies" { "Policies" } }
+                                    li { a href="/holds" { "Holds" } }
+                                    li { a href="/mailboxes" { "Mailboxes" } }
                                     li { a href="/sweeper" { "Sweeper" } }
+                                }
+                                @if console.principal.has_any(&[Role::RetentionAdmin, Role::Auditor, Role::Admin]) {
+                                    li { a href="/dispositions" { "Dispositions" } }
                                 }
                                 @if console.principal.has_any(&[Role::Auditor, Role::Admin]) {
                                     li { a href="/audit" { "Audit log" } }
+                                }
+                                @if console.principal.has_any(&[Role::Admin]) {
+                                    li { a href="/tokens" { "Tokens" } }
                                 }
                             }
                         }
@@ -1023,4 +1031,376 @@ pub async fn verify_audit(
         p { a href="/audit" { "Back to the audit log" } }
     };
     Ok(page("Audit log verification", Some(&console), content))
+}
+
+/// A hold's state in words (never by colour alone).
+fn hold_state(hold: &crate::retention::HoldRecord, now: DateTime<Utc>) -> String {
+    match (&hold.kind, hold.released_at) {
+        (_, Some(at)) => format!(
+            "Released {}{}",
+            time(at),
+            hold.released_by
+                .as_deref()
+                .map(|by| format!(" by {by}"))
+                .unwrap_or_default()
+        ),
+        (HoldKind::Delay { until }, None) if *until <= now => format!("Ended {}", time(*until)),
+        (HoldKind::Delay { until }, None) => format!("Active until {}", time(*until)),
+        (HoldKind::Litigation { days: Some(days) }, None) => {
+            format!("Active: keeps each item {days} days from its creation")
+        }
+        (HoldKind::Litigation { days: None }, None) => "Active until released".into(),
+        (HoldKind::Case { .. }, None) => "Active until released by the case's members".into(),
+    }
+}
+
+fn hold_kind_word(kind: &HoldKind) -> &'static str {
+    match kind {
+        HoldKind::Litigation { .. } => "Litigation hold",
+        HoldKind::Delay { .. } => "Delay hold (after a release)",
+        HoldKind::Case { .. } => "Case hold",
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct HoldsFilter {
+    mailbox: String,
+    released: bool,
+}
+
+pub async fn holds(
+    State(state): State<HttpState>,
+    console: Console,
+    Query(filter): Query<HoldsFilter>,
+) -> Page {
+    let holds = state
+        .app
+        .list_holds(&console.principal, &filter.mailbox, filter.released)
+        .await?;
+    let admin = console.principal.has_any(&[Role::RetentionAdmin]);
+    let now = Utc::now();
+    let content = html! {
+        form method="get" action="/holds" {
+            label for="h-mailbox" { "Mailbox (empty: every mailbox)" }
+            input #h-mailbox name="mailbox" value=(filter.mailbox);
+            label { input type="checkbox" name="released" value="true" checked[filter.released]; " Include released holds" }
+            button type="submit" { "Show" }
+        }
+        @if holds.is_empty() { p { "No holds." } }
+        @else {
+            table {
+                caption { "Holds" }
+                thead { tr { th scope="col" { "Kind" } th scope="col" { "Mailboxes" } th scope="col" { "State" } th scope="col" { "Placed" } th scope="col" { "Action" } } }
+                tbody {
+                    @for hold in &holds {
+                        tr {
+                            td { (hold_kind_word(&hold.kind)) }
+                            td { @for mailbox in &hold.mailboxes { (mailbox) br; } }
+                            td { (hold_state(hold, now)) }
+                            td { (time(hold.created_at)) " by " (hold.created_by) }
+                            td {
+                                @if admin && hold.released_at.is_none() {
+                                    @match hold.kind {
+                                        HoldKind::Litigation { .. } => {
+                                            form method="post" action={ "/holds/" (hold.id) "/release" } {
+                                                (csrf_field(&console))
+                                                button type="submit" { "Release" }
+                                            }
+                                        }
+                                        HoldKind::Delay { .. } => {
+                                            form method="post" action={ "/holds/" (hold.id) "/clear" } {
+                                                (csrf_field(&console))
+                                                button.danger type="submit" { "End the delay now" }
+                                            }
+                                        }
+                                        HoldKind::Case { case_id, .. } => { "Released in case " (case_id) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if admin {
+            h2 { "Place a litigation hold" }
+            form method="post" action="/holds" {
+                (csrf_field(&console))
+                label for="lh-mailbox" { "Mailbox" }
+                input #lh-mailbox name="mailbox" required;
+                label for="lh-days" { "Days to keep each item from its creation (0: until released)" }
+                input #lh-days name="days" type="number" min="0" max="36500" value="0";
+                p.hint { "While it is active nothing in the mailbox is destroyed. Releasing it leaves a delay hold for the configured number of days." }
+                button type="submit" { "Place hold" }
+            }
+        }
+    };
+    Ok(page("Holds", Some(&console), content))
+}
+
+#[derive(Deserialize)]
+pub struct LitigationHoldForm {
+    #[serde(default)]
+    csrf: String,
+    mailbox: String,
+    #[serde(default)]
+    days: u32,
+}
+
+pub async fn place_litigation_hold(
+    State(state): State<HttpState>,
+    console: Console,
+    Form(form): Form<LitigationHoldForm>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state
+        .app
+        .place_litigation_hold(&console.principal, &form.mailbox, form.days)
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/holds?{}",
+        encode(&[("mailbox", &form.mailbox)])
+    )))
+}
+
+pub async fn release_hold(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(hold_id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state.app.release_hold(&console.principal, &hold_id).await?;
+    Ok(Redirect::to("/holds"))
+}
+
+pub async fn clear_delay_hold(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(hold_id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state
+        .app
+        .clear_delay_hold(&console.principal, &hold_id)
+        .await?;
+    Ok(Redirect::to("/holds"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct MailboxQuery {
+    mailbox: String,
+}
+
+pub async fn mailboxes(
+    State(state): State<HttpState>,
+    console: Console,
+    Query(query): Query<MailboxQuery>,
+) -> Page {
+    let status = if query.mailbox.is_empty() {
+        None
+    } else {
+        Some(
+            state
+                .app
+                .mailbox_status(&console.principal, &query.mailbox)
+                .await?,
+        )
+    };
+    let now = Utc::now();
+    let content = html! {
+        form method="get" action="/mailboxes" {
+            label for="m-mailbox" { "Mailbox" }
+            input #m-mailbox name="mailbox" value=(query.mailbox) required;
+            button type="submit" { "Show status" }
+        }
+        @if let Some(status) = &status {
+            h2 { (status.mailbox) }
+            p role="status" { (status.active_items) " item(s) in the user's view, " (status.holds_area_items) " in the holds area." }
+            h3 { "Policies that apply" }
+            @if status.policies.is_empty() {
+                p { @if status.default_retention_days == 0 { "None: items are kept forever (no default retention)." }
+                    @else { "None: the default retention of " (status.default_retention_days) " days applies." } }
+            } @else {
+                ul { @for record in &status.policies {
+                    li { (record.policy.name) ": " (action_name(record.policy.action).replace('_', " ")) ", "
+                        @match record.policy.period { holdfast_retention::policy::Period::Days(days) => { (days) " days" }, holdfast_retention::policy::Period::Forever => { "forever" } }
+                        @if record.policy.locked { " (locked)" } }
+                } }
+            }
+            h3 { "Active holds" }
+            @if status.holds.is_empty() { p { "None." } }
+            ul { @for hold in &status.holds { li { (hold_kind_word(&hold.kind)) ": " (hold_state(hold, now)) } } }
+        }
+    };
+    Ok(page("Mailbox status", Some(&console), content))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct DispositionFilter {
+    mailbox: String,
+    page_token: String,
+}
+
+pub async fn dispositions(
+    State(state): State<HttpState>,
+    console: Console,
+    Query(filter): Query<DispositionFilter>,
+) -> Page {
+    let page_of = state
+        .app
+        .list_dispositions(&console.principal, &filter.mailbox, 100, &filter.page_token)
+        .await?;
+    let content = html! {
+        p { "What the sweeper destroyed: never the content, only what it was, why and when." }
+        form method="get" action="/dispositions" {
+            label for="d-mailbox" { "Mailbox (empty: every mailbox)" }
+            input #d-mailbox name="mailbox" value=(filter.mailbox);
+            button type="submit" { "Show" }
+        }
+        @if page_of.dispositions.is_empty() { p { "Nothing has been destroyed." } }
+        @else {
+            table {
+                caption { "Disposition records, newest first" }
+                thead { tr { th scope="col" { "Destroyed" } th scope="col" { "Mailbox" } th scope="col" { "Item" } th scope="col" { "Created" } th scope="col" { "Why it left the view" } th scope="col" { "Policies" } th scope="col" { "Content SHA-256" } } }
+                tbody {
+                    @for d in &page_of.dispositions {
+                        tr {
+                            td { (time(d.purged_at)) }
+                            td { (d.mailbox) }
+                            td { code { (d.id) } }
+                            td { (time(d.created_at)) }
+                            td { @match d.reason {
+                                holdfast_retention::MoveReason::Expired => "Retention expired",
+                                holdfast_retention::MoveReason::UserDeleted => "Deleted by the user",
+                                holdfast_retention::MoveReason::PurgeRequested => "Purged",
+                            } ", " (time(d.moved_at)) }
+                            td { (d.policies.join(", ")) }
+                            td { code { (d.content_sha256) } }
+                        }
+                    }
+                }
+            }
+        }
+        @if !page_of.next_page_token.is_empty() {
+            p { a rel="next" href={ "/dispositions?" (encode(&[("mailbox", &filter.mailbox), ("page_token", &page_of.next_page_token)])) } { "Next page" } }
+        }
+    };
+    Ok(page("Dispositions", Some(&console), content))
+}
+
+pub async fn tokens(State(state): State<HttpState>, console: Console) -> Page {
+    let tokens = state.app.list_tokens(&console.principal).await?;
+    Ok(page(
+        "Tokens",
+        Some(&console),
+        tokens_content(&console, &tokens, None),
+    ))
+}
+
+fn tokens_content(
+    console: &Console,
+    tokens: &[crate::auth::Principal],
+    created: Option<(&str, &str)>,
+) -> Markup {
+    html! {
+        @if let Some((name, token)) = created {
+            div role="status" {
+                h2 { "Token created for " (name) }
+                p { "Copy it now: it is shown once and not kept by the server." }
+                p { code #new-token { (token) } }
+            }
+        }
+        table {
+            caption { "Tokens (only a prefix of each token's SHA-256 is shown)" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Roles" } th scope="col" { "Defined in" } th scope="col" { "Hash prefix" } th scope="col" { "Action" } } }
+            tbody {
+                @for token in tokens {
+                    tr {
+                        td { (token.name) }
+                        td { (token.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")) }
+                        td { @match token.source { crate::auth::TokenSource::Config => "Config file", crate::auth::TokenSource::Api => "Created here or by the CLI" } }
+                        td { code { (hex::encode(&token.token_sha256[..6])) } }
+                        td {
+                            @if matches!(token.source, crate::auth::TokenSource::Api) {
+                                form method="post" action={ "/tokens/" (token.name) "/revoke" } {
+                                    (csrf_field(console))
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "New token" }
+        form method="post" action="/tokens" {
+            (csrf_field(console))
+            label for="t-name" { "Name" }
+            input #t-name name="name" required;
+            fieldset {
+                legend { "Roles" }
+                @for role in Role::ALL {
+                    label { input type="checkbox" name="roles" value=(role.as_str()); " " (role.as_str()) }
+                }
+            }
+            button type="submit" { "Create token" }
+        }
+    }
+}
+
+pub async fn create_token(
+    State(state): State<HttpState>,
+    console: Console,
+    body: axum::body::Bytes,
+) -> Page {
+    // `roles` repeats (one per checkbox): read the pairs in order.
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| PageError::from(crate::error::Error::invalid("body", "not a form")))?;
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    console.check_csrf(&field("csrf"))?;
+    let roles = pairs
+        .iter()
+        .filter(|(k, _)| k == "roles")
+        .map(|(_, v)| {
+            Role::from_name(v).ok_or_else(|| {
+                PageError::from(crate::error::Error::invalid(
+                    "roles",
+                    format!("{v:?} is not a role"),
+                ))
+            })
+        })
+        .collect::<Result<std::collections::BTreeSet<Role>, PageError>>()?;
+    let name = field("name");
+    let (token, _) = state
+        .app
+        .create_token(&console.principal, name.clone(), roles)
+        .await?;
+    let tokens = state.app.list_tokens(&console.principal).await?;
+    Ok(page(
+        "Tokens",
+        Some(&console),
+        tokens_content(&console, &tokens, Some((&name, &token))),
+    ))
+}
+
+pub async fn revoke_token(
+    State(state): State<HttpState>,
+    console: Console,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Redirect, PageError> {
+    console.check_csrf(&form.csrf)?;
+    state.app.revoke_token(&console.principal, name).await?;
+    Ok(Redirect::to("/tokens"))
 }

@@ -98,6 +98,10 @@ pub fn validate_principal_name(name: &str) -> Result<(), String> {
     {
         return Err("may contain only letters, digits and . _ @ -".into());
     }
+    // "." and ".." would be path segments wherever the name is part of a URL.
+    if !name.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return Err("must contain a letter or a digit".into());
+    }
     Ok(())
 }
 

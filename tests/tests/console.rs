@@ -391,6 +391,10 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
 
     // Release: a delay hold takes its place, shown with its end.
     records.go(&format!("{base}/holds")).await;
+    // Releasing asks to confirm its consequence first.
+    records
+        .click("form[action$='/release'] input[name=confirm]")
+        .await;
     records.click("form[action$='/release'] button").await;
     let holds = records.wait_for_text("table", "Delay hold").await;
     assert!(holds.contains("Active until 20"), "{holds}");

@@ -271,7 +271,8 @@ impl App {
         let outcome = async {
             let mut hold = self.hold(id).await?;
             let wanted = hold.id;
-            if !matches!(hold.kind, HoldKind::Delay { .. }) || hold.released_at.is_some() {
+            // An ended delay hold keeps nothing: "clearing" it would only rewrite its history.
+            if !matches!(hold.kind, HoldKind::Delay { .. }) || !hold.is_active(now()) {
                 return Err(Error::FailedPrecondition(format!(
                     "{wanted} is not an active delay hold"
                 )));

@@ -129,7 +129,7 @@ impl Browser {
             }
             if Instant::now() >= deadline {
                 let path = format!("/session/{}/source", self.session);
-                let source = self.http.get(&path, "").await.text();
+                let source = redact(&self.http.get(&path, "").await.text());
                 panic!("no element {css}; the page is:\n{source}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -201,7 +201,7 @@ impl Browser {
                 return text;
             }
             if Instant::now() >= deadline {
-                let page = self.text("body").await;
+                let page = redact(&self.text("body").await);
                 panic!("{css} says {text:?}, not {expected:?}; the page says:\n{page}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -272,6 +272,23 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A page as a failing test prints it, with any bearer token (hf_...) cut out.
+fn redact(page: &str) -> String {
+    page.split("hf_")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part.to_string()
+            } else {
+                let rest = part.trim_start_matches(|c: char| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+                });
+                format!("hf_[redacted]{rest}")
+            }
+        })
+        .collect()
 }
 
 impl Drop for Browser {

@@ -1100,21 +1100,24 @@ pub async fn holds(
                             td { (hold_state(hold, now)) }
                             td { (time(hold.created_at)) " by " (hold.created_by) }
                             td {
-                                @if admin && hold.released_at.is_none() {
-                                    @match hold.kind {
-                                        HoldKind::Litigation { .. } => {
-                                            form method="post" action={ "/holds/" (hold.id) "/release" } {
-                                                (csrf_field(&console))
-                                                button type="submit" { "Release" }
-                                            }
+                                @if let HoldKind::Case { case_id, .. } = &hold.kind {
+                                    @if hold.released_at.is_none() {
+                                        "Released by the members of case " code { (case_id) }
+                                    }
+                                } @else if admin && hold.is_active(now) {
+                                    @let (action, button, consequence) = match hold.kind {
+                                        HoldKind::Delay { .. } => ("clear", "End the delay now",
+                                            "Ending it makes the items it kept destroyable at the next sweeper pass."),
+                                        _ => ("release", "Release",
+                                            "A delay hold then keeps the mailbox's items for the configured days."),
+                                    };
+                                    form method="post" action={ "/holds/" (hold.id) "/" (action) } {
+                                        (csrf_field(&console))
+                                        label {
+                                            input type="checkbox" name="confirm" value="yes" required;
+                                            " I understand: " (consequence)
                                         }
-                                        HoldKind::Delay { .. } => {
-                                            form method="post" action={ "/holds/" (hold.id) "/clear" } {
-                                                (csrf_field(&console))
-                                                button.danger type="submit" { "End the delay now" }
-                                            }
-                                        }
-                                        HoldKind::Case { case_id, .. } => { "Released in case " (case_id) }
+                                        button.danger type="submit" { (button) }
                                     }
                                 }
                             }
@@ -1164,13 +1167,35 @@ pub async fn place_litigation_hold(
     )))
 }
 
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+impl ConfirmForm {
+    /// The session's form, with its "I understand" box ticked.
+    fn check(&self, console: &Console) -> Result<(), PageError> {
+        console.check_csrf(&self.csrf)?;
+        if self.confirm != "yes" {
+            return Err(PageError::from(crate::error::Error::invalid(
+                "confirm",
+                "tick the box to confirm that you understand the consequence",
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub async fn release_hold(
     State(state): State<HttpState>,
     console: Console,
     Path(hold_id): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Redirect, PageError> {
-    console.check_csrf(&form.csrf)?;
+    form.check(&console)?;
     state.app.release_hold(&console.principal, &hold_id).await?;
     Ok(Redirect::to("/holds"))
 }
@@ -1179,9 +1204,9 @@ pub async fn clear_delay_hold(
     State(state): State<HttpState>,
     console: Console,
     Path(hold_id): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<ConfirmForm>,
 ) -> Result<Redirect, PageError> {
-    console.check_csrf(&form.csrf)?;
+    form.check(&console)?;
     state
         .app
         .clear_delay_hold(&console.principal, &hold_id)
@@ -1262,7 +1287,9 @@ pub async fn dispositions(
             input #d-mailbox name="mailbox" value=(filter.mailbox);
             button type="submit" { "Show" }
         }
-        @if page_of.dispositions.is_empty() { p { "Nothing has been destroyed." } }
+        @if page_of.dispositions.is_empty() {
+            p { "Nothing has been destroyed" @if !filter.mailbox.is_empty() { " in " (filter.mailbox) } "." }
+        }
         @else {
             table {
                 caption { "Disposition records, newest first" }
@@ -1376,7 +1403,7 @@ pub async fn create_token(
             Role::from_name(v).ok_or_else(|| {
                 PageError::from(crate::error::Error::invalid(
                     "roles",
-                    format!("{v:?} is not a role"),
+                    format!("{:?} is not a role", v.chars().take(40).collect::<String>()),
                 ))
             })
         })

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::{body_of, query_of, Answer, JsonBody};
 use crate::app::cases::{CaseChange, NewCase};
-use crate::app::export::{ExportMessage, ExportRequest};
+use crate::app::export::{Export, ExportMessage, ExportRequest};
 use crate::app::holds::{HoldView, NewCaseHold};
 use crate::app::purge::PURGE;
 use crate::app::purge::{PurgeReport, PurgeRequest};
@@ -355,6 +355,22 @@ pub struct InteractionJson {
     pub content: serde_json::Value,
 }
 
+/// An item's location in JSON: "active" or "holds_area", and in the holds area why and
+/// since when.
+pub(super) fn location_json(
+    location: holdfast_retention::ItemLocation,
+) -> (String, Option<String>, Option<DateTime<Utc>>) {
+    use holdfast_retention::ItemLocation;
+    match location {
+        ItemLocation::Active => ("active".into(), None, None),
+        ItemLocation::HoldsArea { reason, moved_at } => (
+            "holds_area".into(),
+            Some(move_reason_name(reason).into()),
+            Some(moved_at),
+        ),
+    }
+}
+
 /// A move reason's name in JSON.
 pub(super) fn move_reason_name(reason: holdfast_retention::MoveReason) -> &'static str {
     use holdfast_retention::MoveReason;
@@ -367,19 +383,13 @@ pub(super) fn move_reason_name(reason: holdfast_retention::MoveReason) -> &'stat
 
 impl From<StoredInteraction> for InteractionJson {
     fn from(item: StoredInteraction) -> InteractionJson {
-        use holdfast_retention::ItemLocation;
-        let (location, move_reason, moved_at) = match item.location {
-            ItemLocation::Active => ("active", None, None),
-            ItemLocation::HoldsArea { reason, moved_at } => {
-                ("holds_area", Some(move_reason_name(reason)), Some(moved_at))
-            }
-        };
+        let (location, move_reason, moved_at) = location_json(item.location);
         InteractionJson {
             id: item.id.to_string(),
             received_at: item.received_at,
             content_sha256: hex::encode(item.content_sha256),
-            location: location.into(),
-            move_reason: move_reason.map(String::from),
+            location,
+            move_reason,
             moved_at,
             content: serde_json::to_value(&item.content).unwrap_or_default(),
         }
@@ -428,6 +438,12 @@ pub(super) async fn export(
         after_id: body.after_id,
     };
     let export = state.app.export(&principal, request).await?;
+    Ok(export_response(export))
+}
+
+/// An export as an HTTP answer: `application/x-ndjson`, one `ExportLine` per line, with the
+/// item count in `x-holdfast-export-total` (the API and the console's download share it).
+pub fn export_response(export: Export) -> Response {
     let lines = export.messages.map(|message| {
         let line = match message {
             Ok(ExportMessage::Item(item)) => ExportLine::Interaction(Box::new((*item).into())),
@@ -440,7 +456,7 @@ pub(super) async fn export(
         bytes.push(b'\n');
         Ok::<_, std::convert::Infallible>(bytes)
     });
-    Ok((
+    (
         [
             (
                 header::CONTENT_TYPE,
@@ -453,7 +469,7 @@ pub(super) async fn export(
         ],
         axum::body::Body::from_stream(lines),
     )
-        .into_response())
+        .into_response()
 }
 
 /// A hold. Case holds have a case, a name and optionally a query and created range.

@@ -184,10 +184,7 @@ async fn whoami(
     }))
 }
 
-/// An interaction as the API writes it (the console's export uses the same form).
-pub fn interaction_json(item: crate::domain::StoredInteraction) -> serde_json::Value {
-    serde_json::to_value(discovery::InteractionJson::from(item)).unwrap_or_default()
-}
+pub use discovery::export_response;
 
 /// The body of a call, or why it is not what the endpoint takes. A caller without the role
 /// is refused (and audited) as such first, whatever it sent.

@@ -411,18 +411,11 @@ pub(super) async fn explain_retention(
     let explanation = state.app.explain_retention(&principal, &id).await?;
     let decision = explanation.decision;
     let item = explanation.item;
-    let (location, move_reason, moved_at) = match item.location {
-        holdfast_retention::ItemLocation::Active => ("active", None, None),
-        holdfast_retention::ItemLocation::HoldsArea { reason, moved_at } => (
-            "holds_area",
-            Some(super::discovery::move_reason_name(reason).to_string()),
-            Some(moved_at),
-        ),
-    };
+    let (location, move_reason, moved_at) = super::discovery::location_json(item.location);
     Ok(Json(ExplanationJson {
         id: item.id.to_string(),
         mailbox_id: item.content.mailbox_id.to_string(),
-        location: location.into(),
+        location,
         move_reason,
         moved_at,
         created_at: item.content.created_at,

@@ -7,13 +7,12 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 use super::{Console, Page, PageError};
 use crate::app::cases::{CaseChange, NewCase};
-use crate::app::export::{ExportMessage, ExportRequest};
+use crate::app::export::ExportRequest;
 use crate::app::holds::NewCaseHold;
 use crate::app::policies::{action_name, PolicySpec};
 use crate::app::search::{HitLocation, SearchRequest, Snippet};
@@ -693,25 +692,8 @@ pub async fn export(
             },
         )
         .await?;
-    let lines = export.messages.map(|message| {
-        let line = match message {
-            Ok(ExportMessage::Item(item)) => serde_json::json!({
-                "interaction": crate::http::api::interaction_json(*item) }),
-            Ok(ExportMessage::Trailer { count, digest }) => {
-                serde_json::json!({ "trailer": { "count": count, "digest": digest } })
-            }
-            Err(error) => serde_json::json!({ "error": crate::http::error::ApiError::from(error) }),
-        };
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        Ok::<_, std::convert::Infallible>(bytes)
-    });
-    let mut response = axum::body::Body::from_stream(lines).into_response();
+    let mut response = crate::http::api::export_response(export);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
     if let Ok(value) = HeaderValue::from_str(&format!(
         "attachment; filename=\"holdfast-case-{case_id}.ndjson\""
     )) {

@@ -80,7 +80,7 @@ async fn page(http: &HttpApi, path: &str, cookie: &str) -> HttpAnswer {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_csrf_and_case_access_hold_without_javascript() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let http = HttpApi::new(server.http_addr());
 
     // A wrong token: 401 and the form again, no cookie.
@@ -190,7 +190,7 @@ async fn search_until(browser: &Browser, url: &str, expected: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reviewer_works_a_case_in_a_real_browser() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let base = server.http_addr();
     let ingest = server.client(INGEST_TOKEN).await;
     let mut items: Vec<_> = (0..3)
@@ -302,7 +302,7 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let base = server.http_addr();
     let ingest = server.client(INGEST_TOKEN).await;
     let stored = ingest
@@ -415,7 +415,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_administrator_manages_tokens_and_reads_the_audit_log_in_the_console() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let base = server.http_addr();
     let axe = axe_source();
     let admin = Browser::start().await;

@@ -77,7 +77,7 @@ async fn search_until(api: &Api, case_id: &str, query: &str, expected: u64) -> V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_discovery_endpoint_answers_as_its_openapi_document_says() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let api = Api::new(&server).await;
     let ingest = server.client(INGEST_TOKEN).await;
     let mut items = Vec::new();
@@ -395,7 +395,7 @@ async fn every_discovery_endpoint_answers_as_its_openapi_document_says() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_json_errors_with_the_grpc_code_and_field() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let api = Api::new(&server).await;
     let created = api
         .call(
@@ -597,7 +597,7 @@ async fn bad_requests_get_json_errors_with_the_grpc_code_and_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_interaction_audit_and_token_endpoints_answer_as_documented() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_http().await;
     let api = Api::new(&server).await;
     let ingest = server.client(INGEST_TOKEN).await;
     let stored = ingest

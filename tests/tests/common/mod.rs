@@ -106,8 +106,12 @@ commit_interval_ms = 100
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
-    /// The HTTP/JSON API's port.
+    /// The HTTP/JSON API's port; 0 while the server runs without its HTTP listener (the
+    /// default: every port a test reserves can be taken by another test before the server
+    /// binds it, so tests reserve only the ports they use).
     pub http_port: u16,
+    /// Whether the next launch serves HTTP.
+    pub http: bool,
     pub config: String,
     child: Option<Child>,
     /// Arguments added to the next launch only (e.g. `--restore DIR`).
@@ -119,12 +123,21 @@ impl TestServer {
         TestServer::start_with_config(default_config()).await
     }
 
+    /// A server that also serves the HTTP API and the console.
+    pub async fn start_with_http() -> TestServer {
+        let mut server = TestServer::unlaunched(default_config());
+        server.http = true;
+        server.launch().await;
+        server
+    }
+
     pub async fn start_with_config(config: String) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = TestServer {
             dir,
             port: 0,
             http_port: 0,
+            http: false,
             config,
             child: None,
             next_launch_args: Vec::new(),
@@ -139,6 +152,7 @@ impl TestServer {
             dir: tempfile::tempdir().expect("temp dir"),
             port: 0,
             http_port: 0,
+            http: false,
             config,
             child: None,
             next_launch_args: Vec::new(),
@@ -152,6 +166,7 @@ impl TestServer {
             dir,
             port: 0,
             http_port: 0,
+            http: false,
             config: default_config(),
             child: None,
             next_launch_args: vec!["--restore".into(), backup.as_os_str().to_owned()],
@@ -187,8 +202,15 @@ impl TestServer {
         std::fs::write(&config_path, &self.config).expect("write config");
         if self.port == 0 {
             self.port = free_port();
+        }
+        if self.http && self.http_port == 0 {
             self.http_port = free_port();
         }
+        let http_listen = if self.http {
+            format!("127.0.0.1:{}", self.http_port)
+        } else {
+            "off".to_string()
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -202,7 +224,7 @@ impl TestServer {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg(&http_listen)
             .args(std::mem::take(&mut self.next_launch_args))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

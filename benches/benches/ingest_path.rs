@@ -10,11 +10,14 @@ use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use holdfast_client::InteractionBuilder;
 use holdfast_server::config::Limits;
+use holdfast_server::convert;
 use holdfast_server::ingest;
 use holdfast_server::store::{NewInteraction, RocksStore, Store};
+use holdfast_server::validate::UnvalidatedContent;
 
-/// Fixed pseudo-conversational text, 1–4 KB per interaction, the same on every run.
-fn fixture(count: usize, run: &str) -> Vec<holdfast_client::pb::InteractionInput> {
+/// Fixed pseudo-conversational text, 1–4 KB per interaction, the same on every run, decoded
+/// as the gRPC front door decodes it.
+fn fixture(count: usize, run: &str) -> Vec<Result<UnvalidatedContent, ingest::Rejection>> {
     const WORDS: &[&str] = &[
         "budget",
         "meeting",
@@ -61,6 +64,7 @@ fn fixture(count: usize, run: &str) -> Vec<holdfast_client::pb::InteractionInput
                 .model("openai", "gpt-4o", "1")
                 .build()
         })
+        .map(|input| convert::unvalidated_content(input).map_err(ingest::Rejection::from))
         .collect()
 }
 

@@ -16,7 +16,9 @@ use hdrhistogram::Histogram;
 use holdfast_client::{pb, ClientConfig, HoldfastClient, InteractionBuilder};
 
 mod backup;
+mod console;
 mod hostile;
+mod http_ingest;
 mod search;
 mod sweep;
 use search::SearchArgs;
@@ -27,6 +29,8 @@ enum Mode {
     Unary,
     /// `IngestStream`, several batches in flight per stream.
     Stream,
+    /// `POST /api/v1/interactions` over HTTP/1.1 with JSON bodies (`--http-addr`).
+    Http,
 }
 
 #[derive(Debug, Parser)]
@@ -36,6 +40,8 @@ enum Bench {
     Ingest(Args),
     /// Search latency per query shape, and time until a new item is searchable.
     Search(SearchArgs),
+    /// The console's search page in headless Chromium (Performance API timings).
+    Console(console::ConsoleArgs),
     /// Sweeper throughput (moves, destructions), nothing-due passes, ingest during a sweep.
     Sweep(sweep::SweepArgs),
     /// Honest callers under a flood of bad tokens and with stalled exports.
@@ -50,6 +56,9 @@ enum Bench {
 struct Args {
     #[arg(long, env = "HOLDFAST_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
+    /// The HTTP front door (`--mode http`).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http_addr: String,
     #[arg(long, env = "HOLDFAST_TOKEN")]
     token: Option<String>,
     #[arg(long, default_value = "./holdfast-data/admin.token")]
@@ -188,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
     match Bench::parse() {
         Bench::Ingest(args) => ingest(args).await,
         Bench::Search(args) => search::run(args).await,
+        Bench::Console(args) => console::run(args).await,
         Bench::Sweep(args) => tokio::task::spawn_blocking(move || sweep::run(args)).await?,
         Bench::Hostile(args) => hostile::run(args).await,
         Bench::Backup(args) => backup::run(args).await,
@@ -215,6 +225,7 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
         .run_id
         .clone()
         .unwrap_or_else(|| format!("bench{}", Utc::now().timestamp_millis()));
+    let http = http_ingest::HttpIngest::new(&args.http_addr, &token)?;
     let client = HoldfastClient::connect(ClientConfig {
         addr: args.addr.clone(),
         token,
@@ -231,6 +242,7 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
+        let http = http.clone();
         let (client, texts, next_batch, totals, run_id) = (
             client.clone(),
             Arc::clone(&texts),
@@ -253,6 +265,13 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
                     while let Some(items) = take() {
                         let sent = Instant::now();
                         let response = client.ingest(items).await?;
+                        record(&totals, &response, sent.elapsed());
+                    }
+                }
+                Mode::Http => {
+                    while let Some(items) = take() {
+                        let sent = Instant::now();
+                        let response = http.ingest(&items).await?;
                         record(&totals, &response, sent.elapsed());
                     }
                 }

@@ -32,7 +32,9 @@ pub struct SearchArgs {
 }
 
 /// Word frequencies over a sample of the corpus, as the index would cut words.
-fn vocabulary(file: &std::path::Path) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<String>)> {
+pub(crate) fn vocabulary(
+    file: &std::path::Path,
+) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<String>)> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut counts: HashMap<String, u64> = HashMap::new();
@@ -208,7 +210,7 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 /// Every mailbox of the corpus: the benchmark case's custodians.
-fn mailboxes_of_store(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+pub(crate) fn mailboxes_of_store(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(file)?;
     let mut set = std::collections::BTreeSet::new();
     for line in text.lines() {

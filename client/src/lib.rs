@@ -1,11 +1,11 @@
 //! holdfast-client: a typed Rust client for holdfast, an interaction builder, a batching
 //! ingest helper whose retries never duplicate, and (in `cli`) the `holdfast` command.
 
-pub mod bag;
 pub mod builder;
 pub mod cli;
 pub mod ingester;
-pub mod json;
+
+pub use holdfast_export::{bag, json};
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -11,7 +11,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+// The parts of an interaction below are read with their fields optional (missing: empty) and
+// unknown fields refused, so that a misspelt field is an error rather than lost evidence.
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct Model {
     pub provider: String,
     pub name: String,
@@ -19,6 +24,8 @@ pub struct Model {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct Plugin {
     pub id: String,
     pub name: String,
@@ -26,6 +33,8 @@ pub struct Plugin {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct AccessedResource {
     pub id: String,
     pub name: String,
@@ -37,6 +46,8 @@ pub struct AccessedResource {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct Context {
     pub id: String,
     #[serde(rename = "type")]
@@ -44,6 +55,8 @@ pub struct Context {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
 pub struct Safety {
     pub jailbreak_detected: bool,
     pub cross_prompt_injection_detected: bool,

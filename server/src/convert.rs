@@ -1,18 +1,18 @@
-//! The one place where wire types (prost) become validated domain types and back.
+//! The one place where wire types (prost) become domain types and back (validation is in
+//! `validate`).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use holdfast_proto::v1 as pb;
 use holdfast_retention::{ItemLocation, MoveReason};
 
+use crate::app::ingest::{IngestOutcome, CONFLICT_REASON};
 use crate::auth::Role;
-use crate::config::Limits;
-use crate::domain::{
-    AccessedResource, Context, InteractionContent, MailboxId, Model, Plugin, Safety,
-    StoredInteraction,
-};
+use crate::domain::{AccessedResource, Context, Model, Plugin, Safety, StoredInteraction};
 use crate::error::Error;
+use crate::ingest::Rejection;
+use crate::validate::UnvalidatedContent;
 
 pub fn timestamp_to_time(
     field: &str,
@@ -39,185 +39,18 @@ pub fn time_to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
-pub fn parse_mailbox(field: &str, raw: &str) -> Result<MailboxId, Error> {
-    MailboxId::parse(raw).map_err(|reason| Error::invalid(field, reason))
-}
-
-/// Checks a short text field: length and no control characters (when `plain`).
-fn check_text(field: &str, value: &str, max_bytes: usize, plain: bool) -> Result<(), Error> {
-    if value.len() > max_bytes {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "is {} bytes, more than the limit of {max_bytes}",
-                value.len()
-            ),
-        ));
-    }
-    if plain && value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "contains a control character"));
-    }
-    Ok(())
-}
-
-pub fn check_thread_id(field: &str, value: &str, limits: &Limits) -> Result<(), Error> {
-    check_text(field, value, limits.max_field_bytes, true)
-}
-
-fn check_list<T>(field: &str, items: &[T], limits: &Limits) -> Result<(), Error> {
-    if items.len() > limits.max_list_items {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "has {} entries, more than the limit of {}",
-                items.len(),
-                limits.max_list_items
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Validates one incoming interaction against SPEC §2 and the configured limits.
-pub fn interaction_content(
-    input: pb::InteractionInput,
-    limits: &Limits,
-    now: DateTime<Utc>,
-) -> Result<InteractionContent, Error> {
-    let field_limit = limits.max_field_bytes;
-    let mailbox_id = parse_mailbox("mailbox_id", &input.mailbox_id)?;
-    if input.client_key.is_empty() {
-        return Err(Error::invalid("client_key", "must not be empty"));
-    }
-    check_text("client_key", &input.client_key, field_limit, true)?;
-    check_thread_id("thread_id", &input.thread_id, limits)?;
-    if input.app.is_empty() {
-        return Err(Error::invalid("app", "must not be empty"));
-    }
-    check_text("app", &input.app, field_limit, true)?;
-
+/// An interaction as gRPC's `Ingest` carries it, decoded but not yet validated (see
+/// `validate::interaction_content`). Only a missing or impossible `created_at` is refused here.
+pub fn unvalidated_content(input: pb::InteractionInput) -> Result<UnvalidatedContent, Error> {
     let created_at = match &input.created_at {
         None => return Err(Error::invalid("created_at", "is required")),
         Some(timestamp) => timestamp_to_time("created_at", timestamp)?,
     };
-    if created_at > now + TimeDelta::seconds(limits.max_future_skew_seconds) {
-        return Err(Error::invalid(
-            "created_at",
-            format!(
-                "is more than {} seconds in the future",
-                limits.max_future_skew_seconds
-            ),
-        ));
-    }
-    if created_at < DateTime::UNIX_EPOCH {
-        return Err(Error::invalid("created_at", "is before 1970-01-01"));
-    }
-
-    check_text("prompt", &input.prompt, limits.max_prompt_bytes, false)?;
-    check_text(
-        "response",
-        &input.response,
-        limits.max_response_bytes,
-        false,
-    )?;
-
     let model = input.model.unwrap_or_default();
-    for (field, value) in [
-        ("model.provider", &model.provider),
-        ("model.name", &model.name),
-        ("model.version", &model.version),
-    ] {
-        check_text(field, value, field_limit, true)?;
-    }
-
-    check_list("plugins", &input.plugins, limits)?;
-    let mut plugins = Vec::with_capacity(input.plugins.len());
-    for plugin in input.plugins {
-        for (field, value) in [
-            ("plugins.id", &plugin.id),
-            ("plugins.name", &plugin.name),
-            ("plugins.version", &plugin.version),
-        ] {
-            check_text(field, value, field_limit, true)?;
-        }
-        plugins.push(Plugin {
-            id: plugin.id,
-            name: plugin.name,
-            version: plugin.version,
-        });
-    }
-
-    check_list("accessed_resources", &input.accessed_resources, limits)?;
-    let mut accessed_resources = Vec::with_capacity(input.accessed_resources.len());
-    for resource in input.accessed_resources {
-        for (field, value) in [
-            ("accessed_resources.id", &resource.id),
-            ("accessed_resources.name", &resource.name),
-            ("accessed_resources.type", &resource.r#type),
-            ("accessed_resources.url", &resource.url),
-            ("accessed_resources.action", &resource.action),
-            (
-                "accessed_resources.sensitivity_label",
-                &resource.sensitivity_label,
-            ),
-        ] {
-            check_text(field, value, field_limit, true)?;
-        }
-        accessed_resources.push(AccessedResource {
-            id: resource.id,
-            name: resource.name,
-            resource_type: resource.r#type,
-            url: resource.url,
-            action: resource.action,
-            sensitivity_label: resource.sensitivity_label,
-        });
-    }
-
-    check_list("contexts", &input.contexts, limits)?;
-    let mut contexts = Vec::with_capacity(input.contexts.len());
-    for context in input.contexts {
-        check_text("contexts.id", &context.id, field_limit, true)?;
-        check_text("contexts.type", &context.r#type, field_limit, true)?;
-        contexts.push(Context {
-            id: context.id,
-            context_type: context.r#type,
-        });
-    }
-
     let safety = input.safety.unwrap_or_default();
-    check_list("safety.categories", &safety.categories, limits)?;
-    for category in &safety.categories {
-        check_text("safety.categories", category, field_limit, true)?;
-    }
-
-    check_text(
-        "sensitivity_label",
-        &input.sensitivity_label,
-        field_limit,
-        true,
-    )?;
-
-    if input.attributes.len() > limits.max_attributes {
-        return Err(Error::invalid(
-            "attributes",
-            format!(
-                "has {} entries, more than the limit of {}",
-                input.attributes.len(),
-                limits.max_attributes
-            ),
-        ));
-    }
-    for (key, value) in &input.attributes {
-        if key.is_empty() {
-            return Err(Error::invalid("attributes", "a key is empty"));
-        }
-        check_text("attributes key", key, field_limit, true)?;
-        check_text("attributes value", value, field_limit, false)?;
-    }
-
-    Ok(InteractionContent {
+    Ok(UnvalidatedContent {
         client_key: input.client_key,
-        mailbox_id,
+        mailbox_id: input.mailbox_id,
         thread_id: input.thread_id,
         app: input.app,
         created_at,
@@ -228,9 +61,35 @@ pub fn interaction_content(
             name: model.name,
             version: model.version,
         },
-        plugins,
-        accessed_resources,
-        contexts,
+        plugins: input
+            .plugins
+            .into_iter()
+            .map(|plugin| Plugin {
+                id: plugin.id,
+                name: plugin.name,
+                version: plugin.version,
+            })
+            .collect(),
+        accessed_resources: input
+            .accessed_resources
+            .into_iter()
+            .map(|resource| AccessedResource {
+                id: resource.id,
+                name: resource.name,
+                resource_type: resource.r#type,
+                url: resource.url,
+                action: resource.action,
+                sensitivity_label: resource.sensitivity_label,
+            })
+            .collect(),
+        contexts: input
+            .contexts
+            .into_iter()
+            .map(|context| Context {
+                id: context.id,
+                context_type: context.r#type,
+            })
+            .collect(),
         safety: Safety {
             jailbreak_detected: safety.jailbreak_detected,
             cross_prompt_injection_detected: safety.cross_prompt_injection_detected,
@@ -240,6 +99,38 @@ pub fn interaction_content(
         sensitivity_label: input.sensitivity_label,
         attributes: input.attributes.into_iter().collect::<BTreeMap<_, _>>(),
     })
+}
+
+/// One item's outcome of an ingest batch, at its position `index` in the request.
+pub fn ingest_result_to_proto(index: usize, outcome: IngestOutcome) -> pb::IngestResult {
+    let mut result = pb::IngestResult {
+        index: index as u32,
+        ..Default::default()
+    };
+    match outcome {
+        IngestOutcome::Created(id) => {
+            result.status = pb::IngestStatus::Created as i32;
+            result.id = id.to_string();
+        }
+        IngestOutcome::Duplicate(id) => {
+            result.status = pb::IngestStatus::Duplicate as i32;
+            result.id = id.to_string();
+        }
+        IngestOutcome::Conflict(id) => {
+            result.status = pb::IngestStatus::Rejected as i32;
+            result.code = pb::RejectCode::AlreadyExists as i32;
+            result.id = id.to_string();
+            result.field = "client_key".into();
+            result.reason = CONFLICT_REASON.into();
+        }
+        IngestOutcome::Rejected(Rejection { field, reason }) => {
+            result.status = pb::IngestStatus::Rejected as i32;
+            result.code = pb::RejectCode::InvalidArgument as i32;
+            result.field = field;
+            result.reason = reason;
+        }
+    }
+    result
 }
 
 pub fn move_reason_to_proto(reason: MoveReason) -> pb::MoveReason {
@@ -350,72 +241,26 @@ pub fn role_to_proto(role: Role) -> pb::Role {
 mod tests {
     use super::*;
 
-    fn valid() -> pb::InteractionInput {
-        pb::InteractionInput {
-            client_key: "req-1".into(),
-            mailbox_id: "Alice@Contoso.com".into(),
-            app: "Word".into(),
-            created_at: Some(time_to_timestamp(Utc::now())),
-            prompt: "hello".into(),
-            ..Default::default()
-        }
-    }
-
-    fn rejects(field: &str, change: impl FnOnce(&mut pb::InteractionInput)) {
-        let mut input = valid();
-        change(&mut input);
-        match interaction_content(input, &Limits::default(), Utc::now()) {
-            Err(Error::InvalidArgument { field: got, .. }) => assert_eq!(got, field),
-            other => panic!("expected invalid {field}, got {other:?}"),
-        }
-    }
-
     #[test]
-    fn a_valid_interaction_is_accepted_and_lower_cased() {
-        let content = interaction_content(valid(), &Limits::default(), Utc::now()).unwrap();
-        assert_eq!(content.mailbox_id.as_str(), "alice@contoso.com");
-    }
-
-    #[test]
-    fn each_rule_rejects_with_its_field() {
-        rejects("mailbox_id", |i| i.mailbox_id.clear());
-        rejects("mailbox_id", |i| i.mailbox_id = "a\nb".into());
-        rejects("client_key", |i| i.client_key.clear());
-        rejects("app", |i| i.app.clear());
-        rejects("created_at", |i| i.created_at = None);
-        rejects("created_at", |i| {
-            i.created_at = Some(time_to_timestamp(Utc::now() + TimeDelta::minutes(6)))
-        });
-        rejects("created_at", |i| {
-            i.created_at = Some(prost_types::Timestamp {
-                seconds: 0,
-                nanos: -1,
-            })
-        });
-        rejects("prompt", |i| i.prompt = "x".repeat((1 << 20) + 1));
-        rejects("response", |i| i.response = "x".repeat((1 << 20) + 1));
-        rejects("attributes", |i| {
-            i.attributes = (0..65).map(|n| (n.to_string(), String::new())).collect()
-        });
-        rejects("thread_id", |i| i.thread_id = "x".repeat(9000));
-        rejects("plugins.name", |i| {
-            i.plugins = vec![pb::Plugin {
-                name: "x".repeat(9000),
-                ..Default::default()
-            }]
-        });
-    }
-
-    #[test]
-    fn a_little_clock_skew_is_allowed_and_backfills_are_fine() {
-        let mut input = valid();
-        input.created_at = Some(time_to_timestamp(Utc::now() + TimeDelta::minutes(4)));
-        assert!(interaction_content(input, &Limits::default(), Utc::now()).is_ok());
-        let mut input = valid();
+    fn created_at_is_required_and_must_be_a_real_time() {
+        let mut input = pb::InteractionInput::default();
+        let missing = unvalidated_content(input.clone());
+        assert!(
+            matches!(&missing, Err(Error::InvalidArgument { field, .. }) if field == "created_at"),
+            "{missing:?}"
+        );
         input.created_at = Some(prost_types::Timestamp {
-            seconds: 1_500_000_000,
-            nanos: 0,
+            seconds: 0,
+            nanos: -1,
         });
-        assert!(interaction_content(input, &Limits::default(), Utc::now()).is_ok());
+        let impossible = unvalidated_content(input.clone());
+        assert!(
+            matches!(&impossible, Err(Error::InvalidArgument { field, .. }) if field == "created_at"),
+            "{impossible:?}"
+        );
+        input.created_at = Some(time_to_timestamp(Utc::now()));
+        input.attributes = [("z".to_string(), "1".to_string()), ("a".into(), "2".into())].into();
+        let decoded = unvalidated_content(input).unwrap();
+        assert_eq!(decoded.attributes.keys().collect::<Vec<_>>(), ["a", "z"]);
     }
 }

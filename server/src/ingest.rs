@@ -12,16 +12,15 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use holdfast_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use ulid::Ulid;
 
 use crate::config::Limits;
-use crate::convert;
 use crate::domain::InteractionId;
 use crate::error::Error;
 use crate::retention::Rules;
 use crate::store::{NewInteraction, Store, StoreError, WriteOutcome};
+use crate::validate::{self, UnvalidatedContent};
 
 /// Batches waiting for the writer; a full queue makes handlers wait (backpressure).
 const QUEUE_CAPACITY: usize = 256;
@@ -179,30 +178,35 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Validates, assigns ids and computes digests. CPU-bound: call off the async workers.
+impl From<Error> for Rejection {
+    fn from(error: Error) -> Rejection {
+        match error {
+            Error::InvalidArgument { field, reason } => Rejection { field, reason },
+            other => Rejection {
+                field: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Validates, assigns ids and computes digests. Items a front door could not decode arrive as
+/// their rejection and stay rejected. CPU-bound: call off the async workers.
 pub fn prepare(
-    inputs: Vec<pb::InteractionInput>,
+    inputs: Vec<Result<UnvalidatedContent, Rejection>>,
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Vec<Result<NewInteraction, Rejection>> {
     let mut generator = ulid::Generator::new();
     inputs
         .into_iter()
-        .map(
-            |input| match convert::interaction_content(input, limits, now) {
-                Ok(content) => {
-                    let id = generator
-                        .generate_from_datetime(now.into())
-                        .unwrap_or_else(|_| Ulid::new());
-                    Ok(NewInteraction::new(InteractionId(id), now, content))
-                }
-                Err(Error::InvalidArgument { field, reason }) => Err(Rejection { field, reason }),
-                Err(other) => Err(Rejection {
-                    field: String::new(),
-                    reason: other.to_string(),
-                }),
-            },
-        )
+        .map(|input| {
+            let content = validate::interaction_content(input?, limits, now)?;
+            let id = generator
+                .generate_from_datetime(now.into())
+                .unwrap_or_else(|_| Ulid::new());
+            Ok(NewInteraction::new(InteractionId(id), now, content))
+        })
         .collect()
 }
 

@@ -26,6 +26,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod validate;
 pub mod workers;
 
 pub use config::Config;

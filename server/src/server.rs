@@ -189,11 +189,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     health_reporter
         .set_serving::<InteractionServiceServer<InteractionApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(holdfast_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpcurl speaks v1, Python's grpcio-reflection and other
+    // clients still v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(holdfast_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .context("cannot build the reflection service")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the reflection service (v1alpha)")?;
 
     // Room for protobuf framing around the largest allowed request.
     let max_message = config.limits.max_request_bytes + (64 << 10);
@@ -234,6 +242,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .layer(gate)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(interactions)
         .add_service(admin)
         .add_service(audit_service)

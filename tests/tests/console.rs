@@ -11,6 +11,7 @@ use common::web::{HttpAnswer, HttpApi};
 use common::*;
 use holdfast_client::pb;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// axe-core's source (scripts/ensure-build-deps.sh fetches it), or `None` to skip the check.
 fn axe_source() -> String {
@@ -209,12 +210,10 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     let browser = Browser::start().await;
 
     browser.go(&format!("{base}/signin")).await;
-    let violations = browser.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "sign-in page: {violations:#?}");
+    browser.check_page(&axe, "sign-in").await;
     browser.sign_in(&base, EDISCOVERY_TOKEN).await;
     browser.wait_for_text("h1", "Cases").await;
-    let violations = browser.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "cases page: {violations:#?}");
+    browser.check_page(&axe, "cases").await;
 
     // Create a case with two custodians.
     browser.type_into("#name", "Budget review").await;
@@ -225,8 +224,7 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     browser.wait_for_text("h1", "Budget review").await;
     let case_url = browser.url().await;
     let case_id = case_url.rsplit('/').next().unwrap().to_string();
-    let violations = browser.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "case page: {violations:#?}");
+    browser.check_page(&axe, "case").await;
 
     // A malformed query: the error appears as you type, and sending it shows the summary and
     // runs nothing.
@@ -248,8 +246,7 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     assert!(count.contains("4 items match"), "{count}");
     assert_eq!(browser.count("table.hits tbody tr").await, 4);
     assert!(browser.count("table.hits mark").await >= 4);
-    let violations = browser.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "search page: {violations:#?}");
+    browser.check_page(&axe, "search").await;
     let api = HttpApi::new(base.clone());
     let export = api
         .json(
@@ -265,7 +262,90 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
         "the items and the trailer"
     );
 
+    // The export: started from the case page, written as a BagIt bag while the page shows
+    // its progress, then downloaded as a tar whose bag verifies and whose digest is the one
+    // the page shows.
+    browser.go(&case_url).await;
+    browser.type_into("#export-query", "budget").await;
+    browser
+        .click(&format!("form[action='/cases/{case_id}/export'] button"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = browser.text("#export-status").await;
+        if status.contains("Export ready") {
+            assert!(status.contains("4 items"), "{status}");
+            break;
+        }
+        assert!(!status.contains("failed"), "{status}");
+        assert!(
+            Instant::now() < deadline,
+            "the export never finished: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        browser.go(&browser.url().await).await;
+    }
+    browser.check_page(&axe, "export").await;
+    let shown_digest = browser.text("#content-digest").await;
+    let shown_tar_sha256 = browser.text("#tar-sha256").await;
+    let download = browser
+        .execute("return document.getElementById('download').getAttribute('href')")
+        .await;
+    let session = browser
+        .cookies()
+        .await
+        .into_iter()
+        .find(|c| c["name"] == "holdfast_session")
+        .expect("a session cookie");
+    let cookie = format!("holdfast_session={}", session["value"].as_str().unwrap());
+    let tar = api
+        .send_with(
+            "GET",
+            download.as_str().unwrap(),
+            &[("cookie", cookie.as_str())],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(tar.status, 200, "{}", tar.text());
+    assert_eq!(tar.headers["content-type"], "application/x-tar");
+    assert_eq!(hex::encode(Sha256::digest(&tar.body)), shown_tar_sha256);
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(&tar.body[..])
+        .unpack(unpacked.path())
+        .unwrap();
+    let bag_dir = std::fs::read_dir(unpacked.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(holdfast_client::bag::verify(&bag_dir).unwrap(), 4);
+    let bag_info = std::fs::read_to_string(bag_dir.join("bag-info.txt")).unwrap();
+    assert!(
+        bag_info.contains(&format!("Holdfast-Content-Digest: {shown_digest}")),
+        "{bag_info}"
+    );
+    assert!(
+        bag_info.contains("Holdfast-Principal: reviewer"),
+        "{bag_info}"
+    );
+    // Only the reviewer who started it downloads it, and the download is audited.
+    let other = HttpApi::new(base.clone());
+    let anonymous = other.get(download.as_str().unwrap(), "").await;
+    assert_ne!(anonymous.status, 200);
+    let downloads = server
+        .client(AUDITOR_TOKEN)
+        .await
+        .query_audit_log(pb::QueryAuditLogRequest {
+            action: "DownloadExport".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(downloads.entries.len(), 1);
+
     // A facet narrows to one custodian.
+    browser.go(&url).await;
     browser.click(".facets a[href*='mailbox=bob']").await;
     browser
         .wait_for_text("#result-count", "1 items match")
@@ -276,8 +356,7 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
     browser.click("table.hits tbody tr a").await;
     browser.wait_for_text("main", "Prompt").await;
     assert!(browser.text("main").await.contains("budget"));
-    let violations = browser.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "item page: {violations:#?}");
+    browser.check_page(&axe, "item").await;
     let auditor = server.client(AUDITOR_TOKEN).await;
     let viewed = auditor
         .query_audit_log(pb::QueryAuditLogRequest {
@@ -316,8 +395,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
 
     // A 30-day delete, previewed before it is saved: it would move erin's item now.
     records.go(&format!("{base}/policies")).await;
-    let violations = records.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "policies page: {violations:#?}");
+    records.check_page(&axe, "policies").await;
     records.type_into("#p-name", "Delete after 30 days").await;
     records
         .execute("document.getElementById('p-action').value = 'delete_only'")
@@ -344,8 +422,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
     records
         .wait_for_text("table", "Active until released")
         .await;
-    let violations = records.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "holds page: {violations:#?}");
+    records.check_page(&axe, "holds").await;
     records.go(&format!("{base}/policies")).await;
     records.type_into("#p-name", "Delete after 30 days").await;
     records
@@ -373,8 +450,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
     records.go(&format!("{base}/sweeper")).await;
     records.click("form[action='/sweeper'] button").await;
     records.wait_for_text("main", "Destroyed").await;
-    let violations = records.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "sweeper page: {violations:#?}");
+    records.check_page(&axe, "sweeper").await;
 
     // The mailbox's status says so in words.
     records
@@ -386,8 +462,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
         "{status}"
     );
     assert!(status.contains("Delete after 30 days"), "{status}");
-    let violations = records.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "mailbox page: {violations:#?}");
+    records.check_page(&axe, "mailbox").await;
 
     // Release: a delay hold takes its place, shown with its end.
     records.go(&format!("{base}/holds")).await;
@@ -409,8 +484,7 @@ async fn a_records_manager_sees_a_hold_beat_a_policy_and_its_delay_after_release
     records
         .wait_for_text("main", "Nothing has been destroyed")
         .await;
-    let violations = records.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "dispositions page: {violations:#?}");
+    records.check_page(&axe, "dispositions").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,8 +502,7 @@ async fn an_administrator_manages_tokens_and_reads_the_audit_log_in_the_console(
         .await;
     let token = admin.text("#new-token").await;
     assert!(token.starts_with("hf_"), "{token}");
-    let violations = admin.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "tokens page: {violations:#?}");
+    admin.check_page(&axe, "tokens").await;
     // The new token works, then is revoked from the console.
     let http = HttpApi::new(base.clone());
     assert_eq!(http.get("/api/v1/whoami", &token).await.status, 200);
@@ -444,8 +517,7 @@ async fn an_administrator_manages_tokens_and_reads_the_audit_log_in_the_console(
     admin.go(&format!("{base}/audit?action=CreateToken")).await;
     let log = admin.wait_for_text("table", "made-in-console").await;
     assert!(log.contains("CreateToken"), "{log}");
-    let violations = admin.axe_violations(&axe).await;
-    assert!(violations.is_empty(), "audit page: {violations:#?}");
+    admin.check_page(&axe, "audit").await;
     admin.click("form[action='/audit/verify'] button").await;
     admin.wait_for_text("main", "The chain is intact").await;
 }

@@ -987,3 +987,119 @@ async fn retention_interaction_audit_and_token_endpoints_answer_as_documented() 
         .await;
     assert_eq!(refused.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_over_http_stores_each_item_once_and_answers_per_item() {
+    let server = TestServer::start_with_http().await;
+    let api = Api::new(&server).await;
+    let path = "/api/v1/interactions";
+    let item = |key: &str, prompt: &str| {
+        json!({ "client_key": key, "mailbox_id": "Erin@Contoso.com", "thread_id": "t-1",
+                "app": "Teams", "created_at": "2026-11-30T09:30:00.123Z",
+                "prompt": prompt, "response": "the answer",
+                "model": { "provider": "openai", "name": "gpt-4o" },
+                "plugins": [{ "id": "p1", "name": "Calendar" }],
+                "accessed_resources": [{ "name": "plan.docx", "type": "file", "action": "read" }],
+                "safety": { "content_filtered": true },
+                "attributes": { "b": "2", "a": "1" } })
+    };
+    let batch = json!({ "sequence": 7, "interactions": [
+        item("h-0", "what is on my calendar"),
+        { "client_key": "h-1", "mailbox_id": "erin@contoso.com", "app": "Teams",
+          "prompt": "no time" },
+        { "client_key": "h-2", "mailbox_id": "erin@contoso.com", "app": "Teams",
+          "created_at": "yesterday", "prompt": "bad time" },
+        { "client_key": "", "mailbox_id": "erin@contoso.com", "app": "Teams",
+          "created_at": "2026-11-30T09:30:00Z" },
+    ]});
+    let answer = api
+        .call("POST", path, path, INGEST_TOKEN, Some(batch.clone()))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let results = answer.json()["results"].clone();
+    assert_eq!(answer.json()["sequence"], 7);
+    assert_eq!(results[0]["status"], "created", "{results}");
+    for (index, field) in [(1, "created_at"), (2, "created_at"), (3, "client_key")] {
+        assert_eq!(results[index]["status"], "rejected", "{results}");
+        assert_eq!(results[index]["code"], "INVALID_ARGUMENT");
+        assert_eq!(results[index]["field"], field, "{results}");
+        assert!(results[index]["id"].is_null());
+    }
+    let id = results[0]["id"].as_str().unwrap().to_string();
+
+    // What gRPC reads back is what was sent, under the same digest rules.
+    let stored = server.client(INGEST_TOKEN).await.get(&id).await.unwrap();
+    assert_eq!(stored.mailbox_id, "erin@contoso.com");
+    assert_eq!(stored.prompt, "what is on my calendar");
+    assert_eq!(stored.created_at.as_ref().unwrap().nanos, 123_000_000);
+    assert_eq!(stored.plugins[0].name, "Calendar");
+    assert_eq!(stored.accessed_resources[0].r#type, "file");
+    assert!(stored.safety.as_ref().unwrap().content_filtered);
+    assert_eq!(stored.attributes.len(), 2);
+
+    // A retry stores nothing twice; the same key with other content is a conflict.
+    let again = api
+        .call("POST", path, path, INGEST_TOKEN, Some(batch))
+        .await;
+    assert_eq!(again.json()["results"][0]["status"], "duplicate");
+    assert_eq!(again.json()["results"][0]["id"], id.as_str());
+    let changed = json!({ "interactions": [item("h-0", "something else")] });
+    let conflict = api
+        .call("POST", path, path, INGEST_TOKEN, Some(changed))
+        .await;
+    let result = &conflict.json()["results"][0];
+    assert_eq!(result["status"], "rejected");
+    assert_eq!(result["code"], "ALREADY_EXISTS");
+    assert_eq!(result["id"], id.as_str());
+
+    // Only the ingest role ingests, and the refusal comes before any look at the body.
+    let refused = api
+        .call(
+            "POST",
+            path,
+            path,
+            EDISCOVERY_TOKEN,
+            Some(json!({ "nonsense": 1 })),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.json()["code"], "PERMISSION_DENIED");
+
+    // A misspelt field is refused, not dropped; serde's message names the field but never
+    // repeats the caller's text.
+    let misspelt = json!({ "interactions": [{ "client_key": "h-9", "promt": "x" }] });
+    let answer = api
+        .call("POST", path, path, INGEST_TOKEN, Some(misspelt))
+        .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["field"], "body");
+    assert!(answer.text().contains("promt"), "{}", answer.text());
+    let wrong_type = json!({ "interactions": [{ "client_key": "h-9",
+                              "plugins": "a secret about the merger" }] });
+    let answer = api
+        .call("POST", path, path, INGEST_TOKEN, Some(wrong_type))
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(!answer.text().contains("merger"), "{}", answer.text());
+
+    // Ingest bodies may be as large as a gRPC message (16 MiB), past the 1 MiB of the others.
+    let big = "word ".repeat(180_000);
+    let large = json!({ "interactions": [item("h-big-1", &big), item("h-big-2", &big)] });
+    let answer = api
+        .call("POST", path, path, INGEST_TOKEN, Some(large))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["results"][1]["status"], "created");
+    let too_many: Vec<Value> = (0..1001).map(|n| item(&format!("m-{n}"), "x")).collect();
+    let answer = api
+        .call(
+            "POST",
+            path,
+            path,
+            INGEST_TOKEN,
+            Some(json!({ "interactions": too_many })),
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.json()["field"], "interactions");
+}

@@ -241,6 +241,14 @@ async fn health_metrics_and_the_request_size_limit() {
     );
 }
 
+/// The services a reflection client must find.
+const REFLECTED: [&str; 4] = [
+    "holdfast.v1.InteractionService",
+    "holdfast.v1.AdminService",
+    "holdfast.v1.AuditService",
+    "grpc.health.v1.Health",
+];
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_lists_the_services_for_grpcurl() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -268,15 +276,57 @@ async fn reflection_lists_the_services_for_grpcurl() {
         panic!("unexpected reflection answer");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "holdfast.v1.InteractionService",
-        "holdfast.v1.AdminService",
-        "holdfast.v1.AuditService",
-        "grpc.health.v1.Health",
-    ] {
+    for expected in REFLECTED {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
         );
     }
+}
+
+/// Python's grpcio-reflection and older tools ask `grpc.reflection.v1alpha`: they find the
+/// same services and can fetch a service's descriptor.
+#[tokio::test(flavor = "multi_thread")]
+async fn reflection_answers_v1alpha_clients_too() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(server.addr())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "holdfast.v1.InteractionService".into(),
+            )),
+        },
+    ];
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("unexpected reflection answer: {listed:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in REFLECTED {
+        assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
+    }
+    let file = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = file.message_response else {
+        panic!("unexpected reflection answer: {file:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
 }

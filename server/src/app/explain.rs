@@ -76,7 +76,7 @@ impl App {
     ) -> Result<MailboxStatus, Error> {
         self.authorize(principal, "GetMailboxStatus", RETENTION_READERS)
             .await?;
-        let mailbox = crate::convert::parse_mailbox("mailbox_id", mailbox_id)?;
+        let mailbox = crate::validate::parse_mailbox("mailbox_id", mailbox_id)?;
         let at = now();
         let policies = self
             .policies()

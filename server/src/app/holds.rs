@@ -206,7 +206,7 @@ impl App {
             &json!({ "days": days }),
         );
         let outcome = async {
-            let mailbox = crate::convert::parse_mailbox("mailbox_id", mailbox_id)?;
+            let mailbox = crate::validate::parse_mailbox("mailbox_id", mailbox_id)?;
             if days > holdfast_retention::policy::MAX_DAYS {
                 return Err(Error::invalid("days", "at most 36500"));
             }
@@ -301,7 +301,7 @@ impl App {
             .await?;
         let mailbox = match mailbox_id {
             "" => None,
-            raw => Some(crate::convert::parse_mailbox("mailbox_id", raw)?),
+            raw => Some(crate::validate::parse_mailbox("mailbox_id", raw)?),
         };
         let at = now();
         Ok(self

@@ -1,5 +1,4 @@
-//! Reading, listing and deleting a user's interactions (SPEC §2). Ingest itself still lives in
-//! the gRPC service (`service/interactions.rs`): it validates the wire form directly.
+//! Reading, listing and deleting a user's interactions (SPEC §2); ingest is in `ingest.rs`.
 
 use std::sync::Arc;
 
@@ -12,10 +11,10 @@ use crate::admission::Work;
 use crate::audit::AuditEvent;
 use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role};
-use crate::convert;
 use crate::domain::{HistorySelector, InteractionId, ListCursor, ListQuery, StoredInteraction};
 use crate::error::Error;
 use crate::page_token::{self, PayloadReader, TokenKind};
+use crate::validate;
 
 /// Who may read one interaction: the backend (ACTIVE items only), or an administrator (any
 /// location, audited).
@@ -90,12 +89,12 @@ impl App {
             .await?;
         let limit = page_size(request.page_size)?;
         let query = ListQuery {
-            mailbox_id: convert::parse_mailbox("mailbox_id", &request.mailbox_id)?,
+            mailbox_id: validate::parse_mailbox("mailbox_id", &request.mailbox_id)?,
             thread_id: request.thread_id,
             created_from: request.created_from,
             created_to: request.created_to,
         };
-        convert::check_thread_id("thread_id", &query.thread_id, &self.limits)?;
+        validate::check_thread_id("thread_id", &query.thread_id, &self.limits)?;
         if let (Some(from), Some(to)) = (query.created_from, query.created_to) {
             if from > to {
                 return Err(Error::invalid("created_from", "is after created_to"));
@@ -159,11 +158,11 @@ impl App {
     ) -> Result<u64, Error> {
         self.authorize(principal, "DeleteHistory", OWNERS).await?;
         let selector = HistorySelector {
-            mailbox_id: convert::parse_mailbox("mailbox_id", &request.mailbox_id)?,
+            mailbox_id: validate::parse_mailbox("mailbox_id", &request.mailbox_id)?,
             thread_id: request.thread_id,
             before: request.before,
         };
-        convert::check_thread_id("thread_id", &selector.thread_id, &self.limits)?;
+        validate::check_thread_id("thread_id", &selector.thread_id, &self.limits)?;
         let parameters = json!({
             "thread_id": selector.thread_id,
             "before": selector.before,

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod explain;
 pub mod export;
 pub mod holds;
+pub mod ingest;
 pub mod interactions;
 pub mod policies;
 pub mod purge;

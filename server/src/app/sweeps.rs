@@ -95,7 +95,7 @@ impl App {
             .await?;
         let mailbox = match mailbox_id {
             "" => None,
-            raw => Some(crate::convert::parse_mailbox("mailbox_id", raw)?),
+            raw => Some(crate::validate::parse_mailbox("mailbox_id", raw)?),
         };
         let limit = page_size(requested_page_size)?;
         let token_context =

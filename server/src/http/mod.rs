@@ -48,18 +48,18 @@ pub struct HttpState {
     handlers: Handlers,
 }
 
-/// Largest request body the HTTP front door reads: every JSON request it takes is small
-/// (ingest, the one large request, is gRPC only).
-const MAX_BODY_BYTES: usize = 1 << 20;
-
 /// The routes: the API, with authentication in front of every `/api/v1` route, and the
 /// console (its own sessions) at `/`. `secure` marks the console's cookies Secure (TLS).
 pub fn router(app: Arc<App>, tarpit: Duration, handlers: Handlers, secure: bool) -> Router {
+    let exports = Arc::new(console::exports::ConsoleExports::new(
+        app.data_dir.join("console-exports"),
+    ));
     let state = HttpState {
         app,
         console: console::ConsoleState {
             sessions: Arc::new(console::sessions::Sessions::default()),
             secure,
+            exports,
         },
         tarpit,
         handlers,
@@ -70,7 +70,8 @@ pub fn router(app: Arc<App>, tarpit: Duration, handlers: Handlers, secure: bool)
             on_own_task,
         ))
         .layer(axum::middleware::from_fn(console::security_headers));
-    let authenticated = api::routes()
+    let max_ingest_bytes = state.app.limits.max_request_bytes;
+    let authenticated = api::routes(max_ingest_bytes)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -84,7 +85,7 @@ pub fn router(app: Arc<App>, tarpit: Duration, handlers: Handlers, secure: bool)
         .merge(authenticated)
         .merge(console_routes)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .with_state(state)
 }
 

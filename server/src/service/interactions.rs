@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use holdfast_proto::v1 as pb;
@@ -10,14 +9,14 @@ use holdfast_proto::v1::interaction_service_server::InteractionService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{authenticate, authorize, decoded};
+use crate::app::ingest::INGESTERS;
 use crate::app::interactions::OWNERS;
 use crate::app::interactions::{DeleteHistoryRequest, ListRequest};
-use crate::app::{now, App};
-use crate::auth::Role;
+use crate::app::App;
+use crate::auth::Principal;
 use crate::convert;
 use crate::error::Error;
-use crate::ingest::{self, Rejection};
-use crate::store::WriteOutcome;
+use crate::ingest::Rejection;
 
 /// Batches of one stream processed at once; more wait in HTTP/2 flow control.
 const STREAM_PIPELINE_DEPTH: usize = 4;
@@ -32,103 +31,26 @@ impl InteractionApi {
         InteractionApi { app }
     }
 
-    async fn ingest_batch(&self, request: pb::IngestRequest) -> Result<pb::IngestResponse, Error> {
-        let started = Instant::now();
-        let limits = &self.app.limits;
-        let num_items = request.interactions.len();
-        if num_items > limits.max_batch_items {
-            return Err(Error::invalid(
-                "interactions",
-                format!(
-                    "{num_items} items in one request, more than the limit of {}",
-                    limits.max_batch_items
-                ),
-            ));
-        }
-        let batch_limits = limits.clone();
-        let inputs = request.interactions;
-        // On the threads reserved for ingest: nothing else can take them.
-        let prepared = self
-            .app
-            .ingest_workers
-            .run(move || Ok(ingest::prepare(inputs, &batch_limits, now())))
-            .await?;
-
-        let mut results: Vec<pb::IngestResult> = Vec::with_capacity(num_items);
-        let mut valid = Vec::with_capacity(num_items);
-        let mut valid_positions = Vec::with_capacity(num_items);
-        for (index, item) in prepared.into_iter().enumerate() {
-            let mut result = pb::IngestResult {
-                index: index as u32,
-                ..Default::default()
-            };
-            match item {
-                Ok(item) => {
-                    valid_positions.push(index);
-                    valid.push(item);
-                }
-                Err(Rejection { field, reason }) => {
-                    result.status = pb::IngestStatus::Rejected as i32;
-                    result.code = pb::RejectCode::InvalidArgument as i32;
-                    result.field = field;
-                    result.reason = reason;
-                }
-            }
-            results.push(result);
-        }
-        // Backpressure: wait while the search index is too far behind.
-        self.app
-            .index
-            .wait_for_capacity(&*self.app.store, &self.app.shutdown)
-            .await;
-        if !valid.is_empty() {
-            self.app.check_disk_space()?;
-        }
-        let outcomes = self.app.committer.write(valid).await?;
-        for (position, outcome) in valid_positions.into_iter().zip(outcomes) {
-            let result = &mut results[position];
-            match outcome {
-                WriteOutcome::Created(id) => {
-                    result.status = pb::IngestStatus::Created as i32;
-                    result.id = id.to_string();
-                }
-                WriteOutcome::Duplicate(id) => {
-                    result.status = pb::IngestStatus::Duplicate as i32;
-                    result.id = id.to_string();
-                }
-                WriteOutcome::Conflict(id) => {
-                    result.status = pb::IngestStatus::Rejected as i32;
-                    result.code = pb::RejectCode::AlreadyExists as i32;
-                    result.id = id.to_string();
-                    result.field = "client_key".into();
-                    result.reason = "this client_key was stored before with different content; \
-                                     stored interactions are immutable"
-                        .into();
-                }
-            }
-        }
-        record_ingest_metrics(&results, started);
+    async fn ingest_batch(
+        &self,
+        principal: &Principal,
+        request: pb::IngestRequest,
+    ) -> Result<pb::IngestResponse, Error> {
+        let items = request
+            .interactions
+            .into_iter()
+            .map(|input| convert::unvalidated_content(input).map_err(Rejection::from))
+            .collect();
+        let outcomes = self.app.ingest(principal, items).await?;
         Ok(pb::IngestResponse {
-            results,
+            results: outcomes
+                .into_iter()
+                .enumerate()
+                .map(|(index, outcome)| convert::ingest_result_to_proto(index, outcome))
+                .collect(),
             sequence: request.sequence,
         })
     }
-}
-
-fn record_ingest_metrics(results: &[pb::IngestResult], started: Instant) {
-    let mut counts = [0u64; 3];
-    for result in results {
-        match pb::IngestStatus::try_from(result.status) {
-            Ok(pb::IngestStatus::Created) => counts[0] += 1,
-            Ok(pb::IngestStatus::Duplicate) => counts[1] += 1,
-            _ => counts[2] += 1,
-        }
-    }
-    for (status, count) in ["created", "duplicate", "rejected"].into_iter().zip(counts) {
-        metrics::counter!("holdfast_ingest_items_total", "status" => status).increment(count);
-    }
-    metrics::histogram!("holdfast_ingest_batch_items").record(results.len() as f64);
-    metrics::histogram!("holdfast_ingest_seconds").record(started.elapsed().as_secs_f64());
 }
 
 type IngestResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestResponse, Status>> + Send>>;
@@ -139,9 +61,9 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        authorize(&self.app, &request, "Ingest", &[Role::Ingest]).await?;
+        let principal = authorize(&self.app, &request, "Ingest", INGESTERS).await?;
         Ok(Response::new(
-            self.ingest_batch(request.into_inner()).await?,
+            self.ingest_batch(&principal, request.into_inner()).await?,
         ))
     }
 
@@ -151,7 +73,7 @@ impl InteractionService for InteractionApi {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
-        let principal = authorize(&self.app, &request, "IngestStream", &[Role::Ingest]).await?;
+        let principal = authorize(&self.app, &request, "IngestStream", INGESTERS).await?;
         let api = self.clone();
         let shutdown = self.app.shutdown.clone();
         let token = principal.token_sha256;
@@ -160,16 +82,19 @@ impl InteractionService for InteractionApi {
             .take_until(shutdown.cancelled_owned())
             .map(move |message| {
                 let api = api.clone();
+                let principal = principal.clone();
                 async move {
                     let batch = message?;
                     // Each batch re-checks the token: a revoked token (or one that lost the
                     // ingest role) stops writing at once, not when the stream ends.
-                    if !api.app.tokens.is_current(&token, &[Role::Ingest]) {
+                    if !api.app.tokens.is_current(&token, INGESTERS) {
                         return Err(Status::unauthenticated(
                             "the token of this stream was revoked or lost the ingest role",
                         ));
                     }
-                    api.ingest_batch(batch).await.map_err(Status::from)
+                    api.ingest_batch(&principal, batch)
+                        .await
+                        .map_err(Status::from)
                 }
             })
             .buffered(STREAM_PIPELINE_DEPTH);

@@ -216,6 +216,27 @@ impl Browser {
             .to_string()
     }
 
+    /// Checks the page with axe-core (no violations) and keeps its screenshot as `name`.
+    pub async fn check_page(&self, axe_source: &str, name: &str) {
+        self.screenshot(name).await;
+        let violations = self.axe_violations(axe_source).await;
+        assert!(violations.is_empty(), "{name} page: {violations:#?}");
+    }
+
+    /// Saves a PNG of the window as `<name>.png` in the folder `HOLDFAST_SCREENSHOTS` names
+    /// (unset: nothing). `docs/console/` holds the ones the README shows.
+    pub async fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let Ok(dir) = std::env::var("HOLDFAST_SCREENSHOTS") else {
+            return;
+        };
+        let value = self.command("GET", "/screenshot", Value::Null).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().expect("a base64 PNG"))
+            .expect("a base64 PNG");
+        std::fs::write(format!("{dir}/{name}.png"), png).expect("write the screenshot");
+    }
+
     pub async fn cookies(&self) -> Vec<Value> {
         self.command("GET", "/cookie", Value::Null)
             .await

@@ -32,11 +32,24 @@ pub fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// A loopback port nothing listens on, never handed out twice in this process. It comes from
+/// below the kernel's ephemeral range (32768-60999), so no outgoing connection can take it
+/// between this check and the server's bind (asking the kernel for port 0 gave a port that a
+/// second call could return again, or that a client connection could take first).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..10_000 {
+        let port = rand::random_range(20_000..32_000);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999");
 }
 
 /// The config file the tests use, unless a test writes its own.

@@ -4,9 +4,11 @@
 
 mod admin;
 mod discovery;
+mod ingest;
 mod retention;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,13 +20,22 @@ use super::error::ApiError;
 use super::HttpState;
 use crate::auth::Principal;
 
-/// The `/api/v1` routes (authentication is layered on by `super::router`).
-pub fn routes() -> Router<HttpState> {
+/// Largest request body of the endpoints apart from ingest: every other request is small.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The `/api/v1` routes (authentication is layered on by `super::router`). An ingest body may
+/// be up to `max_ingest_bytes` (the gRPC message limit), every other body up to 1 MiB.
+pub fn routes(max_ingest_bytes: usize) -> Router<HttpState> {
     use admin::*;
     use discovery::*;
+    use ingest::*;
     use retention::*;
     Router::new()
         .route("/api/v1/whoami", get(whoami))
+        .route(
+            "/api/v1/interactions",
+            post(ingest).layer(DefaultBodyLimit::max(max_ingest_bytes)),
+        )
         .route("/api/v1/cases", get(list_cases).post(create_case))
         .route("/api/v1/cases/{case_id}", get(get_case).patch(update_case))
         .route("/api/v1/cases/{case_id}/close", post(close_case))
@@ -81,6 +92,7 @@ pub fn routes() -> Router<HttpState> {
     ),
     paths(
         whoami,
+        ingest::ingest,
         discovery::list_cases,
         discovery::create_case,
         discovery::get_case,
@@ -195,11 +207,23 @@ async fn body_of<T>(
     allowed: &[crate::auth::Role],
     body: JsonBody<T>,
 ) -> Result<T, ApiError> {
+    body_within(state, principal, action, allowed, body, MAX_BODY_BYTES).await
+}
+
+/// `body_of` for an endpoint whose body may be up to `limit` bytes.
+async fn body_within<T>(
+    state: &HttpState,
+    principal: &Principal,
+    action: &'static str,
+    allowed: &[crate::auth::Role],
+    body: JsonBody<T>,
+    limit: usize,
+) -> Result<T, ApiError> {
     match body {
         Ok(Json(body)) => Ok(body),
         Err(rejection) => {
             state.app.authorize(principal, action, allowed).await?;
-            Err(json_error(rejection))
+            Err(json_error(rejection, limit))
         }
     }
 }
@@ -228,18 +252,72 @@ fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError 
 }
 
 /// A body that is not the JSON an endpoint takes: INVALID_ARGUMENT naming the body (serde's
-/// message says which field and where), or OUT_OF_RANGE (413) past the size limit (1 MiB).
-fn json_error(rejection: JsonRejection) -> ApiError {
+/// message says which field and where, without the caller's values), or OUT_OF_RANGE (413)
+/// past the endpoint's size limit of `limit` bytes.
+fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::invalid("body", "expected Content-Type: application/json")
         }
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError {
             code: "OUT_OF_RANGE",
-            message: "the request body is larger than 1 MiB".into(),
+            message: format!(
+                "the request body is larger than this endpoint's limit of {limit} bytes"
+            ),
             field: None,
             status: StatusCode::PAYLOAD_TOO_LARGE,
         },
-        other => ApiError::invalid("body", other.body_text()),
+        other => ApiError::invalid("body", without_values(&other.body_text())),
+    }
+}
+
+/// serde's message without the text of a value it quotes (`invalid type: string "…",
+/// expected …`): a body can carry prompt text, which never goes into an error message.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find("string \"") {
+        out.push_str(&rest[..start]);
+        out.push_str("a string");
+        let after = &rest[start + "string \"".len()..];
+        // serde escapes quotes inside the value with a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (at, ch) in after.char_indices() {
+            match ch {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(at);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        match end {
+            Some(end) => rest = &after[end + 1..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn serde_messages_lose_the_values_they_quote() {
+        assert_eq!(
+            without_values(
+                r#"invalid type: string "my secret \"prompt\"", expected u64 at line 1"#
+            ),
+            "invalid type: a string, expected u64 at line 1"
+        );
+        assert_eq!(
+            without_values("unknown field `modle`, expected one of `model`"),
+            "unknown field `modle`, expected one of `model`"
+        );
+        assert_eq!(without_values(r#"string "unterminated"#), "a string");
     }
 }

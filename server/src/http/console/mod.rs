@@ -7,6 +7,7 @@
 //! Sign-in exchanges a bearer token for a session (`sessions.rs`); every change is a POST
 //! carrying the session's CSRF token, and a POST whose `Origin` is another site is refused.
 
+pub mod exports;
 mod pages;
 pub mod sessions;
 
@@ -35,6 +36,8 @@ pub struct ConsoleState {
     pub sessions: Arc<Sessions>,
     /// Cookies are `Secure` when the listener is TLS.
     pub secure: bool,
+    /// Export jobs and their bags.
+    pub exports: Arc<exports::ConsoleExports>,
 }
 
 /// The console's routes.
@@ -58,6 +61,11 @@ pub fn routes() -> Router<HttpState> {
         .route("/cases/{case_id}/search", get(pages::search))
         .route("/cases/{case_id}/items/{item_id}", get(pages::item))
         .route("/cases/{case_id}/export", post(pages::export))
+        .route("/cases/{case_id}/exports/{job_id}", get(pages::export_job))
+        .route(
+            "/cases/{case_id}/exports/{job_id}/bag.tar",
+            get(pages::export_download),
+        )
         .route("/policies", get(pages::policies).post(pages::create_policy))
         .route("/policies/{policy_id}/lock", post(pages::lock_policy))
         .route(

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
+use super::exports::JobState;
 use super::{Console, Page, PageError};
 use crate::app::cases::{CaseChange, NewCase};
 use crate::app::export::ExportRequest;
@@ -244,6 +245,7 @@ pub async fn case_home(
         .list_case_holds(&console.principal, &case_id, true)
         .await?;
     let open = case.status == CaseStatus::Open;
+    let exports = state.console.exports.list(&console.principal, &case_id);
     let content = html! {
         p { "Status: " strong { (status_word(case.status)) } @if let Some(closed) = case.closed_at { " since " (time(closed)) } }
         @if !case.description.is_empty() { p { (case.description) } }
@@ -326,8 +328,23 @@ pub async fn case_home(
                 label for="export-query" { "KQL query (empty exports everything of the custodians)" }
                 input #export-query.kql name="query" data-error="export-query-error" aria-describedby="export-query-error";
                 p #export-query-error.field-error aria-live="polite" {}
-                p.hint { "Downloads every matching item as JSON lines, ending with a trailer whose digest covers every item. The CLI's `holdfast export` writes the same as a BagIt bag." }
-                button type="submit" { "Download export" }
+                p.hint { "Writes every matching item into a BagIt bag, checks it against the server's digest, and offers it as a tar download (the same bag as the CLI's holdfast export)." }
+                button type="submit" { "Start export" }
+            }
+            @if !exports.is_empty() {
+                table {
+                    caption { "Your exports in this case (kept for a day)" }
+                    thead { tr { th scope="col" { "Started" } th scope="col" { "Query" } th scope="col" { "Status" } } }
+                    tbody {
+                        @for job in &exports {
+                            tr {
+                                td { a href={ "/cases/" (case.id) "/exports/" (job.id) } { (time(job.started_at)) } }
+                                td { code { @if job.query.is_empty() { "(everything)" } @else { (job.query) } } }
+                                td { @match job.state() { JobState::Running => { "Running" }, JobState::Ready { count, .. } => { "Ready, " (count) " items" }, JobState::Failed(_) => { "Failed" } } }
+                            }
+                        }
+                    }
+                }
             }
             h2 { "Close the case" }
             form method="post" action={ "/cases/" (case.id) "/close" } {
@@ -673,7 +690,7 @@ pub struct ExportForm {
     query: String,
 }
 
-/// The export as a download: one JSON line per item, then the trailer (see docs/http-api.md).
+/// Starts an export of the case as a BagIt bag, and shows its progress.
 pub async fn export(
     State(state): State<HttpState>,
     console: Console,
@@ -681,22 +698,149 @@ pub async fn export(
     Form(form): Form<ExportForm>,
 ) -> Result<Response, PageError> {
     console.check_csrf(&form.csrf)?;
+    let case = state.app.get_case(&console.principal, &case_id).await?;
+    state.app.check_disk_space()?;
     let export = state
         .app
         .export(
             &console.principal,
             ExportRequest {
                 case_id: case_id.clone(),
-                query: form.query,
+                query: form.query.clone(),
                 ..ExportRequest::default()
             },
         )
         .await?;
-    let mut response = crate::http::api::export_response(export);
+    let parameters = holdfast_export::bag::ExportParameters {
+        case_id: case_id.clone(),
+        case_name: case.name,
+        query: form.query,
+        mailboxes: Vec::new(),
+        principal: console.principal.name.clone(),
+        started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let job = state.console.exports.start(
+        std::sync::Arc::clone(&state.app),
+        &console.principal,
+        parameters,
+        export,
+    )?;
+    Ok(Redirect::to(&format!("/cases/{case_id}/exports/{}", job.id)).into_response())
+}
+
+fn export_job_not_found() -> PageError {
+    PageError::from(crate::error::Error::NotFound(
+        "no such export of yours in this case (exports are kept for a day, and not across a restart)"
+            .into(),
+    ))
+}
+
+/// An export's progress; once ready, its digests and the download.
+pub async fn export_job(
+    State(state): State<HttpState>,
+    console: Console,
+    Path((case_id, job_id)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let case = state.app.get_case(&console.principal, &case_id).await?;
+    let job = state
+        .console
+        .exports
+        .get(&console.principal, &case_id, &job_id)
+        .ok_or_else(export_job_not_found)?;
+    let written = job.written.load(std::sync::atomic::Ordering::Relaxed);
+    let job_state = job.state();
+    let running = matches!(job_state, JobState::Running);
+    let content = html! {
+        p { "Case: " a href={ "/cases/" (case.id) } { (case.name) } }
+        dl {
+            dt { "Query" } dd { code { @if job.query.is_empty() { "(everything)" } @else { (job.query) } } }
+            dt { "Started" } dd { (time(job.started_at)) }
+        }
+        @match &job_state {
+            JobState::Running => {
+                p #export-status role="status" { "Writing the bag: " (written) " of " (job.total) " items." }
+                progress max=(job.total.max(1)) value=(written) aria-labelledby="export-status" {}
+                p.hint { "This page refreshes every two seconds." }
+            },
+            JobState::Ready { count, content_digest, tar_sha256, tar_bytes } => {
+                p #export-status role="status" { "Export ready: " (count) " items, checked against the server's digest." }
+                dl.digests {
+                    dt { "Content digest (bag-info.txt, Holdfast-Content-Digest)" } dd { code #content-digest { (content_digest) } }
+                    dt { "SHA-256 of the download" } dd { code #tar-sha256 { (tar_sha256) } }
+                    dt { "Size" } dd { (tar_bytes) " bytes" }
+                }
+                p { a.button #download href={ "/cases/" (case_id) "/exports/" (job.id) "/bag.tar" } download { "Download the bag (tar)" } }
+                p.hint { "Unpack it and check it with " code { "holdfast export verify DIR" } "." }
+            },
+            JobState::Failed(message) => {
+                p #export-status.error role="alert" { "The export failed: " (message) }
+            },
+        }
+    };
+    let mut response = page("Export", Some(&console), content).into_response();
+    if running {
+        response
+            .headers_mut()
+            .insert(header::REFRESH, HeaderValue::from_static("2"));
+    }
+    Ok(response)
+}
+
+/// The finished bag as a tar download (audited).
+pub async fn export_download(
+    State(state): State<HttpState>,
+    console: Console,
+    Path((case_id, job_id)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    // Still a member of the case (a removed member loses the download with the case).
+    state.app.get_case(&console.principal, &case_id).await?;
+    let job = state
+        .console
+        .exports
+        .get(&console.principal, &case_id, &job_id)
+        .ok_or_else(export_job_not_found)?;
+    let JobState::Ready {
+        tar_sha256, count, ..
+    } = job.state()
+    else {
+        return Err(PageError::from(crate::error::Error::FailedPrecondition(
+            "this export is not ready".into(),
+        )));
+    };
+    let file = tokio::fs::File::open(job.tar_path())
+        .await
+        .map_err(|_| export_job_not_found())?;
+    state
+        .app
+        .audit_done(
+            &console.principal,
+            "DownloadExport",
+            job.id.clone(),
+            serde_json::json!({ "case_id": case_id, "items": count, "tar_sha256": tar_sha256 }),
+            "ok".into(),
+        )
+        .await?;
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 64 << 10];
+        match file.read(&mut buffer).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((Ok::<_, std::io::Error>(buffer), file))
+            }
+            Err(error) => Some((Err(error), file)),
+        }
+    });
+    let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"holdfast-case-{case_id}.ndjson\""
-    )) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.tar\"", job.bag_name()))
+    {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)

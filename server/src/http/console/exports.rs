@@ -1,0 +1,314 @@
+//! The console's exports: a reviewer starts one, watches its progress, and downloads a BagIt
+//! bag (as one tar file) with its digests shown on the page. The bag is the one `holdfast
+//! export` writes (`holdfast_export::bag`), so `holdfast export verify` checks either.
+//!
+//! An export job reads the case's export stream (`App::export`, which authorises and audits
+//! the export) into a bag under `<data dir>/console-exports/<job>/`, finishes and verifies it,
+//! checks it against the server's trailer (count and content digest), then packs it into
+//! `bag.tar`. Jobs live in memory: a restart clears the folder and the list. Each principal
+//! runs one export at a time and keeps its last few; a finished bag is kept for a day.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use holdfast_export::bag::{self, ExportParameters};
+use holdfast_export::json::JsonInteraction;
+use sha2::{Digest, Sha256};
+
+use crate::app::export::{Export, ExportMessage};
+use crate::app::App;
+use crate::auth::Principal;
+use crate::convert;
+use crate::error::Error;
+
+/// Finished exports kept per principal; starting one more removes the oldest.
+const KEPT_PER_PRINCIPAL: usize = 5;
+/// How long a finished bag stays downloadable.
+const KEPT_FOR: TimeDelta = TimeDelta::hours(24);
+/// Items written to the bag per blocking write.
+const WRITE_CHUNK: usize = 64;
+
+/// Where an export job is.
+#[derive(Debug, Clone)]
+pub enum JobState {
+    Running,
+    Ready {
+        count: u64,
+        /// The trailer's digest over the items' content hashes (bag-info's
+        /// `Holdfast-Content-Digest`).
+        content_digest: String,
+        /// SHA-256 of the tar file as downloaded.
+        tar_sha256: String,
+        tar_bytes: u64,
+    },
+    Failed(String),
+}
+
+pub struct Job {
+    pub id: String,
+    pub case_id: String,
+    pub query: String,
+    /// The principal that started it: the only one who may see and download it.
+    pub owner: String,
+    pub started_at: DateTime<Utc>,
+    /// Items the export will send (fewer if some are destroyed meanwhile).
+    pub total: u64,
+    pub written: AtomicU64,
+    state: Mutex<JobState>,
+    finished_at: Mutex<Option<DateTime<Utc>>>,
+    dir: PathBuf,
+}
+
+impl Job {
+    pub fn state(&self) -> JobState {
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(JobState::Running)
+    }
+
+    fn set(&self, state: JobState) {
+        if let Ok(mut current) = self.state.lock() {
+            *current = state;
+        }
+        if let Ok(mut finished) = self.finished_at.lock() {
+            *finished = Some(Utc::now());
+        }
+    }
+
+    /// The packed bag.
+    pub fn tar_path(&self) -> PathBuf {
+        self.dir.join("bag.tar")
+    }
+
+    /// The name of the bag's folder inside the tar, and of the download.
+    pub fn bag_name(&self) -> String {
+        format!("holdfast-case-{}-export-{}", self.case_id, self.id)
+    }
+
+    fn expired(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.finished_at.lock().map(|f| *f), Ok(Some(at)) if now - at > KEPT_FOR)
+    }
+}
+
+/// Every export job of this server run.
+pub struct ConsoleExports {
+    dir: PathBuf,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+}
+
+impl ConsoleExports {
+    /// Exports under `dir`, which is emptied: bags of an earlier run are not listed anywhere.
+    pub fn new(dir: PathBuf) -> ConsoleExports {
+        let _ = std::fs::remove_dir_all(&dir);
+        ConsoleExports {
+            dir,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller's job, if it exists and is theirs.
+    pub fn get(&self, principal: &Principal, case_id: &str, job_id: &str) -> Option<Arc<Job>> {
+        let jobs = self.jobs.lock().ok()?;
+        jobs.get(job_id)
+            .filter(|job| job.owner == principal.name && job.case_id == case_id)
+            .cloned()
+    }
+
+    /// The caller's jobs in a case, newest first.
+    pub fn list(&self, principal: &Principal, case_id: &str) -> Vec<Arc<Job>> {
+        self.remove_expired();
+        let Ok(jobs) = self.jobs.lock() else {
+            return Vec::new();
+        };
+        let mut mine: Vec<Arc<Job>> = jobs
+            .values()
+            .filter(|job| job.owner == principal.name && job.case_id == case_id)
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        mine
+    }
+
+    /// Starts an export the application layer has opened (and audited) as a job.
+    pub fn start(
+        self: &Arc<Self>,
+        app: Arc<App>,
+        principal: &Principal,
+        parameters: ExportParameters,
+        export: Export,
+    ) -> Result<Arc<Job>, Error> {
+        self.remove_expired();
+        let id = ulid::Ulid::new().to_string();
+        let job = Arc::new(Job {
+            id: id.clone(),
+            case_id: parameters.case_id.clone(),
+            query: parameters.query.clone(),
+            owner: principal.name.clone(),
+            started_at: Utc::now(),
+            total: export.total,
+            written: AtomicU64::new(0),
+            state: Mutex::new(JobState::Running),
+            finished_at: Mutex::new(None),
+            dir: self.dir.join(&id),
+        });
+        {
+            let mut jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| Error::Internal("export list poisoned".into()))?;
+            let mut mine: Vec<Arc<Job>> = jobs
+                .values()
+                .filter(|job| job.owner == principal.name)
+                .cloned()
+                .collect();
+            if mine
+                .iter()
+                .any(|job| matches!(job.state(), JobState::Running))
+            {
+                return Err(Error::ResourceExhausted(
+                    "an export of yours is still running; wait for it to finish".into(),
+                ));
+            }
+            mine.sort_by(|a, b| a.id.cmp(&b.id));
+            let excess = (mine.len() + 1).saturating_sub(KEPT_PER_PRINCIPAL);
+            for old in mine.into_iter().take(excess) {
+                jobs.remove(&old.id);
+                let _ = std::fs::remove_dir_all(&old.dir);
+            }
+            jobs.insert(id, Arc::clone(&job));
+        }
+        let running = Arc::clone(&job);
+        tokio::spawn(async move {
+            let state = match run(&app, &running, parameters, export).await {
+                Ok(state) => state,
+                Err(error) => {
+                    let _ = tokio::fs::remove_dir_all(&running.dir).await;
+                    JobState::Failed(error.to_string())
+                }
+            };
+            running.set(state);
+        });
+        Ok(job)
+    }
+
+    fn remove_expired(&self) {
+        let now = Utc::now();
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.retain(|_, job| {
+                let keep = !job.expired(now);
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&job.dir);
+                }
+                keep
+            });
+        }
+    }
+}
+
+/// Writes the bag, checks it, and packs it.
+async fn run(
+    app: &App,
+    job: &Job,
+    parameters: ExportParameters,
+    mut export: Export,
+) -> Result<JobState, Error> {
+    let bag_dir = job.dir.join(job.bag_name());
+    let setup = bag_dir.clone();
+    let written_parameters = parameters.clone();
+    let mut payload = blocking(move || {
+        bag::write_parameters(&setup, &written_parameters)?;
+        Ok(bag::resume_point(&setup)?.0)
+    })
+    .await?;
+    let mut lines = Vec::with_capacity(WRITE_CHUNK);
+    let mut trailer = None;
+    while let Some(message) = export.messages.next().await {
+        match message? {
+            ExportMessage::Item(item) => {
+                let json = JsonInteraction::from_stored(convert::interaction_to_proto(*item));
+                lines.push(
+                    serde_json::to_string(&json)
+                        .map_err(|e| Error::Internal(format!("cannot encode an item: {e}")))?,
+                );
+            }
+            ExportMessage::Trailer { count, digest } => trailer = Some((count, digest)),
+        }
+        if lines.len() >= WRITE_CHUNK || (trailer.is_some() && !lines.is_empty()) {
+            app.check_disk_space()?;
+            let chunk = std::mem::take(&mut lines);
+            let num_lines = chunk.len() as u64;
+            payload = blocking(move || {
+                for line in &chunk {
+                    bag::append_line(&mut payload, line)?;
+                }
+                Ok(payload)
+            })
+            .await?;
+            job.written.fetch_add(num_lines, Ordering::Relaxed);
+        }
+    }
+    let Some((count, content_digest)) = trailer else {
+        return Err(Error::Unavailable(
+            "the export ended before its trailer; start it again".into(),
+        ));
+    };
+    drop(payload);
+    let (dir, tar_path, name) = (bag_dir.clone(), job.tar_path(), job.bag_name());
+    let finished_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (bag_count, bag_digest, tar_sha256, tar_bytes) = blocking(move || {
+        bag::finish(&dir, &parameters, &finished_at)?;
+        let bag_count = bag::verify(&dir)?;
+        let (bag_digest, _) = bag::content_digest(&dir)?;
+        let (tar_sha256, tar_bytes) = pack(&dir, &name, &tar_path)?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok((bag_count, bag_digest, tar_sha256, tar_bytes))
+    })
+    .await?;
+    if bag_count != count || bag_digest != content_digest {
+        return Err(Error::Internal(format!(
+            "the bag holds {bag_count} items with digest {bag_digest}, the server sent \
+             {count} with digest {content_digest}"
+        )));
+    }
+    Ok(JobState::Ready {
+        count,
+        content_digest,
+        tar_sha256,
+        tar_bytes,
+    })
+}
+
+/// Packs the bag folder `dir` into a tar at `tar_path` (files under `name/`), and returns
+/// the tar's SHA-256 and size.
+fn pack(dir: &Path, name: &str, tar_path: &Path) -> anyhow::Result<(String, u64)> {
+    use std::io::Write;
+    let file = std::fs::File::create(tar_path)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    builder.append_dir_all(name, dir)?;
+    let mut writer = builder.into_inner()?;
+    writer.flush()?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    let mut hasher = Sha256::new();
+    let mut reader = std::fs::File::open(tar_path)?;
+    let bytes = std::io::copy(&mut reader, &mut hasher)?;
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(Error::Internal(format!("writing the bag: {error:#}"))),
+        Err(_) => Err(Error::Internal("writing the bag stopped".into())),
+    }
+}

@@ -82,6 +82,11 @@ pub fn interaction_content(
     if created_at < DateTime::UNIX_EPOCH {
         return Err(Error::invalid("created_at", "is before 1970-01-01"));
     }
+    // chrono represents a leap second as nanos past 1e9, which a protobuf Timestamp (and so
+    // every answer and export) cannot carry.
+    if created_at.timestamp_subsec_nanos() >= 1_000_000_000 {
+        return Err(Error::invalid("created_at", "is a leap second (:60)"));
+    }
 
     check_text("prompt", &input.prompt, limits.max_prompt_bytes, false)?;
     check_text(
@@ -231,6 +236,11 @@ mod tests {
         });
         rejects("created_at", |i| {
             i.created_at = DateTime::UNIX_EPOCH - TimeDelta::seconds(1)
+        });
+        rejects("created_at", |i| {
+            i.created_at = DateTime::parse_from_rfc3339("2016-12-31T23:59:60Z")
+                .unwrap()
+                .with_timezone(&Utc)
         });
         rejects("prompt", |i| i.prompt = "x".repeat((1 << 20) + 1));
         rejects("response", |i| i.response = "x".repeat((1 << 20) + 1));

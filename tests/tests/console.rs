@@ -329,10 +329,54 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
         bag_info.contains("Holdfast-Principal: reviewer"),
         "{bag_info}"
     );
-    // Only the reviewer who started it downloads it, and the download is audited.
+    // The bag keeps its private modes inside the tar.
+    let mut archive = tar::Archive::new(&tar.body[..]);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.header().mode().unwrap() & 0o777;
+        let expected = if entry.header().entry_type().is_dir() {
+            0o700
+        } else {
+            0o600
+        };
+        assert_eq!(mode, expected, "{:?}", entry.path().unwrap());
+    }
+    // Only the reviewer who started it sees and downloads it (another reviewer who may open
+    // the case gets 404), and the download is audited; a HEAD request is not a download.
     let other = HttpApi::new(base.clone());
     let anonymous = other.get(download.as_str().unwrap(), "").await;
     assert_ne!(anonymous.status, 200);
+    server
+        .client(EDISCOVERY_TOKEN)
+        .await
+        .update_case(pb::UpdateCaseRequest {
+            case_id: case_id.clone(),
+            add_members: vec!["other-reviewer".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, other_cookie) = sign_in(&other, OTHER_REVIEWER_TOKEN).await;
+    let case_page = page(&other, &format!("/cases/{case_id}"), &other_cookie).await;
+    assert_eq!(case_page.status, 200, "{}", case_page.text());
+    let job_page = download
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/bag.tar")
+        .to_string();
+    for path in [job_page.as_str(), download.as_str().unwrap()] {
+        let answer = page(&other, path, &other_cookie).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.text());
+    }
+    let head = api
+        .send_with(
+            "HEAD",
+            download.as_str().unwrap(),
+            &[("cookie", cookie.as_str())],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(head.status, 200);
     let downloads = server
         .client(AUDITOR_TOKEN)
         .await

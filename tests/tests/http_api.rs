@@ -1081,6 +1081,10 @@ async fn ingest_over_http_stores_each_item_once_and_answers_per_item() {
         .await;
     assert_eq!(answer.status, 400);
     assert!(!answer.text().contains("merger"), "{}", answer.text());
+    let leap = json!({ "interactions": [{ "client_key": "h-leap", "mailbox_id": "erin@contoso.com",
+                        "app": "Teams", "created_at": "2016-12-31T23:59:60Z" }] });
+    let answer = api.call("POST", path, path, INGEST_TOKEN, Some(leap)).await;
+    assert_eq!(answer.json()["results"][0]["field"], "created_at");
 
     // Ingest bodies may be as large as a gRPC message (16 MiB), past the 1 MiB of the others.
     let big = "word ".repeat(180_000);
@@ -1090,6 +1094,14 @@ async fn ingest_over_http_stores_each_item_once_and_answers_per_item() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["results"][1]["status"], "created");
+    let huge = json!({ "interactions": [item("h-huge", &"word ".repeat(3_500_000))] });
+    let answer = api.call("POST", path, path, INGEST_TOKEN, Some(huge)).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert!(
+        answer.text().contains("16777216 bytes"),
+        "{}",
+        answer.text()
+    );
     let too_many: Vec<Value> = (0..1001).map(|n| item(&format!("m-{n}"), "x")).collect();
     let answer = api
         .call(

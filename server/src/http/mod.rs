@@ -46,7 +46,12 @@ pub struct HttpState {
     /// How long a source past its rate waits for each refusal.
     tarpit: Duration,
     handlers: Handlers,
+    /// Ingest bodies being decoded at once (see `api/ingest.rs`).
+    pub ingest_bodies: Arc<tokio::sync::Semaphore>,
 }
+
+/// Ingest bodies decoded at once over HTTP.
+const INGEST_BODIES_AT_ONCE: usize = 2;
 
 /// The routes: the API, with authentication in front of every `/api/v1` route, and the
 /// console (its own sessions) at `/`. `secure` marks the console's cookies Secure (TLS).
@@ -63,6 +68,7 @@ pub fn router(app: Arc<App>, tarpit: Duration, handlers: Handlers, secure: bool)
         },
         tarpit,
         handlers,
+        ingest_bodies: Arc::new(tokio::sync::Semaphore::new(INGEST_BODIES_AT_ONCE)),
     };
     let console_routes = console::routes()
         .route_layer(axum::middleware::from_fn_with_state(

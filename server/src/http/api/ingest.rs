@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use holdfast_content::{AccessedResource, Context, Model, Plugin, Safety};
@@ -161,8 +161,17 @@ impl IngestResultJson {
 pub(super) async fn ingest(
     State(state): State<HttpState>,
     Extension(principal): Extension<Principal>,
-    body: JsonBody<IngestRequestJson>,
+    request: axum::extract::Request,
 ) -> Answer<IngestResponseJson> {
+    // The role first: a caller without it is refused (and audited) before its body is read,
+    // and a decoded batch takes several times its size in memory, so only a few are decoded
+    // at once (the rest wait).
+    state.app.authorize(&principal, "Ingest", INGESTERS).await?;
+    let decoding =
+        state.ingest_bodies.acquire().await.map_err(|_| {
+            ApiError::from(crate::error::Error::Unavailable("shutting down".into()))
+        })?;
+    let body: JsonBody<IngestRequestJson> = Json::from_request(request, &state).await;
     let limit = state.app.limits.max_request_bytes;
     let request = body_within(&state, &principal, "Ingest", INGESTERS, body, limit).await?;
     let items = request
@@ -170,6 +179,7 @@ pub(super) async fn ingest(
         .into_iter()
         .map(InteractionInputJson::into_content)
         .collect();
+    drop(decoding);
     let outcomes = state.app.ingest(&principal, items).await?;
     Ok(Json(IngestResponseJson {
         results: outcomes

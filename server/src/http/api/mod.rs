@@ -272,8 +272,35 @@ fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
 }
 
 /// serde's message without the text of a value it quotes (`invalid type: string "…",
-/// expected …`): a body can carry prompt text, which never goes into an error message.
+/// expected …`): a body can carry prompt text, which never goes into an error message. Names
+/// it quotes in backticks (unknown fields, variants, map keys) are cut to 64 bytes.
 fn without_values(message: &str) -> String {
+    short_names(&without_strings(message))
+}
+
+/// Each backticked name cut to 64 bytes (a caller's field name could be any text).
+fn short_names(message: &str) -> String {
+    const LONGEST: usize = 64;
+    let mut out = String::with_capacity(message.len().min(1024));
+    for (index, part) in message.split('`').enumerate() {
+        if index > 0 {
+            out.push('`');
+        }
+        if index % 2 == 1 && part.len() > LONGEST {
+            let mut end = LONGEST;
+            while !part.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push_str(&part[..end]);
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn without_strings(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(start) = rest.find("string \"") {
@@ -319,5 +346,11 @@ mod tests {
             "unknown field `modle`, expected one of `model`"
         );
         assert_eq!(without_values(r#"string "unterminated"#), "a string");
+        let long = "x".repeat(200);
+        let cut = without_values(&format!("unknown field `{long}`, expected `a`"));
+        assert_eq!(
+            cut,
+            format!("unknown field `{}…`, expected `a`", "x".repeat(64))
+        );
     }
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
 use holdfast_export::bag::{self, ExportParameters};
 use holdfast_export::json::JsonInteraction;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::app::export::{Export, ExportMessage};
@@ -29,8 +30,9 @@ use crate::error::Error;
 const KEPT_PER_PRINCIPAL: usize = 5;
 /// How long a finished bag stays downloadable.
 const KEPT_FOR: TimeDelta = TimeDelta::hours(24);
-/// Items written to the bag per blocking write.
+/// Items written to the bag per blocking write, and at most this many bytes of them.
 const WRITE_CHUNK: usize = 64;
+const WRITE_CHUNK_BYTES: usize = 4 << 20;
 
 /// Where an export job is.
 #[derive(Debug, Clone)]
@@ -52,8 +54,10 @@ pub struct Job {
     pub id: String,
     pub case_id: String,
     pub query: String,
-    /// The principal that started it: the only one who may see and download it.
+    /// The principal that started it (name and token): the only one who may see and
+    /// download it.
     pub owner: String,
+    owner_token: [u8; 32],
     pub started_at: DateTime<Utc>,
     /// Items the export will send (fewer if some are destroyed meanwhile).
     pub total: u64,
@@ -90,6 +94,10 @@ impl Job {
         format!("holdfast-case-{}-export-{}", self.case_id, self.id)
     }
 
+    fn is_owner(&self, principal: &Principal) -> bool {
+        self.owner == principal.name && self.owner_token == principal.token_sha256
+    }
+
     fn expired(&self, now: DateTime<Utc>) -> bool {
         matches!(self.finished_at.lock().map(|f| *f), Ok(Some(at)) if now - at > KEPT_FOR)
     }
@@ -99,6 +107,9 @@ impl Job {
 pub struct ConsoleExports {
     dir: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Bags being finished, verified and packed at once (each reads its payload several
+    /// times).
+    finishing: Arc<tokio::sync::Semaphore>,
 }
 
 impl ConsoleExports {
@@ -108,6 +119,7 @@ impl ConsoleExports {
         ConsoleExports {
             dir,
             jobs: Mutex::new(HashMap::new()),
+            finishing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -115,8 +127,27 @@ impl ConsoleExports {
     pub fn get(&self, principal: &Principal, case_id: &str, job_id: &str) -> Option<Arc<Job>> {
         let jobs = self.jobs.lock().ok()?;
         jobs.get(job_id)
-            .filter(|job| job.owner == principal.name && job.case_id == case_id)
+            .filter(|job| job.is_owner(principal) && job.case_id == case_id)
+            .filter(|job| !job.expired(Utc::now()))
             .cloned()
+    }
+
+    /// Refuses a second export of a principal while one runs (checked before the export is
+    /// opened and audited, and again when it starts).
+    pub fn check_can_start(&self, principal: &Principal) -> Result<(), Error> {
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| Error::Internal("export list poisoned".into()))?;
+        if jobs
+            .values()
+            .any(|job| job.is_owner(principal) && matches!(job.state(), JobState::Running))
+        {
+            return Err(Error::ResourceExhausted(
+                "an export of yours is still running; wait for it to finish".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The caller's jobs in a case, newest first.
@@ -127,7 +158,7 @@ impl ConsoleExports {
         };
         let mut mine: Vec<Arc<Job>> = jobs
             .values()
-            .filter(|job| job.owner == principal.name && job.case_id == case_id)
+            .filter(|job| job.is_owner(principal) && job.case_id == case_id)
             .cloned()
             .collect();
         mine.sort_by(|a, b| b.id.cmp(&a.id));
@@ -149,6 +180,7 @@ impl ConsoleExports {
             case_id: parameters.case_id.clone(),
             query: parameters.query.clone(),
             owner: principal.name.clone(),
+            owner_token: principal.token_sha256,
             started_at: Utc::now(),
             total: export.total,
             written: AtomicU64::new(0),
@@ -163,7 +195,7 @@ impl ConsoleExports {
                 .map_err(|_| Error::Internal("export list poisoned".into()))?;
             let mut mine: Vec<Arc<Job>> = jobs
                 .values()
-                .filter(|job| job.owner == principal.name)
+                .filter(|job| job.is_owner(principal))
                 .cloned()
                 .collect();
             if mine
@@ -183,14 +215,45 @@ impl ConsoleExports {
             jobs.insert(id, Arc::clone(&job));
         }
         let running = Arc::clone(&job);
+        let finishing = Arc::clone(&self.finishing);
+        let principal = principal.clone();
         tokio::spawn(async move {
-            let state = match run(&app, &running, parameters, export).await {
-                Ok(state) => state,
-                Err(error) => {
+            // On a task of its own: a panic becomes a failed job, never one left running.
+            let work = tokio::spawn({
+                let (app, running) = (Arc::clone(&app), Arc::clone(&running));
+                async move { run(&app, &running, parameters, export, &finishing).await }
+            });
+            let state = match work.await {
+                Ok(Ok(state)) => state,
+                Ok(Err(error)) => JobState::Failed(error.to_string()),
+                Err(_) => JobState::Failed("the export stopped unexpectedly".into()),
+            };
+            let outcome = match &state {
+                JobState::Ready {
+                    count,
+                    content_digest,
+                    tar_sha256,
+                    ..
+                } => json!({ "items": count, "content_digest": content_digest,
+                             "tar_sha256": tar_sha256 }),
+                _ => {
                     let _ = tokio::fs::remove_dir_all(&running.dir).await;
-                    JobState::Failed(error.to_string())
+                    json!({})
                 }
             };
+            let result = match &state {
+                JobState::Failed(message) => format!("failed: {message}"),
+                _ => "ok".to_string(),
+            };
+            let _ = app
+                .audit_done(
+                    &principal,
+                    "ExportBagReady",
+                    running.id.clone(),
+                    json!({ "case_id": running.case_id, "outcome": outcome }),
+                    result,
+                )
+                .await;
             running.set(state);
         });
         Ok(job)
@@ -216,6 +279,7 @@ async fn run(
     job: &Job,
     parameters: ExportParameters,
     mut export: Export,
+    finishing: &tokio::sync::Semaphore,
 ) -> Result<JobState, Error> {
     let bag_dir = job.dir.join(job.bag_name());
     let setup = bag_dir.clone();
@@ -226,19 +290,22 @@ async fn run(
     })
     .await?;
     let mut lines = Vec::with_capacity(WRITE_CHUNK);
+    let mut buffered = 0usize;
     let mut trailer = None;
     while let Some(message) = export.messages.next().await {
         match message? {
             ExportMessage::Item(item) => {
                 let json = JsonInteraction::from_stored(convert::interaction_to_proto(*item));
-                lines.push(
-                    serde_json::to_string(&json)
-                        .map_err(|e| Error::Internal(format!("cannot encode an item: {e}")))?,
-                );
+                let line = serde_json::to_string(&json)
+                    .map_err(|_| Error::Internal("an item could not be encoded".into()))?;
+                buffered += line.len();
+                lines.push(line);
             }
             ExportMessage::Trailer { count, digest } => trailer = Some((count, digest)),
         }
-        if lines.len() >= WRITE_CHUNK || (trailer.is_some() && !lines.is_empty()) {
+        let full = lines.len() >= WRITE_CHUNK || buffered >= WRITE_CHUNK_BYTES;
+        if full || (trailer.is_some() && !lines.is_empty()) {
+            buffered = 0;
             app.check_disk_space()?;
             let chunk = std::mem::take(&mut lines);
             let num_lines = chunk.len() as u64;
@@ -260,16 +327,28 @@ async fn run(
     drop(payload);
     let (dir, tar_path, name) = (bag_dir.clone(), job.tar_path(), job.bag_name());
     let finished_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let _finishing = finishing
+        .acquire()
+        .await
+        .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
+    app.check_disk_space()?;
     let (bag_count, bag_digest, tar_sha256, tar_bytes) = blocking(move || {
         bag::finish(&dir, &parameters, &finished_at)?;
+        // verify recomputes every item's digest and the content digest in bag-info.txt.
         let bag_count = bag::verify(&dir)?;
-        let (bag_digest, _) = bag::content_digest(&dir)?;
+        let bag_digest = recorded_content_digest(&dir)?;
         let (tar_sha256, tar_bytes) = pack(&dir, &name, &tar_path)?;
         std::fs::remove_dir_all(&dir)?;
         Ok((bag_count, bag_digest, tar_sha256, tar_bytes))
     })
     .await?;
     if bag_count != count || bag_digest != content_digest {
+        tracing::error!(
+            job = %job.id,
+            bag_count,
+            count,
+            "a console export's bag differs from the export's trailer"
+        );
         return Err(Error::Internal(format!(
             "the bag holds {bag_count} items with digest {bag_digest}, the server sent \
              {count} with digest {content_digest}"
@@ -287,9 +366,17 @@ async fn run(
 /// the tar's SHA-256 and size.
 fn pack(dir: &Path, name: &str, tar_path: &Path) -> anyhow::Result<(String, u64)> {
     use std::io::Write;
-    let file = std::fs::File::create(tar_path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tar_path)?;
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
-    builder.mode(tar::HeaderMode::Deterministic);
+    // Complete: entries keep the bag's modes (files 0600, folders 0700), as `holdfast export`
+    // leaves them.
+    builder.mode(tar::HeaderMode::Complete);
     builder.follow_symlinks(false);
     builder.append_dir_all(name, dir)?;
     let mut writer = builder.into_inner()?;
@@ -303,12 +390,27 @@ fn pack(dir: &Path, name: &str, tar_path: &Path) -> anyhow::Result<(String, u64)
     Ok((hex::encode(hasher.finalize()), bytes))
 }
 
+/// The content digest `bag::finish` recorded in `bag-info.txt` (which `bag::verify` has
+/// checked against the items).
+fn recorded_content_digest(dir: &Path) -> anyhow::Result<String> {
+    let info = std::fs::read_to_string(dir.join("bag-info.txt"))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("Holdfast-Content-Digest: "))
+        .map(|digest| digest.trim().to_string())
+        .ok_or_else(|| anyhow::anyhow!("bag-info.txt has no Holdfast-Content-Digest"))
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, Error> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(Error::Internal(format!("writing the bag: {error:#}"))),
+        Ok(Err(error)) => {
+            tracing::error!(error = %format!("{error:#}"), "a console export's bag could not be written");
+            Err(Error::Internal(
+                "the bag could not be written (the server's log says why)".into(),
+            ))
+        }
         Err(_) => Err(Error::Internal("writing the bag stopped".into())),
     }
 }

@@ -699,7 +699,10 @@ pub async fn export(
 ) -> Result<Response, PageError> {
     console.check_csrf(&form.csrf)?;
     let case = state.app.get_case(&console.principal, &case_id).await?;
+    let case_id = case.id.to_string();
     state.app.check_disk_space()?;
+    // Before the export is opened (and audited as started).
+    state.console.exports.check_can_start(&console.principal)?;
     let export = state
         .app
         .export(
@@ -786,21 +789,27 @@ pub async fn export_job(
     Ok(response)
 }
 
-/// The finished bag as a tar download (audited).
+/// The finished bag as a tar download (audited; a HEAD request is not a download).
 pub async fn export_download(
     State(state): State<HttpState>,
     console: Console,
+    method: axum::http::Method,
     Path((case_id, job_id)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
-    // Still a member of the case (a removed member loses the download with the case).
-    state.app.get_case(&console.principal, &case_id).await?;
+    // Still a member of the case, and the case still open (a removed member loses the
+    // download with the case, and a closed case's evidence leaves through new exports only).
+    let case = state.app.get_case(&console.principal, &case_id).await?;
+    case.require_open()?;
     let job = state
         .console
         .exports
         .get(&console.principal, &case_id, &job_id)
         .ok_or_else(export_job_not_found)?;
     let JobState::Ready {
-        tar_sha256, count, ..
+        tar_sha256,
+        count,
+        tar_bytes,
+        ..
     } = job.state()
     else {
         return Err(PageError::from(crate::error::Error::FailedPrecondition(
@@ -810,6 +819,20 @@ pub async fn export_download(
     let file = tokio::fs::File::open(job.tar_path())
         .await
         .map_err(|_| export_job_not_found())?;
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(tar_bytes));
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.tar\"", job.bag_name()))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if method == axum::http::Method::HEAD {
+        return Ok(headers.into_response());
+    }
     state
         .app
         .audit_done(
@@ -832,18 +855,7 @@ pub async fn export_download(
             Err(error) => Some((Err(error), file)),
         }
     });
-    let mut response = axum::body::Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
-    if let Ok(value) =
-        HeaderValue::from_str(&format!("attachment; filename=\"{}.tar\"", job.bag_name()))
-    {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -463,6 +463,17 @@ pub struct SearchQuery {
     mailbox: String,
 }
 
+/// Mailboxes listed in the search page's facet: the ones with the most hits (a case with
+/// thousands of custodians would otherwise list them all on every page).
+const FACET_MAILBOXES: usize = 25;
+
+fn top_mailboxes(counts: &std::collections::BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
+    let mut top: Vec<(&String, &u64)> = counts.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    top.truncate(FACET_MAILBOXES);
+    top
+}
+
 fn snippet_markup(snippet: &Snippet) -> Markup {
     let text = &snippet.text;
     let mut parts = Vec::new();
@@ -558,9 +569,13 @@ pub async fn search(
             div.facets {
                 section aria-labelledby="by-mailbox" {
                     h2 #by-mailbox { "By mailbox" }
+                    @let top = top_mailboxes(&results.counts_by_mailbox);
                     ul {
-                        @for (mailbox, count) in &results.counts_by_mailbox {
+                        @for (mailbox, count) in &top {
                             li { a href=(link(&query.q, mailbox, &query.sort)) { (mailbox) } " " (count) }
+                        }
+                        @if results.counts_by_mailbox.len() > top.len() {
+                            li { "and " (results.counts_by_mailbox.len() - top.len()) " more mailboxes (narrow with mailbox: in the query)" }
                         }
                         @if !query.mailbox.is_empty() { li { a href=(link(&query.q, "", &query.sort)) { "All custodians" } } }
                     }

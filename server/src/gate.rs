@@ -19,7 +19,8 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use crate::auth::TokenRegistry;
+use crate::app::ingest::INGESTERS;
+use crate::auth::{Principal, TokenRegistry};
 use crate::refusals::Refusals;
 
 /// Concurrent HTTP/2 streams (calls) one connection may have open, on either front door
@@ -47,9 +48,11 @@ fn known_methods() -> &'static std::collections::HashSet<String> {
     })
 }
 
-/// What the gate needs: the token registry and the refusal counters.
+/// What the gate needs: the token registry and the refusal counters (and the application,
+/// to audit a refused ingest).
 #[derive(Clone)]
 pub struct Gate {
+    app: Arc<crate::app::App>,
     tokens: Arc<TokenRegistry>,
     refusals: Arc<Refusals>,
     /// How long a source past its rate waits for each refusal.
@@ -72,10 +75,11 @@ impl Handlers {
 }
 
 impl Gate {
-    pub fn new(tokens: Arc<TokenRegistry>, refusals: Arc<Refusals>, tarpit: Duration) -> Gate {
+    pub fn new(app: Arc<crate::app::App>, tarpit: Duration) -> Gate {
         Gate {
-            tokens,
-            refusals,
+            tokens: Arc::clone(&app.tokens),
+            refusals: Arc::clone(&app.refusals),
+            app,
             tarpit,
             handlers: Handlers::default(),
         }
@@ -97,9 +101,9 @@ impl Gate {
             .get(http::header::AUTHORIZATION)
             .ok_or("missing authorization metadata (expected `Bearer <token>`)".to_string())
             .and_then(|value| crate::app::parse_bearer(value.as_bytes()));
-        let reason = match token {
-            Ok(token) if self.tokens.authenticate(token).is_some() => return Ok(()),
-            Ok(_) => "unknown bearer token".to_string(),
+        let reason = match token.map(|token| self.tokens.authenticate(token)) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => "unknown bearer token".to_string(),
             Err(reason) => reason,
         };
         // "InteractionService/Ingest" -> "Ingest"
@@ -114,6 +118,23 @@ impl Gate {
                 .into();
         let limited = status.code() == tonic::Code::ResourceExhausted;
         Err((status, limited))
+    }
+}
+
+impl Gate {
+    /// An ingest request is the one large message: a principal without the ingest role is
+    /// refused (and audited) from its headers, so that tonic never decodes (and allocates
+    /// for) its body. Answers the principal and the action to refuse.
+    fn ingest_refusal<B>(&self, request: &http::Request<B>) -> Option<(Principal, &'static str)> {
+        let action = match request.uri().path().strip_prefix(GATED_PREFIX)? {
+            "InteractionService/Ingest" => "Ingest",
+            "InteractionService/IngestStream" => "IngestStream",
+            _ => return None,
+        };
+        let value = request.headers().get(http::header::AUTHORIZATION)?;
+        let token = crate::app::parse_bearer(value.as_bytes()).ok()?;
+        let principal = self.tokens.authenticate(token)?;
+        (!principal.has_any(INGESTERS)).then_some((principal, action))
     }
 }
 
@@ -165,6 +186,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Some((principal, action)) = self.gate.ingest_refusal(&request) {
+            drop(request);
+            let app = Arc::clone(&self.gate.app);
+            return Box::pin(async move {
+                let status = match app.authorize(&principal, action, INGESTERS).await {
+                    Err(error) => Status::from(error),
+                    Ok(()) => Status::internal("internal error: the ingest role check disagreed"),
+                };
+                Ok(status.into_http::<Body>())
+            });
+        }
         match self.gate.check(&request) {
             // An admitted call runs to its end on a task of its own: a caller that goes away
             // (RST_STREAM, grpc-timeout) drops only the wait for the answer, never a handler

@@ -215,8 +215,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     // Calls without a valid token are refused from their headers, before any body is read.
     let gate = crate::gate::Gate::new(
-        Arc::clone(&app.tokens),
-        Arc::clone(&app.refusals),
+        Arc::clone(&app),
         Duration::from_millis(config.concurrency.unauthenticated_tarpit_ms),
     );
     // Streams per connection are bounded (tonic otherwise lifts hyper's default and allows

@@ -34,6 +34,13 @@ async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
     let reviewer = server.client(EDISCOVERY_TOKEN).await;
     let error = reviewer.ingest(vec![item("a@b.c", "k")]).await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::PermissionDenied));
+    // Refused from its headers: a message past the size limit is never decoded (that would
+    // answer OUT_OF_RANGE), so no principal but the backend can make the server allocate for
+    // an ingest batch.
+    let mut huge = item("a@b.c", "k-huge");
+    huge.prompt = "x".repeat(20 << 20);
+    let error = reviewer.ingest(vec![huge]).await.unwrap_err();
+    assert_eq!(error.code(), Some(tonic::Code::PermissionDenied), "{error}");
     let backend = server.client(INGEST_TOKEN).await;
     let error = backend.verify_audit_log().await.unwrap_err();
     assert_eq!(error.code(), Some(tonic::Code::PermissionDenied));
@@ -73,6 +80,7 @@ async fn missing_unknown_and_wrong_role_tokens_are_refused_and_audited() {
     assert_eq!(
         denied,
         [
+            ("reviewer", "Ingest"),
             ("reviewer", "Ingest"),
             ("backend", "VerifyAuditLog"),
             ("backend", "CreateToken"),

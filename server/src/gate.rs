@@ -189,11 +189,20 @@ where
         if let Some((principal, action)) = self.gate.ingest_refusal(&request) {
             drop(request);
             let app = Arc::clone(&self.gate.app);
-            return Box::pin(async move {
-                let status = match app.authorize(&principal, action, INGESTERS).await {
+            // On a task counted in `Handlers`, as an admitted call: a caller that goes away
+            // cannot drop the refusal's audit entry.
+            let running = Arc::clone(&self.gate.handlers.0);
+            let refusal = tokio::spawn(async move {
+                let _running = running;
+                match app.authorize(&principal, action, INGESTERS).await {
                     Err(error) => Status::from(error),
                     Ok(()) => Status::internal("internal error: the ingest role check disagreed"),
-                };
+                }
+            });
+            return Box::pin(async move {
+                let status = refusal
+                    .await
+                    .unwrap_or_else(|_| Status::internal("internal error: a refusal panicked"));
                 Ok(status.into_http::<Body>())
             });
         }

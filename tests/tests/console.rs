@@ -377,6 +377,11 @@ async fn a_reviewer_works_a_case_in_a_real_browser() {
         )
         .await;
     assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.headers["content-length"],
+        tar.body.len().to_string().as_str()
+    );
     let downloads = server
         .client(AUDITOR_TOKEN)
         .await

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{body_within, Answer, JsonBody};
+use axum::extract::rejection::JsonRejection;
+
+/// How long an ingest body may take to arrive.
+const INGEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::app::ingest::{IngestOutcome, CONFLICT_REASON, INGESTERS};
 use crate::auth::Principal;
 use crate::http::error::ApiError;
@@ -163,15 +167,37 @@ pub(super) async fn ingest(
     Extension(principal): Extension<Principal>,
     request: axum::extract::Request,
 ) -> Answer<IngestResponseJson> {
-    // The role first: a caller without it is refused (and audited) before its body is read,
-    // and a decoded batch takes several times its size in memory, so only a few are decoded
-    // at once (the rest wait).
+    // The role first: a caller without it is refused (and audited) before its body is read.
     state.app.authorize(&principal, "Ingest", INGESTERS).await?;
+    // The body is read within a time limit (a client that stalls or dies mid-upload holds
+    // nothing for long), then decoded: a decoded batch takes several times its size in
+    // memory, so only a few are decoded at once (the rest wait).
+    let (parts, body) = request.into_parts();
+    let bytes = tokio::time::timeout(
+        INGEST_BODY_TIMEOUT,
+        axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            &state,
+        ),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::from(crate::error::Error::DeadlineExceeded(format!(
+            "the request body did not arrive within {} seconds",
+            INGEST_BODY_TIMEOUT.as_secs()
+        )))
+    })?;
     let decoding =
         state.ingest_bodies.acquire().await.map_err(|_| {
             ApiError::from(crate::error::Error::Unavailable("shutting down".into()))
         })?;
-    let body: JsonBody<IngestRequestJson> = Json::from_request(request, &state).await;
+    let body: JsonBody<IngestRequestJson> = match bytes {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            Json::from_request(request, &state).await
+        }
+        Err(rejection) => Err(JsonRejection::from(rejection)),
+    };
     let limit = state.app.limits.max_request_bytes;
     let request = body_within(&state, &principal, "Ingest", INGESTERS, body, limit).await?;
     let items = request

@@ -275,7 +275,17 @@ fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
 /// expected …`): a body can carry prompt text, which never goes into an error message. Names
 /// it quotes in backticks (unknown fields, variants, map keys) are cut to 64 bytes.
 fn without_values(message: &str) -> String {
-    short_names(&without_strings(message))
+    const LONGEST_MESSAGE: usize = 512;
+    let mut message = short_names(&without_strings(message));
+    if message.len() > LONGEST_MESSAGE {
+        let mut end = LONGEST_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 /// Each backticked name cut to 64 bytes (a caller's field name could be any text).

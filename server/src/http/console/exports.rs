@@ -245,7 +245,7 @@ impl ConsoleExports {
                 JobState::Failed(message) => format!("failed: {message}"),
                 _ => "ok".to_string(),
             };
-            let _ = app
+            let audited = app
                 .audit_done(
                     &principal,
                     "ExportBagReady",
@@ -254,6 +254,14 @@ impl ConsoleExports {
                     result,
                 )
                 .await;
+            // A bag whose readiness is not in the audit log is not offered.
+            let state = match (audited, state) {
+                (Ok(()), state) => state,
+                (Err(_), _) => {
+                    let _ = tokio::fs::remove_dir_all(&running.dir).await;
+                    JobState::Failed("the export could not be audited; start it again".into())
+                }
+            };
             running.set(state);
         });
         Ok(job)

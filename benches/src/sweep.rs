@@ -19,7 +19,7 @@ use holdfast_server::audit::AuditLog;
 use holdfast_server::config::RetentionConfig;
 use holdfast_server::domain::{InteractionContent, InteractionId, MailboxId, Model, Safety};
 use holdfast_server::ingest::write_planned;
-use holdfast_server::retention::{PolicyRecord, ReplanScope, Rules};
+use holdfast_server::lifecycle::{Lifecycle, PolicyRecord, ReplanScope};
 use holdfast_server::search::index::{self, IndexSettings, SearchIndex};
 use holdfast_server::store::{NewInteraction, PolicyWrite, RocksStore, Store};
 use holdfast_server::sweeper::Sweeper;
@@ -80,7 +80,7 @@ fn item(n: usize, created_at: DateTime<Utc>) -> NewInteraction {
 
 struct Setup {
     store: Arc<dyn Store>,
-    rules: Arc<Rules>,
+    lifecycle: Arc<Lifecycle>,
     index: Arc<SearchIndex>,
     sweeper: Arc<Sweeper>,
 }
@@ -120,7 +120,7 @@ fn store_items(
                 item(n, created)
             })
             .collect();
-        write_planned(setup.store.as_ref(), &setup.rules, &mut batch).expect("ingest");
+        write_planned(setup.store.as_ref(), &setup.lifecycle, &mut batch).expect("ingest");
         // The server's backpressure: ingest waits while the index is too far behind.
         while setup.index.lag(setup.store.as_ref()) > setup.index.settings.max_lag {
             std::thread::sleep(Duration::from_millis(20));
@@ -147,21 +147,21 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         IndexSettings::default(),
         stop.clone(),
     )?;
-    let rules = Arc::new(Rules::load(
+    let lifecycle = Arc::new(Lifecycle::load(
         Arc::clone(&store),
         &RetentionConfig::default(),
     )?);
     let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
     let sweeper = Arc::new(Sweeper::new(
         Arc::clone(&store),
-        Arc::clone(&rules),
+        Arc::clone(&lifecycle),
         Arc::clone(&index),
         audit,
         Duration::ZERO,
     ));
     let setup = Setup {
         store,
-        rules,
+        lifecycle,
         index,
         sweeper,
     };
@@ -185,7 +185,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         created_by: "bench".into(),
         updated_at: now,
     };
-    setup.rules.change_policies(
+    setup.lifecycle.change_policies(
         ReplanScope::Mailboxes(Default::default()),
         now,
         PolicyWrite::Put(record),

@@ -18,7 +18,7 @@ use ulid::Ulid;
 use crate::config::Limits;
 use crate::domain::InteractionId;
 use crate::error::Error;
-use crate::retention::Rules;
+use crate::lifecycle::Lifecycle;
 use crate::store::{NewInteraction, Store, StoreError, WriteOutcome};
 use crate::validate::{self, UnvalidatedContent};
 
@@ -50,11 +50,11 @@ impl WriterThread {
 impl GroupCommitter {
     pub fn start(
         store: Arc<dyn Store>,
-        rules: Arc<Rules>,
+        lifecycle: Arc<Lifecycle>,
         max_group_items: usize,
     ) -> (GroupCommitter, WriterThread) {
         GroupCommitter::start_with(max_group_items, move |items| {
-            write_planned(store.as_ref(), &rules, items)
+            write_planned(store.as_ref(), &lifecycle, items)
         })
     }
 
@@ -154,13 +154,13 @@ fn run_writer(
 /// written (a policy change waits for the write, then re-plans).
 pub fn write_planned(
     store: &dyn Store,
-    rules: &Rules,
+    lifecycle: &Lifecycle,
     items: &mut [NewInteraction],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
-    rules.with_policies(|policies| {
+    lifecycle.with_policies(|policies| {
         for item in items.iter_mut() {
             let content = &item.content;
-            item.first_check = rules.first_check(
+            item.first_check = lifecycle.first_check(
                 policies,
                 &content.mailbox_id,
                 &content.app,

@@ -24,9 +24,9 @@ use crate::audit::AuditLog;
 use crate::auth::{bootstrap_admin_token, TokenRegistry};
 use crate::config::Config;
 use crate::ingest::GroupCommitter;
+use crate::lifecycle::Lifecycle;
 use crate::page_token::PageTokens;
 use crate::refusals::Refusals;
-use crate::retention::Rules;
 use crate::search;
 use crate::search::index::IndexSettings;
 use crate::search::searcher::Snapshots;
@@ -133,20 +133,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         indexer_stop.clone(),
     )
     .context("cannot open the search index")?;
-    let rules = Arc::new(
-        Rules::load(Arc::clone(&store), &config.retention)
+    let lifecycle = Arc::new(
+        Lifecycle::load(Arc::clone(&store), &config.retention)
             .context("cannot load retention policies")?,
     );
     let (committer, writer) = GroupCommitter::start(
         Arc::clone(&store),
-        Arc::clone(&rules),
+        Arc::clone(&lifecycle),
         config.max_group_commit_items,
     );
     let sweep_interval = Duration::from_secs(config.retention.sweep_interval_seconds);
     let sweeper = Arc::new(
         Sweeper::new(
             Arc::clone(&store),
-            Arc::clone(&rules),
+            Arc::clone(&lifecycle),
             Arc::clone(&index),
             Arc::clone(&audit),
             sweep_interval,
@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         page_tokens,
         limits: config.limits.clone(),
         retention: config.retention.clone(),
-        rules,
+        lifecycle,
         sweeper,
         sweep_requests,
         shutdown: shutdown.clone(),

@@ -29,9 +29,9 @@ use tokio::sync::oneshot;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
-use crate::retention::{HoldRecord, Rules};
+use crate::lifecycle::{HoldRecord, Lifecycle};
 use crate::search::index::SearchIndex;
-use crate::search::{kql, searcher};
+use crate::search::searcher;
 use crate::store::{Disposition, PlannedItem, Store, StoreError, SweepWrite};
 
 /// Due entries handled per atomic write.
@@ -108,7 +108,7 @@ pub struct SweeperStatus {
 
 pub struct Sweeper {
     store: Arc<dyn Store>,
-    rules: Arc<Rules>,
+    lifecycle: Arc<Lifecycle>,
     index: Arc<SearchIndex>,
     audit: Arc<AuditLog>,
     status: Mutex<SweeperStatus>,
@@ -172,14 +172,14 @@ fn deciding_policies(decision: &Decision) -> Vec<String> {
 impl Sweeper {
     pub fn new(
         store: Arc<dyn Store>,
-        rules: Arc<Rules>,
+        lifecycle: Arc<Lifecycle>,
         index: Arc<SearchIndex>,
         audit: Arc<AuditLog>,
         interval: Duration,
     ) -> Sweeper {
         Sweeper {
             store,
-            rules,
+            lifecycle,
             index,
             audit,
             status: Mutex::new(SweeperStatus {
@@ -328,10 +328,10 @@ impl Sweeper {
         let matched = case_matches.holds.get(&item.id);
         let covering: Vec<Hold> = holds
             .iter()
-            .filter(|hold| hold.admits_created_at(item.facts.created_at))
             .filter(|hold| {
-                hold.query().is_none()
-                    || matched.is_some_and(|ids| ids.contains(&hold.id.to_string()))
+                hold.covers(&item.facts.mailbox, item.facts.created_at, now, || {
+                    matched.is_some_and(|ids| ids.contains(&hold.id.to_string()))
+                })
             })
             .map(HoldRecord::to_hold)
             .collect();
@@ -344,7 +344,7 @@ impl Sweeper {
             },
             policies,
             &covering,
-            &self.rules.settings,
+            &self.lifecycle.settings,
             now,
         )
     }
@@ -354,11 +354,19 @@ impl Sweeper {
     /// and so does every item of a hold whose query cannot be evaluated (saved by an older
     /// version, or the index failed): such a hold keeps all its custodians' items in its date
     /// range until it is released or can be evaluated again (fail safe: keep).
-    pub fn case_matches(&self, items: &[&PlannedItem], holds: &HoldsByMailbox) -> CaseMatches {
+    pub fn case_matches(
+        &self,
+        items: &[&PlannedItem],
+        holds: &HoldsByMailbox,
+        now: DateTime<Utc>,
+    ) -> CaseMatches {
         let mut by_hold: BTreeMap<String, (&HoldRecord, Vec<InteractionId>)> = BTreeMap::new();
         for item in items {
             for hold in holds.on(&item.facts.mailbox) {
-                if hold.query().is_some() && hold.admits_created_at(item.facts.created_at) {
+                // Holds whose query alone decides whether they cover the item.
+                if hold.query().is_some()
+                    && hold.covers(&item.facts.mailbox, item.facts.created_at, now, || true)
+                {
                     by_hold
                         .entry(hold.id.to_string())
                         .or_insert_with(|| (hold, Vec::new()))
@@ -376,7 +384,8 @@ impl Sweeper {
             // A panic while evaluating one hold makes that hold unevaluable (it keeps), never
             // a failed pass for everyone.
             let evaluated = catch_item(|| {
-                kql::parse(hold.query().unwrap_or_default())
+                hold.index_query()
+                    .unwrap_or_else(|| Err(Error::Internal("not a case hold".into())))
                     .map_err(|error| error.to_string())
                     .and_then(|query| {
                         searcher::present_and_matching(
@@ -415,8 +424,8 @@ impl Sweeper {
     /// The decision for one item now, with every hold that covers it (`ExplainRetention`).
     pub fn explain(&self, item: &PlannedItem, now: DateTime<Utc>) -> Result<Decision, Error> {
         let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
-        let matches = self.case_matches(&[item], &holds);
-        let policies = self.rules.policies();
+        let matches = self.case_matches(&[item], &holds, now);
+        let policies = self.lifecycle.policies();
         Ok(self.decide(
             item,
             &policies,
@@ -462,13 +471,13 @@ impl Sweeper {
         loop {
             // While ingest is busy, the sweeper takes about a tenth of the time: on a small
             // machine ingest and indexing need the cores more than a pass does.
-            if self.rules.ingest_active(INGEST_WINDOW) {
+            if self.lifecycle.ingest_active(INGEST_WINDOW) {
                 std::thread::sleep(chunk_started.elapsed() * YIELD_FACTOR);
                 // Moves and destructions are index work too: leave the index's headroom to
                 // ingest, whose backpressure starts at `max_lag`.
                 let headroom = self.index.settings.max_lag / 2;
                 while self.index.lag(self.store.as_ref()) > headroom
-                    && self.rules.ingest_active(INGEST_WINDOW)
+                    && self.lifecycle.ingest_active(INGEST_WINDOW)
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -500,13 +509,13 @@ impl Sweeper {
                     Err(error) => self.item_failed(*id, &error.to_string(), now, &mut write, stats),
                 }
             }
-            let policies = self.rules.policies();
+            let policies = self.lifecycle.policies();
             let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
             let held_items: Vec<&PlannedItem> = items
                 .iter()
                 .filter(|i| matches!(i.location, ItemLocation::HoldsArea { .. }))
                 .collect();
-            let matches = self.case_matches(&held_items, &holds);
+            let matches = self.case_matches(&held_items, &holds, now);
             stats.note_unevaluable(&matches);
             let mut candidates = Vec::new();
             for item in &items {
@@ -547,11 +556,11 @@ impl Sweeper {
             // the policies and holds in force at this instant decide. A change made a moment
             // earlier is seen; one made later comes after this write.
             let _guard = self
-                .rules
+                .lifecycle
                 .change_guard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let fresh_policies = self.rules.policies();
+            let fresh_policies = self.lifecycle.policies();
             if !Arc::ptr_eq(&fresh_policies, &policies) {
                 // A policy changed during the chunk: only moves it still wants are made. An
                 // item no longer moved is re-planned by the re-plan the change requested.
@@ -574,7 +583,7 @@ impl Sweeper {
             }
             if !candidates.is_empty() {
                 let fresh = HoldsByMailbox::load(self.store.as_ref(), now)?;
-                let matches = self.case_matches(&candidates, &fresh);
+                let matches = self.case_matches(&candidates, &fresh, now);
                 stats.note_unevaluable(&matches);
                 for item in candidates {
                     let ItemLocation::HoldsArea { reason, moved_at } = item.location else {
@@ -726,11 +735,11 @@ impl Sweeper {
 
     fn replan_chunk(&self, now: DateTime<Utc>) -> Result<bool, Error> {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(job) = self.rules.replan_job()? else {
+        let Some(job) = self.lifecycle.replan_job()? else {
             return Ok(false);
         };
         let scanned = self.store.scan_planned_items(job.after, REPLAN_CHUNK)?;
-        let policies = self.rules.policies();
+        let policies = self.lifecycle.policies();
         let mut schedule = Vec::new();
         let mut item_errors = 0u64;
         for entry in &scanned {
@@ -782,8 +791,8 @@ impl Sweeper {
         } else {
             None
         };
-        self.rules.replan_progress(job.generation, after)?;
-        Ok(more || self.rules.replan_job()?.is_some())
+        self.lifecycle.replan_progress(job.generation, after)?;
+        Ok(more || self.lifecycle.replan_job()?.is_some())
     }
 
     fn set_running(&self, running: bool) {

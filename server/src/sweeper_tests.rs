@@ -17,7 +17,7 @@ use crate::audit::AuditLog;
 use crate::config::RetentionConfig;
 use crate::domain::{HistorySelector, InteractionContent, MailboxId, Model, Safety};
 use crate::ingest::write_planned;
-use crate::retention::{HoldKind, HoldRecord, PolicyRecord, ReplanScope, Rules};
+use crate::lifecycle::{HoldKind, HoldRecord, Lifecycle, PolicyRecord, ReplanScope};
 use crate::search::index::{self, IndexSettings};
 use crate::store::{NewInteraction, PolicyWrite, RocksStore};
 
@@ -25,7 +25,7 @@ struct Harness {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
     rocks: Arc<RocksStore>,
-    rules: Arc<Rules>,
+    lifecycle: Arc<Lifecycle>,
     index: Arc<SearchIndex>,
     sweeper: Sweeper,
     _stop: tokio_util::sync::CancellationToken,
@@ -50,11 +50,11 @@ fn harness(config: RetentionConfig) -> Harness {
         stop.clone(),
     )
     .unwrap();
-    let rules = Arc::new(Rules::load(Arc::clone(&store), &config).unwrap());
+    let lifecycle = Arc::new(Lifecycle::load(Arc::clone(&store), &config).unwrap());
     let audit = Arc::new(AuditLog::open(Arc::clone(&store)).unwrap());
     let sweeper = Sweeper::new(
         Arc::clone(&store),
-        Arc::clone(&rules),
+        Arc::clone(&lifecycle),
         Arc::clone(&index),
         audit,
         Duration::ZERO,
@@ -63,7 +63,7 @@ fn harness(config: RetentionConfig) -> Harness {
         _dir: dir,
         store,
         rocks,
-        rules,
+        lifecycle,
         index,
         sweeper,
         _stop: stop,
@@ -114,13 +114,13 @@ fn policy(id: Ulid, scope: Scope, action: Action, days: u32) -> PolicyRecord {
 
 impl Harness {
     fn ingest(&self, mut items: Vec<NewInteraction>) -> Vec<InteractionId> {
-        write_planned(self.store.as_ref(), &self.rules, &mut items).unwrap();
+        write_planned(self.store.as_ref(), &self.lifecycle, &mut items).unwrap();
         items.iter().map(|i| i.id).collect()
     }
 
     fn put_policy(&self, record: PolicyRecord, now: DateTime<Utc>) {
         let scope = ReplanScope::of_policy(&record.policy);
-        self.rules
+        self.lifecycle
             .change_policies(scope, now, PolicyWrite::Put(record), None)
             .unwrap();
     }
@@ -272,7 +272,7 @@ fn a_retain_policy_created_during_a_chunk_stops_the_destruction() {
     let ids = h.ingest(vec![item("alice@contoso.com", "Word", created, "a")]);
     let now = created + TimeDelta::days(2);
     h.move_all(&ids, now);
-    let rules = Arc::clone(&h.rules);
+    let lifecycle = Arc::clone(&h.lifecycle);
     *h.sweeper.before_recheck.lock().unwrap() = Some(Box::new(move || {
         let record = policy(
             Ulid::new(),
@@ -280,7 +280,7 @@ fn a_retain_policy_created_during_a_chunk_stops_the_destruction() {
             Action::RetainOnly,
             3650,
         );
-        rules
+        lifecycle
             .change_policies(ReplanScope::All, now, PolicyWrite::Put(record), None)
             .unwrap();
     }));
@@ -297,10 +297,10 @@ fn a_retain_policy_created_during_a_chunk_stops_the_destruction() {
     h.put_policy(short.clone(), now);
     let bob = h.ingest(vec![item("bob@contoso.com", "Word", created, "b")]);
     h.move_all(&bob, now);
-    let rules = Arc::clone(&h.rules);
+    let lifecycle = Arc::clone(&h.lifecycle);
     *h.sweeper.before_recheck.lock().unwrap() = Some(Box::new(move || {
         short.policy.period = Period::Days(3650);
-        rules
+        lifecycle
             .change_policies(ReplanScope::All, now, PolicyWrite::Put(short), None)
             .unwrap();
     }));
@@ -438,7 +438,7 @@ fn holds_are_checked_right_before_destroying_and_a_release_re_plans() {
         released_at: None,
         released_by: None,
     });
-    h.rules
+    h.lifecycle
         .request_replan(ReplanScope::Mailboxes([alice].into()), later)
         .unwrap();
     assert_eq!(h.sweep(later).destroyed, 0);
@@ -568,7 +568,7 @@ fn randomized_simulation_over_simulated_years() {
     let mut rng = StdRng::seed_from_u64(0x5eed_4011);
     let mailboxes = ["m0@sim.test", "m1@sim.test", "m2@sim.test", "m3@sim.test"];
     let apps = ["Word", "Teams"];
-    let settings = h.rules.settings;
+    let settings = h.lifecycle.settings;
     let mut now = date(2020, 1, 1);
     let mut policies: Vec<PolicyRecord> = Vec::new();
     let mut facts: HashMap<InteractionId, (String, String, DateTime<Utc>)> = HashMap::new();
@@ -620,7 +620,7 @@ fn randomized_simulation_over_simulated_years() {
             1 if !policies.is_empty() => {
                 let gone = policies.remove(rng.random_range(0..policies.len()));
                 let scope = ReplanScope::of_policy(&gone.policy);
-                h.rules
+                h.lifecycle
                     .change_policies(scope, now, PolicyWrite::Delete(gone.id), None)
                     .unwrap();
             }
@@ -671,7 +671,7 @@ fn randomized_simulation_over_simulated_years() {
                         released_by: Some("sim".into()),
                         ..hold.clone()
                     });
-                    h.rules
+                    h.lifecycle
                         .request_replan(ReplanScope::Mailboxes(hold.mailboxes.clone()), now)
                         .unwrap();
                 }
@@ -719,12 +719,12 @@ fn randomized_simulation_over_simulated_years() {
                     [365, 3650][rng.random_range(0..2)],
                 )
             };
-            let rules = Arc::clone(&h.rules);
+            let lifecycle = Arc::clone(&h.lifecycle);
             let slot = Arc::clone(&changed_mid_chunk);
             let at = now;
             *h.sweeper.before_recheck.lock().unwrap() = Some(Box::new(move || {
                 let scope = ReplanScope::of_policy(&changed.policy);
-                rules
+                lifecycle
                     .change_policies(scope, at, PolicyWrite::Put(changed.clone()), None)
                     .unwrap();
                 *slot.lock().unwrap() = Some(changed);

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::search::{complete_index, hold_query, query_error};
+use super::search::{complete_index, query_error};
 use super::{blocking, now, parse_ulid, App, EDISCOVERY};
 use crate::auth::Principal;
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::domain::MailboxId;
 use crate::error::Error;
-use crate::retention::{HoldKind, HoldRecord};
+use crate::lifecycle::{HoldKind, HoldRecord};
 use crate::search::searcher;
 
 /// A case to create. The creator is always a member.
@@ -252,16 +252,10 @@ impl App {
 
     /// How many stored items a case hold covers now, by the search index.
     pub(crate) async fn items_held(&self, hold: &HoldRecord) -> Result<u64, Error> {
-        let HoldKind::Case {
-            query,
-            created_from,
-            created_to,
-            ..
-        } = &hold.kind
-        else {
+        let Some(query) = hold.index_query() else {
             return Ok(0);
         };
-        let query = hold_query(query, *created_from, *created_to)?;
+        let query = query?;
         let mailboxes: Vec<MailboxId> = hold.mailboxes.iter().cloned().collect();
         let index = complete_index(&self.index)?;
         blocking(move || {

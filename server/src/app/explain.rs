@@ -10,7 +10,7 @@ use super::{blocking, now, App};
 use crate::auth::Principal;
 use crate::domain::{InteractionId, MailboxId, StoredInteraction};
 use crate::error::Error;
-use crate::retention::{HoldRecord, PolicyRecord};
+use crate::lifecycle::{HoldRecord, PolicyRecord};
 
 /// An item and what retention decides for it now.
 #[derive(Debug, Clone)]

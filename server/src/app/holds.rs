@@ -16,7 +16,7 @@ use crate::audit_intent::AuditIntent;
 use crate::auth::Principal;
 use crate::cases;
 use crate::error::Error;
-use crate::retention::{HoldKind, HoldRecord, ReplanScope};
+use crate::lifecycle::{HoldKind, HoldRecord, ReplanScope};
 use crate::search::query::translate;
 
 /// A case hold to place: the case's custodians (or a subset), optionally narrowed by a KQL
@@ -164,11 +164,11 @@ pub(crate) async fn save_holds(
     replan: Option<ReplanScope>,
     intent: Option<AuditIntent>,
 ) -> Result<(), Error> {
-    let rules = Arc::clone(&app.rules);
-    blocking(move || Ok(rules.save_holds(holds, replan, intent, now())?)).await
+    let lifecycle = Arc::clone(&app.lifecycle);
+    blocking(move || Ok(lifecycle.save_holds(holds, replan, intent, now())?)).await
 }
 
-/// Releases a hold (see `Rules::release_hold`: delay holds, the release, the re-plan and the
+/// Releases a hold (see `Lifecycle::release_hold`: delay holds, the release, the re-plan and the
 /// audit entry owed are one atomic write).
 pub(crate) async fn release_with_delay_audited(
     app: &App,
@@ -182,10 +182,10 @@ pub(crate) async fn release_with_delay_audited(
             hold.id
         )));
     }
-    let rules = Arc::clone(&app.rules);
+    let lifecycle = Arc::clone(&app.lifecycle);
     let delay_days = app.retention.delay_hold_days;
     let by = principal.name.clone();
-    blocking(move || Ok(rules.release_hold(hold, &by, delay_days, intent, now())?)).await
+    blocking(move || Ok(lifecycle.release_hold(hold, &by, delay_days, intent, now())?)).await
 }
 
 impl App {

@@ -31,9 +31,9 @@ use crate::auth::{Principal, Role, TokenRegistry};
 use crate::config::{ConcurrencyConfig, Limits, RetentionConfig};
 use crate::error::Error;
 use crate::ingest::GroupCommitter;
+use crate::lifecycle::Lifecycle;
 use crate::page_token::PageTokens;
 use crate::refusals::Refusals;
-use crate::retention::Rules;
 use crate::search::index::SearchIndex;
 use crate::search::searcher::Snapshots;
 use crate::store::Store;
@@ -54,7 +54,7 @@ pub struct App {
     pub page_tokens: PageTokens,
     pub limits: Limits,
     pub retention: RetentionConfig,
-    pub rules: Arc<Rules>,
+    pub lifecycle: Arc<Lifecycle>,
     pub sweeper: Arc<Sweeper>,
     /// Asks the sweeper thread for a pass now.
     pub sweep_requests: std::sync::mpsc::SyncSender<SweepRequest>,

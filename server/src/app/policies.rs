@@ -18,7 +18,7 @@ use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role};
 use crate::domain::MailboxId;
 use crate::error::Error;
-use crate::retention::{HoldRecord, PolicyRecord, ReplanScope};
+use crate::lifecycle::{HoldRecord, PolicyRecord, ReplanScope};
 use crate::store::PolicyWrite;
 
 /// Who changes policies and holds, previews, and runs the sweeper.
@@ -249,7 +249,7 @@ impl App {
         after.push(proposed);
         let holds = self.holds().await?;
         let store = Arc::clone(&self.store);
-        let settings = self.rules.settings;
+        let settings = self.lifecycle.settings;
         // A scan of every item: a long operation, bounded server-wide.
         self.admission
             .long_operation(slot, move || {
@@ -271,12 +271,14 @@ impl App {
                         .filter(|i| scope.contains(&i.facts.mailbox))
                     {
                         preview.items_examined += 1;
-                        // Case holds count as covering here: a preview does not run their
-                        // queries.
+                        // A case hold's query counts as matching here: a preview does not
+                        // run queries, so it may show fewer items going than will go, never
+                        // more.
                         let covering: Vec<_> = holds
                             .iter()
-                            .filter(|h| h.is_active(at) && h.is_on(&item.facts.mailbox))
-                            .filter(|h| h.admits_created_at(item.facts.created_at))
+                            .filter(|h| {
+                                h.covers(&item.facts.mailbox, item.facts.created_at, at, || true)
+                            })
                             .map(HoldRecord::to_hold)
                             .collect();
                         let view = |policies: &[Policy], location| {
@@ -360,8 +362,8 @@ impl App {
         change: PolicyWrite,
         intent: AuditIntent,
     ) -> Result<(), Error> {
-        let rules = Arc::clone(&self.rules);
-        blocking(move || Ok(rules.change_policies(scope, now(), change, Some(intent))?)).await
+        let lifecycle = Arc::clone(&self.lifecycle);
+        blocking(move || Ok(lifecycle.change_policies(scope, now(), change, Some(intent))?)).await
     }
 
     async fn save_policy(

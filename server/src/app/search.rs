@@ -299,41 +299,8 @@ pub(crate) fn complete_index(index: &Arc<SearchIndex>) -> Result<Arc<SearchIndex
     Ok(Arc::clone(index))
 }
 
-/// What a case hold matches, as one query: its KQL query (if any) and its created range.
-/// `location:` is refused: a hold keeps an item wherever it is, and an item's location
-/// changes when it moves, so a hold limited by location would let go of what it held.
-pub(crate) fn hold_query(
-    text: &str,
-    created_from: Option<chrono::DateTime<chrono::Utc>>,
-    created_to: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<kql::Query, Error> {
-    fn mentions_location(query: &kql::Query) -> bool {
-        match query {
-            kql::Query::Location(_) => true,
-            kql::Query::And(parts) | kql::Query::Or(parts) => parts.iter().any(mentions_location),
-            kql::Query::Not(inner) => mentions_location(inner),
-            _ => false,
-        }
-    }
-    let mut parts = Vec::new();
-    if !text.trim().is_empty() {
-        let parsed = parse_query(text)?;
-        if mentions_location(&parsed) {
-            return Err(Error::invalid(
-                "query",
-                "location: has no meaning in a hold query (a hold covers an item wherever it is)",
-            ));
-        }
-        parts.push(parsed);
-    }
-    if created_from.is_some() || created_to.is_some() {
-        parts.push(kql::Query::Created {
-            from: created_from.map(|t| t.timestamp_micros()),
-            to: created_to.map(|t| t.timestamp_micros()),
-        });
-    }
-    Ok(kql::Query::And(parts))
-}
+/// What a case hold matches, as one query (see `lifecycle::case_hold_query`).
+pub(crate) use crate::lifecycle::case_hold_query as hold_query;
 
 #[cfg(test)]
 mod tests {

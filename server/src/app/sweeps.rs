@@ -70,10 +70,10 @@ impl App {
         self.authorize(principal, "GetSweeperStatus", RETENTION_READERS)
             .await?;
         let status = self.sweeper.status();
-        let rules = Arc::clone(&self.rules);
+        let lifecycle = Arc::clone(&self.lifecycle);
         let store = Arc::clone(&self.store);
         let (pending, (erasure_pending, erasure_oldest)) =
-            blocking(move || Ok((rules.replan_job()?, store.erasure_status()?))).await?;
+            blocking(move || Ok((lifecycle.replan_job()?, store.erasure_status()?))).await?;
         Ok(SweeperReport {
             status,
             replan_pending: pending.is_some(),

@@ -15,7 +15,7 @@ use super::authenticate;
 use crate::app::policies::PolicySpec;
 use crate::app::App;
 use crate::convert;
-use crate::retention::{HoldKind, HoldRecord, PolicyRecord};
+use crate::lifecycle::{HoldKind, HoldRecord, PolicyRecord};
 
 pub struct RetentionApi {
     app: Arc<App>,

@@ -75,7 +75,7 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Version 1 had no `item_facts` and `due`; opening it fills them in (see `RocksStore::open`).
 pub const FORMAT_VERSION_WITHOUT_FACTS: u32 = 1;
 /// `meta` key of the retention settings the items were last planned with (see
-/// `retention::Rules::load`): a change re-plans every item.
+/// `lifecycle::Lifecycle::load`): a change re-plans every item.
 pub const META_RETENTION_SETTINGS: &[u8] = b"retention_settings";
 /// `meta` key of the pending re-plan job (see `sweeper::Replan`).
 pub const META_REPLAN: &[u8] = b"replan";

@@ -25,7 +25,7 @@ use crate::cases::{CaseRecord, CaseStatus};
 use crate::domain::StoredInteraction;
 use crate::http::error::ApiError;
 use crate::http::HttpState;
-use crate::retention::{HoldKind, HoldRecord};
+use crate::lifecycle::{HoldKind, HoldRecord};
 use crate::search::searcher::Sort;
 
 /// An eDiscovery case.

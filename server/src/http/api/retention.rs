@@ -21,7 +21,7 @@ use crate::app::sweeps::DISPOSITIONS;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
 use crate::http::HttpState;
-use crate::retention::PolicyRecord;
+use crate::lifecycle::PolicyRecord;
 use crate::sweeper::SweepStats;
 
 /// A retention policy as written by a caller.

@@ -22,7 +22,7 @@ use crate::auth::Role;
 use crate::cases::CaseStatus;
 use crate::domain::StoredInteraction;
 use crate::http::HttpState;
-use crate::retention::HoldKind;
+use crate::lifecycle::HoldKind;
 use crate::search::searcher::Sort;
 
 fn time(t: DateTime<Utc>) -> String {
@@ -1187,7 +1187,7 @@ pub async fn verify_audit(
 }
 
 /// A hold's state in words (never by colour alone).
-fn hold_state(hold: &crate::retention::HoldRecord, now: DateTime<Utc>) -> String {
+fn hold_state(hold: &crate::lifecycle::HoldRecord, now: DateTime<Utc>) -> String {
     match (&hold.kind, hold.released_at) {
         (_, Some(at)) => format!(
             "Released {}{}",

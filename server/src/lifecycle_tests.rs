@@ -11,16 +11,16 @@ use crate::audit::{AuditEvent, AuditLog, AuditQuery};
 use crate::audit_intent::{self, AuditIntent, RECOVERED_RESULT};
 use crate::store::RocksStore;
 
-fn open(path: &std::path::Path) -> (Arc<RocksStore>, Arc<Rules>) {
+fn open(path: &std::path::Path) -> (Arc<RocksStore>, Arc<Lifecycle>) {
     let store = Arc::new(RocksStore::open(path).unwrap());
-    let rules = Arc::new(
-        Rules::load(
+    let lifecycle = Arc::new(
+        Lifecycle::load(
             Arc::clone(&store) as Arc<dyn Store>,
             &RetentionConfig::default(),
         )
         .unwrap(),
     );
-    (store, rules)
+    (store, lifecycle)
 }
 
 fn litigation_hold(mailbox: &str) -> HoldRecord {
@@ -47,19 +47,19 @@ fn a_hold_release_is_saved_with_its_delay_hold_and_re_plan_or_not_at_all() {
         let path = dir.path().join("store");
         let hold = litigation_hold("alice@contoso.com");
         {
-            let (store, rules) = open(&path);
-            rules
+            let (store, lifecycle) = open(&path);
+            lifecycle
                 .save_holds(vec![hold.clone()], None, None, now)
                 .unwrap();
             store.fail_after_writes(stop_after);
-            let _ = rules.release_hold(hold.clone(), "test", 30, None, now);
+            let _ = lifecycle.release_hold(hold.clone(), "test", 30, None, now);
         }
-        let (store, rules) = open(&path);
+        let (store, lifecycle) = open(&path);
         let holds = store.list_holds().unwrap();
         let stored = holds.iter().find(|h| h.id == hold.id).unwrap();
         if stored.released_at.is_some() {
             saw_released = true;
-            let job = rules.replan_job().unwrap();
+            let job = lifecycle.replan_job().unwrap();
             assert!(
                 job.is_some_and(|job| job.scope.contains(&alice)),
                 "stopped after {stop_after} writes: released, but nothing re-plans its items"
@@ -90,18 +90,18 @@ fn clearing_a_delay_hold_is_saved_with_its_re_plan() {
         until: now + TimeDelta::days(30),
     };
     {
-        let (_store, rules) = open(&path);
-        rules
+        let (_store, lifecycle) = open(&path);
+        lifecycle
             .save_holds(vec![delay.clone()], None, None, now)
             .unwrap();
         delay.released_at = Some(now);
         let scope = ReplanScope::Mailboxes(delay.mailboxes.clone());
-        rules
+        lifecycle
             .save_holds(vec![delay.clone()], Some(scope), None, now)
             .unwrap();
     }
-    let (_store, rules) = open(&path);
-    assert!(rules.replan_job().unwrap().is_some());
+    let (_store, lifecycle) = open(&path);
+    assert!(lifecycle.replan_job().unwrap().is_some());
 }
 
 /// Before, a change was audited only after it was saved: a crash in between left a saved
@@ -121,8 +121,8 @@ fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once(
     );
     let intent_id = intent.id;
     {
-        let (_store, rules) = open(&path);
-        rules
+        let (_store, lifecycle) = open(&path);
+        lifecycle
             .save_holds(
                 vec![litigation_hold("alice@contoso.com")],
                 None,
@@ -132,7 +132,7 @@ fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once(
             .unwrap();
         // The process stops here, before the handler appends the entry.
     }
-    let (store, rules) = open(&path);
+    let (store, lifecycle) = open(&path);
     let audit = AuditLog::open(Arc::clone(&store) as Arc<dyn Store>).unwrap();
     assert_eq!(
         audit_intent::recover(store.as_ref(), &audit, now).unwrap(),
@@ -167,7 +167,7 @@ fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once(
         "bob@contoso.com",
         &parameters,
     );
-    rules
+    lifecycle
         .save_holds(
             vec![litigation_hold("bob@contoso.com")],
             None,
@@ -201,7 +201,7 @@ fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once(
         "carol@contoso.com",
         &parameters,
     );
-    assert!(rules
+    assert!(lifecycle
         .save_holds(
             vec![litigation_hold("carol@contoso.com")],
             None,
@@ -216,4 +216,72 @@ fn a_change_saved_just_before_a_crash_is_audited_at_the_next_start_exactly_once(
     );
     assert_eq!(entries().len(), 2);
     assert!(audit.verify_blocking().unwrap().problem.is_none());
+}
+
+/// The one definition of what a hold covers: each condition alone takes the item out.
+#[test]
+fn what_a_hold_covers() {
+    let t = |day| Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).unwrap();
+    let alice = MailboxId::parse("alice@example.com").unwrap();
+    let bob = MailboxId::parse("bob@example.com").unwrap();
+    let hold = |kind| HoldRecord {
+        id: Ulid::new(),
+        mailboxes: [alice.clone()].into_iter().collect(),
+        kind,
+        created_at: t(1),
+        created_by: "test".into(),
+        released_at: None,
+        released_by: None,
+    };
+    let case = |query: &str| HoldKind::Case {
+        case_id: Ulid::new(),
+        name: "hold".into(),
+        query: query.into(),
+        created_from: Some(t(5)),
+        created_to: Some(t(10)),
+    };
+    let now = t(20);
+
+    let litigation = hold(HoldKind::Litigation { days: None });
+    assert!(
+        litigation.covers(&alice, t(2), now, || false),
+        "no query to match"
+    );
+    assert!(
+        !litigation.covers(&bob, t(2), now, || true),
+        "another mailbox"
+    );
+    let mut released = litigation.clone();
+    released.released_at = Some(t(15));
+    assert!(!released.covers(&alice, t(2), now, || true), "released");
+    let delay = hold(HoldKind::Delay { until: t(18) });
+    assert!(
+        !delay.covers(&alice, t(2), now, || true),
+        "a delay hold that ended"
+    );
+    assert!(delay.covers(&alice, t(2), t(17), || true));
+
+    let whole = hold(case(""));
+    assert!(
+        whole.covers(&alice, t(5), now, || false),
+        "no query: the range decides"
+    );
+    assert!(
+        !whole.covers(&alice, t(4), now, || true),
+        "before the range"
+    );
+    assert!(
+        !whole.covers(&alice, t(10), now, || true),
+        "the range's end is excluded"
+    );
+    let queried = hold(case("budget"));
+    assert!(queried.covers(&alice, t(6), now, || true));
+    assert!(
+        !queried.covers(&alice, t(6), now, || false),
+        "the query does not match"
+    );
+
+    assert!(litigation.index_query().is_none());
+    assert!(queried.index_query().unwrap().is_ok());
+    assert!(hold(case("location:holds")).index_query().unwrap().is_err());
 }

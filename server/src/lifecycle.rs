@@ -1,6 +1,11 @@
-//! Stored retention policies and holds, their conversion into the pure rules of the
-//! `holdfast-retention` crate, and `Rules`: the policies in force, shared by the ingest writer
-//! (which plans each new item), the services (which change them) and the sweeper.
+//! The retention lifecycle as the server runs it: stored policies and holds, their conversion
+//! into the pure rules of the `holdfast-retention` crate, and `Lifecycle`, the policies in force
+//! and the one way to change policies and holds. The ingest writer plans each new item by it,
+//! the application layer changes it, the sweeper enforces it.
+//!
+//! (Two other things carry the name "retention": the `holdfast-retention` crate, the pure
+//! decision rules without storage; and `service::retention`, the gRPC handlers of
+//! `holdfast.v1.RetentionService`.)
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +22,8 @@ use ulid::Ulid;
 use crate::audit_intent::AuditIntent;
 use crate::config::RetentionConfig;
 use crate::domain::{InteractionId, MailboxId};
+use crate::error::Error;
+use crate::search::kql;
 use crate::store::keys::META_REPLAN;
 use crate::store::{PolicyWrite, RulesWrite, Store, StoreError};
 
@@ -59,6 +66,41 @@ impl HoldRecord {
         }
     }
 
+    /// Whether this hold covers an item of `mailbox` created at `created_at`, at `now`: the
+    /// one definition of what a hold covers, for the sweeper's decisions, `ExplainRetention`
+    /// and the policy preview. A hold covers an item when it is active, is on the item's
+    /// mailbox, its created range (case holds) admits the item, and, for a case hold with a
+    /// query, `query_matches` says the item matches it. Only that last part needs the search
+    /// index; a caller that cannot evaluate it answers `true` (a hold that may keep an item
+    /// counts as keeping it).
+    pub fn covers(
+        &self,
+        mailbox: &MailboxId,
+        created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        query_matches: impl FnOnce() -> bool,
+    ) -> bool {
+        self.is_active(now)
+            && self.is_on(mailbox)
+            && self.admits_created_at(created_at)
+            && (self.query().is_none() || query_matches())
+    }
+
+    /// A case hold's query and created range as one index query (`case_hold_query`): what
+    /// the sweeper evaluates for the items of its custodians and what counts the items it
+    /// keeps. `None` for holds that cover whole mailboxes.
+    pub fn index_query(&self) -> Option<Result<kql::Query, Error>> {
+        match &self.kind {
+            HoldKind::Case {
+                query,
+                created_from,
+                created_to,
+                ..
+            } => Some(case_hold_query(query, *created_from, *created_to)),
+            _ => None,
+        }
+    }
+
     /// The pure rule's view of this hold. For a case hold the caller has established that it
     /// matches the item.
     pub fn to_hold(&self) -> Hold {
@@ -77,6 +119,43 @@ impl HoldRecord {
             },
         }
     }
+}
+
+/// What a case hold matches, as one query: its KQL query (if any) and its created range.
+/// `location:` is refused: a hold keeps an item wherever it is, and an item's location
+/// changes when it moves, so a hold limited by location would let go of what it held.
+pub fn case_hold_query(
+    text: &str,
+    created_from: Option<DateTime<Utc>>,
+    created_to: Option<DateTime<Utc>>,
+) -> Result<kql::Query, Error> {
+    fn mentions_location(query: &kql::Query) -> bool {
+        match query {
+            kql::Query::Location(_) => true,
+            kql::Query::And(parts) | kql::Query::Or(parts) => parts.iter().any(mentions_location),
+            kql::Query::Not(inner) => mentions_location(inner),
+            _ => false,
+        }
+    }
+    let mut parts = Vec::new();
+    if !text.trim().is_empty() {
+        let parsed =
+            kql::parse(text).map_err(|error| Error::invalid("query", error.to_string()))?;
+        if mentions_location(&parsed) {
+            return Err(Error::invalid(
+                "query",
+                "location: has no meaning in a hold query (a hold covers an item wherever it is)",
+            ));
+        }
+        parts.push(parsed);
+    }
+    if created_from.is_some() || created_to.is_some() {
+        parts.push(kql::Query::Created {
+            from: created_from.map(|t| t.timestamp_micros()),
+            to: created_to.map(|t| t.timestamp_micros()),
+        });
+    }
+    Ok(kql::Query::And(parts))
 }
 
 pub fn settings(config: &RetentionConfig) -> Settings {
@@ -138,7 +217,7 @@ pub struct ReplanJob {
 }
 
 /// The policies in force and the locks that order retention work.
-pub struct Rules {
+pub struct Lifecycle {
     store: Arc<dyn Store>,
     policies: RwLock<Arc<Vec<Policy>>>,
     pub settings: Settings,
@@ -152,14 +231,14 @@ pub struct Rules {
     started: Instant,
 }
 
-impl Rules {
-    pub fn load(store: Arc<dyn Store>, config: &RetentionConfig) -> Result<Rules, StoreError> {
+impl Lifecycle {
+    pub fn load(store: Arc<dyn Store>, config: &RetentionConfig) -> Result<Lifecycle, StoreError> {
         let policies = store
             .list_policies()?
             .into_iter()
             .map(|r| r.policy)
             .collect();
-        let rules = Rules {
+        let lifecycle = Lifecycle {
             store,
             policies: RwLock::new(Arc::new(policies)),
             settings: settings(config),
@@ -169,7 +248,7 @@ impl Rules {
             started: Instant::now(),
         };
         // Items were planned with the settings of their time: re-plan if they changed.
-        let recorded = rules
+        let recorded = lifecycle
             .store
             .get_meta(crate::store::keys::META_RETENTION_SETTINGS)?;
         let current = serde_json::to_vec(&serde_json::json!({
@@ -180,13 +259,13 @@ impl Rules {
         if recorded.as_deref() != Some(current.as_slice()) {
             if recorded.is_some() {
                 tracing::info!("retention settings changed since the last start: re-planning");
-                rules.request_replan(ReplanScope::All, Utc::now())?;
+                lifecycle.request_replan(ReplanScope::All, Utc::now())?;
             }
-            rules
+            lifecycle
                 .store
                 .put_meta(crate::store::keys::META_RETENTION_SETTINGS, Some(&current))?;
         }
-        Ok(rules)
+        Ok(lifecycle)
     }
 
     /// The policies in force now.
@@ -408,5 +487,5 @@ impl Rules {
 }
 
 #[cfg(test)]
-#[path = "retention_tests.rs"]
+#[path = "lifecycle_tests.rs"]
 mod tests;

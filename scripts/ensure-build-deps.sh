@@ -11,6 +11,9 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 # The console's browser tests drive Debian's Chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# The Python tests (clients/python) run in a venv.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing build dependencies: ${missing[*]}" >&2
   sudo_cmd=""

@@ -570,3 +570,66 @@ async fn an_administrator_manages_tokens_and_reads_the_audit_log_in_the_console(
     admin.click("form[action='/audit/verify'] button").await;
     admin.wait_for_text("main", "The chain is intact").await;
 }
+
+/// A console export never takes the room that ingest needs: on a volume with less free space
+/// than exports leave, the export fails with a message saying so, nothing is offered for
+/// download, and ingest goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_export_leaves_the_disk_to_ingest() {
+    let mut server = TestServer::unlaunched(format!("min_free_disk_mb = 16\n{}", default_config()));
+    server.http = true;
+    let Some(_mount) = Mount::tmpfs(&server.data_dir(), "200m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); export space test not run");
+        return;
+    };
+    server.launch().await;
+    let ingest = server.client(INGEST_TOKEN).await;
+    let items = (0..3)
+        .map(|i| teams_item("alice@contoso.com", &format!("a-{i}"), "the budget"))
+        .collect();
+    ingest.ingest(items).await.unwrap();
+    let http = HttpApi::new(server.http_addr());
+    let (_, cookie) = sign_in(&http, EDISCOVERY_TOKEN).await;
+    let csrf = csrf_of(&page(&http, "/cases", &cookie).await.text());
+    let created = form_post(
+        &http,
+        "/cases",
+        &cookie,
+        &format!("name=Space&custodians=alice%40contoso.com&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(created.status, 303, "{}", created.text());
+    let case_path = created.headers["location"].to_str().unwrap().to_string();
+
+    let started = form_post(
+        &http,
+        &format!("{case_path}/export"),
+        &cookie,
+        &format!("query=budget&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(started.status, 303, "{}", started.text());
+    let job_path = started.headers["location"].to_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let text = page(&http, &job_path, &cookie).await.text();
+        if text.contains("The export failed") || text.contains("Export ready") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the export never ended: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        status.contains("not enough disk space for this export"),
+        "{status}"
+    );
+    assert!(!status.contains("bag.tar"), "a failed export offers no download");
+    let download = page(&http, &format!("{job_path}/bag.tar"), &cookie).await;
+    assert_ne!(download.status, 200);
+
+    // Ingest still has its room.
+    ingest
+        .ingest(vec![teams_item("alice@contoso.com", "after", "more")])
+        .await
+        .unwrap();
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,31 +16,6 @@ use common::*;
 use holdfast_client::{pb, HoldfastClient, InteractionBuilder};
 
 const MAILBOX: &str = "full@contoso.com";
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .stderr(std::process::Stdio::null())
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Mount(path.to_path_buf())),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn big_item(key: &str) -> pb::InteractionInput {
     use chrono::TimeZone;

@@ -396,3 +396,28 @@ pub async fn list_all(client: &HoldfastClient, mailbox: &str) -> Vec<pb::Interac
         token = page.next_page_token;
     }
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(Mount(path.to_path_buf())),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

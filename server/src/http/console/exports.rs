@@ -139,15 +139,7 @@ impl ConsoleExports {
             .jobs
             .lock()
             .map_err(|_| Error::Internal("export list poisoned".into()))?;
-        if jobs
-            .values()
-            .any(|job| job.is_owner(principal) && matches!(job.state(), JobState::Running))
-        {
-            return Err(Error::ResourceExhausted(
-                "an export of yours is still running; wait for it to finish".into(),
-            ));
-        }
-        Ok(())
+        refuse_second_running(&jobs, principal)
     }
 
     /// The caller's jobs in a case, newest first.
@@ -193,19 +185,12 @@ impl ConsoleExports {
                 .jobs
                 .lock()
                 .map_err(|_| Error::Internal("export list poisoned".into()))?;
+            refuse_second_running(&jobs, principal)?;
             let mut mine: Vec<Arc<Job>> = jobs
                 .values()
                 .filter(|job| job.is_owner(principal))
                 .cloned()
                 .collect();
-            if mine
-                .iter()
-                .any(|job| matches!(job.state(), JobState::Running))
-            {
-                return Err(Error::ResourceExhausted(
-                    "an export of yours is still running; wait for it to finish".into(),
-                ));
-            }
             mine.sort_by(|a, b| a.id.cmp(&b.id));
             let excess = (mine.len() + 1).saturating_sub(KEPT_PER_PRINCIPAL);
             for old in mine.into_iter().take(excess) {
@@ -282,6 +267,42 @@ impl ConsoleExports {
 }
 
 /// Writes the bag, checks it, and packs it.
+/// One running export per reviewer.
+fn refuse_second_running(
+    jobs: &HashMap<String, Arc<Job>>,
+    principal: &Principal,
+) -> Result<(), Error> {
+    if jobs
+        .values()
+        .any(|job| job.is_owner(principal) && matches!(job.state(), JobState::Running))
+    {
+        return Err(Error::ResourceExhausted(
+            "an export of yours is still running; wait for it to finish".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Console exports stop while ingest still has room: they keep free at least twice
+/// `min_free_disk_mb` (at least 1 GiB more than it) plus `more` bytes still to be written, so
+/// that reviewers' downloads can never be what makes the store refuse new items.
+fn check_export_space(app: &App, more: u64) -> Result<(), Error> {
+    if app.min_free_disk_bytes == 0 {
+        return Ok(());
+    }
+    let keep = app.min_free_disk_bytes + app.min_free_disk_bytes.max(1 << 30);
+    match crate::disk::free_bytes(&app.data_dir) {
+        Ok(free) if free < keep.saturating_add(more) => Err(Error::ResourceExhausted(format!(
+            "not enough disk space for this export: {} MiB free, and exports leave at least \
+             {} MiB for new items; export a narrower query or ask an administrator to free \
+             space",
+            free >> 20,
+            keep >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 async fn run(
     app: &App,
     job: &Job,
@@ -299,6 +320,7 @@ async fn run(
     .await?;
     let mut lines = Vec::with_capacity(WRITE_CHUNK);
     let mut buffered = 0usize;
+    let mut written_bytes = 0u64;
     let mut trailer = None;
     while let Some(message) = export.messages.next().await {
         match message? {
@@ -313,8 +335,9 @@ async fn run(
         }
         let full = lines.len() >= WRITE_CHUNK || buffered >= WRITE_CHUNK_BYTES;
         if full || (trailer.is_some() && !lines.is_empty()) {
+            written_bytes += buffered as u64;
             buffered = 0;
-            app.check_disk_space()?;
+            check_export_space(app, 0)?;
             let chunk = std::mem::take(&mut lines);
             let num_lines = chunk.len() as u64;
             payload = blocking(move || {
@@ -339,7 +362,8 @@ async fn run(
         .acquire()
         .await
         .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-    app.check_disk_space()?;
+    // Packing writes a tar as large as the bag before the bag is removed.
+    check_export_space(app, written_bytes)?;
     let (bag_count, bag_digest, tar_sha256, tar_bytes) = blocking(move || {
         bag::finish(&dir, &parameters, &finished_at)?;
         // verify recomputes every item's digest and the content digest in bag-info.txt.

@@ -325,8 +325,8 @@ pub async fn case_home(
             h2 { "Export" }
             form method="post" action={ "/cases/" (case.id) "/export" } {
                 (csrf_field(&console))
-                label for="export-query" { "KQL query (empty exports everything of the custodians)" }
-                input #export-query.kql name="query" data-error="export-query-error" aria-describedby="export-query-error";
+                label for="export-query" { "KQL query (required; the items of the custodians that match it are exported)" }
+                input #export-query.kql name="query" required data-error="export-query-error" aria-describedby="export-query-error";
                 p #export-query-error.field-error aria-live="polite" {}
                 p.hint { "Writes every matching item into a BagIt bag, checks it against the server's digest, and offers it as a tar download (the same bag as the CLI's holdfast export)." }
                 button type="submit" { "Start export" }

@@ -7,15 +7,19 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}"
 venv="${HOLDFAST_VENV:-$HOME/.cache/holdfast-venv}"
 requirements=clients/python/requirements-test.txt
 stamp="$venv/.requirements.sha256"
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
+# The requirements and the interpreter they were installed for.
+want=$( (cat "$requirements"; python3 -VV; realpath "$(command -v python3)") | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+        echo "$venv exists and is not a venv; set HOLDFAST_VENV elsewhere" >&2
+        exit 1
+    fi
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     echo "$want" > "$stamp"
 fi
-export HOLDFAST_SERVER_BIN="${HOLDFAST_SERVER_BIN:-$CARGO_TARGET_DIR/release/holdfast-server-under-test}"
-if [ ! -x "$HOLDFAST_SERVER_BIN" ]; then
-    cargo build --release --locked -p holdfast-tests --bin holdfast-server-under-test
-fi
+# The server as the Rust tests run it (a no-op when `cargo test` just built it).
+cargo build --release --locked -p holdfast-tests --bin holdfast-server-under-test
+export HOLDFAST_SERVER_BIN="$CARGO_TARGET_DIR/release/holdfast-server-under-test"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests "$@"

@@ -150,12 +150,20 @@ pub fn case_hold_query(
         parts.push(parsed);
     }
     if created_from.is_some() || created_to.is_some() {
+        // Items' times are whole microseconds; a bound with nanoseconds rounds up, so that
+        // the index admits exactly what `admits_created_at` admits (rounding down would let
+        // the index miss an item at the excluded end that the hold covers).
         parts.push(kql::Query::Created {
-            from: created_from.map(|t| t.timestamp_micros()),
-            to: created_to.map(|t| t.timestamp_micros()),
+            from: created_from.map(micros_rounded_up),
+            to: created_to.map(micros_rounded_up),
         });
     }
     Ok(kql::Query::And(parts))
+}
+
+/// `t` in microseconds since the epoch, rounded up to the next whole microsecond.
+fn micros_rounded_up(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros() + i64::from(t.timestamp_subsec_nanos() % 1000 != 0)
 }
 
 pub fn settings(config: &RetentionConfig) -> Settings {

@@ -285,3 +285,35 @@ fn what_a_hold_covers() {
     assert!(queried.index_query().unwrap().is_ok());
     assert!(hold(case("location:holds")).index_query().unwrap().is_err());
 }
+
+/// The index query of a case hold admits exactly the items its range admits: items are
+/// whole microseconds, bounds with nanoseconds round up (rounding down made the index miss
+/// an item just before an excluded end that the hold covers).
+#[test]
+fn a_hold_range_with_nanoseconds_matches_what_it_covers() {
+    let t = Utc.with_ymd_and_hms(2026, 3, 5, 0, 0, 0).unwrap();
+    let nanos = chrono::TimeDelta::nanoseconds(500);
+    let Ok(crate::search::kql::Query::And(parts)) =
+        case_hold_query("", Some(t + nanos), Some(t + nanos))
+    else {
+        panic!("a query")
+    };
+    let micros = t.timestamp_micros();
+    assert_eq!(
+        parts,
+        vec![crate::search::kql::Query::Created {
+            from: Some(micros + 1),
+            to: Some(micros + 1),
+        }]
+    );
+    let Ok(crate::search::kql::Query::And(parts)) = case_hold_query("", Some(t), None) else {
+        panic!("a query")
+    };
+    assert_eq!(
+        parts,
+        vec![crate::search::kql::Query::Created {
+            from: Some(micros),
+            to: None,
+        }]
+    );
+}

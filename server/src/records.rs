@@ -2,7 +2,7 @@
 //! intents owed by saved changes, cases, retention policies and holds. They sit below the
 //! store (which reads and writes them) and depend on nothing of the server but the domain
 //! types; what each one does lives with its domain (`auth.rs`, `audit.rs`,
-//! `audit_intent.rs`, `cases.rs`, `retention.rs`), which re-export them.
+//! `audit_intent.rs`, `cases.rs`, `lifecycle.rs`), which re-export them.
 
 use std::collections::BTreeSet;
 

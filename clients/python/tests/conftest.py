@@ -17,10 +17,16 @@ REVIEWER_TOKEN = "hf_py_reviewer_token"
 ADMIN_TOKEN = "hf_py_admin_token"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list:
+    """Distinct free loopback ports (all held until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _sha256(token: str) -> str:
@@ -44,7 +50,7 @@ def server():
     if not binary or not os.path.exists(binary):
         pytest.fail("HOLDFAST_SERVER_BIN must name a built holdfast-server (scripts/python-tests.sh)")
     with tempfile.TemporaryDirectory() as tmp:
-        grpc_port, http_port, metrics_port = _free_port(), _free_port(), _free_port()
+        grpc_port, http_port, metrics_port = _free_ports(3)
         config = os.path.join(tmp, "holdfast.toml")
         with open(config, "w", encoding="utf-8") as f:
             f.write(
@@ -66,7 +72,11 @@ def server():
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                env={**os.environ, "RUST_LOG": "info"},
+                # Not the caller's HOLDFAST_* settings: they would override the config.
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("HOLDFAST_")},
+                    "RUST_LOG": "info",
+                },
             )
         running = Server(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log_path)
         try:

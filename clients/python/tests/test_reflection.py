@@ -17,7 +17,9 @@ SERVICES = [
 
 
 def test_grpcio_reflection_lists_and_describes_the_services(server):
-    with grpc.insecure_channel(server.grpc_addr) as channel:
+    with grpc.insecure_channel(
+        server.grpc_addr, options=[("grpc.enable_http_proxy", 0)]
+    ) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
         for name in SERVICES:

@@ -107,9 +107,18 @@ impl Job {
 pub struct ConsoleExports {
     dir: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
-    /// Bags being finished, verified and packed at once (each reads its payload several
-    /// times).
-    finishing: Arc<tokio::sync::Semaphore>,
+    /// Bags being finished, verified and packed (one at a time), and the disk space the one
+    /// being packed still needs.
+    finishing: Arc<Finishing>,
+}
+
+/// One bag is finished, verified and packed at a time (each reads its payload several
+/// times); `reserved` is the space its tar may still take, which every other export's space
+/// check counts as taken.
+#[derive(Default)]
+struct Finishing {
+    slot: tokio::sync::Mutex<()>,
+    reserved: AtomicU64,
 }
 
 impl ConsoleExports {
@@ -119,7 +128,7 @@ impl ConsoleExports {
         ConsoleExports {
             dir,
             jobs: Mutex::new(HashMap::new()),
-            finishing: Arc::new(tokio::sync::Semaphore::new(1)),
+            finishing: Arc::new(Finishing::default()),
         }
     }
 
@@ -266,7 +275,15 @@ impl ConsoleExports {
     }
 }
 
-/// Writes the bag, checks it, and packs it.
+/// Gives back the packing reservation (also when packing fails).
+struct Unreserve<'a>(&'a Finishing);
+
+impl Drop for Unreserve<'_> {
+    fn drop(&mut self) {
+        self.0.reserved.store(0, Ordering::Relaxed);
+    }
+}
+
 /// One running export per reviewer.
 fn refuse_second_running(
     jobs: &HashMap<String, Arc<Job>>,
@@ -284,15 +301,22 @@ fn refuse_second_running(
 }
 
 /// Console exports stop while ingest still has room: they keep free at least twice
-/// `min_free_disk_mb` (at least 1 GiB more than it) plus `more` bytes still to be written, so
-/// that reviewers' downloads can never be what makes the store refuse new items.
-fn check_export_space(app: &App, more: u64) -> Result<(), Error> {
+/// `min_free_disk_mb` (at least 1 GiB more than it) plus `more` bytes still to be written and
+/// the space reserved by the bag being packed, so that reviewers' downloads can never be what
+/// makes the store refuse new items. (`min_free_disk_mb = 0` turns the reserve off for
+/// exports as for ingest.)
+fn check_export_space(app: &App, more: u64, finishing: &Finishing) -> Result<(), Error> {
     if app.min_free_disk_bytes == 0 {
         return Ok(());
     }
-    let keep = app.min_free_disk_bytes + app.min_free_disk_bytes.max(1 << 30);
+    let keep = app
+        .min_free_disk_bytes
+        .saturating_add(app.min_free_disk_bytes.max(1 << 30));
+    let needed = keep
+        .saturating_add(more)
+        .saturating_add(finishing.reserved.load(Ordering::Relaxed));
     match crate::disk::free_bytes(&app.data_dir) {
-        Ok(free) if free < keep.saturating_add(more) => Err(Error::ResourceExhausted(format!(
+        Ok(free) if free < needed => Err(Error::ResourceExhausted(format!(
             "not enough disk space for this export: {} MiB free, and exports leave at least \
              {} MiB for new items; export a narrower query or ask an administrator to free \
              space",
@@ -303,12 +327,13 @@ fn check_export_space(app: &App, more: u64) -> Result<(), Error> {
     }
 }
 
+/// Writes the bag, checks it, and packs it.
 async fn run(
     app: &App,
     job: &Job,
     parameters: ExportParameters,
     mut export: Export,
-    finishing: &tokio::sync::Semaphore,
+    finishing: &Finishing,
 ) -> Result<JobState, Error> {
     let bag_dir = job.dir.join(job.bag_name());
     let setup = bag_dir.clone();
@@ -337,7 +362,8 @@ async fn run(
         if full || (trailer.is_some() && !lines.is_empty()) {
             written_bytes += buffered as u64;
             buffered = 0;
-            check_export_space(app, 0)?;
+            // The tar will take as much again as the bag so far.
+            check_export_space(app, written_bytes, finishing)?;
             let chunk = std::mem::take(&mut lines);
             let num_lines = chunk.len() as u64;
             payload = blocking(move || {
@@ -358,12 +384,12 @@ async fn run(
     drop(payload);
     let (dir, tar_path, name) = (bag_dir.clone(), job.tar_path(), job.bag_name());
     let finished_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let _finishing = finishing
-        .acquire()
-        .await
-        .map_err(|_| Error::Unavailable("the server is shutting down".into()))?;
-    // Packing writes a tar as large as the bag before the bag is removed.
-    check_export_space(app, written_bytes)?;
+    let _slot = finishing.slot.lock().await;
+    // Packing writes a tar as large as the bag before the bag is removed; other exports
+    // count that space as taken until it is done.
+    check_export_space(app, written_bytes, finishing)?;
+    finishing.reserved.store(written_bytes, Ordering::Relaxed);
+    let _reserved = Unreserve(finishing);
     let (bag_count, bag_digest, tar_sha256, tar_bytes) = blocking(move || {
         bag::finish(&dir, &parameters, &finished_at)?;
         // verify recomputes every item's digest and the content digest in bag-info.txt.

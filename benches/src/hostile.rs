@@ -64,6 +64,8 @@ pub(crate) fn start_server(data_dir: std::path::PathBuf) -> anyhow::Result<Serve
         name: name.into(),
         sha256: hex_of(&hash_token(token)),
         roles: vec![role],
+        otlp_app: None,
+        otlp_metadata_only: false,
     };
     let config = holdfast_server::Config {
         data_dir,

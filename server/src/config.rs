@@ -175,6 +175,30 @@ pub struct StorageConfig {
     pub compression: Compression,
 }
 
+/// OTLP trace ingest (OpenTelemetry GenAI spans; docs/otlp.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The span (then resource) attributes that name the user whose mailbox an LLM span is
+    /// archived in, in order.
+    pub user_attributes: Vec<String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            user_attributes: [
+                "user.id",
+                "enduser.id",
+                "langfuse.user.id",
+                "traceloop.association.properties.user_id",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 /// TLS for the gRPC listener (rustls).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +220,14 @@ pub struct ConfigToken {
     /// Hex SHA-256 of the bearer token (`holdfast token hash` prints it).
     pub sha256: String,
     pub roles: Vec<Role>,
+    /// OTLP ingest with this token: the `app` its interactions are recorded under (default:
+    /// the resource's `service.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_app: Option<String>,
+    /// OTLP ingest with this token: an LLM span without captured prompt or response is
+    /// stored as metadata-only evidence instead of being rejected.
+    #[serde(default)]
+    pub otlp_metadata_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -234,6 +266,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub concurrency: ConcurrencyConfig,
     pub storage: StorageConfig,
+    pub otlp: OtlpConfig,
 }
 
 impl Default for Config {
@@ -254,6 +287,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             concurrency: ConcurrencyConfig::default(),
             storage: StorageConfig::default(),
+            otlp: OtlpConfig::default(),
         }
     }
 }

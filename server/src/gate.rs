@@ -30,6 +30,18 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// The gRPC path prefix of holdfast's own services.
 const GATED_PREFIX: &str = "/holdfast.v1.";
 
+/// OTLP trace export on the gRPC port: gated like holdfast's own ingest.
+const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The gated method of a request path ("InteractionService/Ingest", "OtlpExport"), or
+/// `None` for ungated services (health, reflection).
+fn gated_method(path: &str) -> Option<&str> {
+    if path == OTLP_EXPORT {
+        return Some("OtlpExport");
+    }
+    path.strip_prefix(GATED_PREFIX)
+}
+
 /// The method names of holdfast's services, from the compiled descriptor: a refusal is
 /// counted under one of these or under "unknown", never under a name the caller made up.
 fn known_methods() -> &'static std::collections::HashSet<String> {
@@ -93,7 +105,7 @@ impl Gate {
     /// `Ok` when the call may go on to its handler; otherwise the status to answer with and
     /// whether the source is past its rate.
     fn check<B>(&self, request: &http::Request<B>) -> Result<(), (Status, bool)> {
-        let Some(method) = request.uri().path().strip_prefix(GATED_PREFIX) else {
+        let Some(method) = gated_method(request.uri().path()) else {
             return Ok(());
         };
         let token = request
@@ -108,7 +120,7 @@ impl Gate {
         };
         // "InteractionService/Ingest" -> "Ingest"
         let action = method.rsplit('/').next().unwrap_or(method);
-        let action = if known_methods().contains(action) {
+        let action = if known_methods().contains(action) || action == "OtlpExport" {
             action
         } else {
             "unknown"
@@ -126,9 +138,10 @@ impl Gate {
     /// refused (and audited) from its headers, so that tonic never decodes (and allocates
     /// for) its body. Answers the principal and the action to refuse.
     fn ingest_refusal<B>(&self, request: &http::Request<B>) -> Option<(Principal, &'static str)> {
-        let action = match request.uri().path().strip_prefix(GATED_PREFIX)? {
+        let action = match gated_method(request.uri().path())? {
             "InteractionService/Ingest" => "Ingest",
             "InteractionService/IngestStream" => "IngestStream",
+            "OtlpExport" => "OtlpExport",
             _ => return None,
         };
         let value = request.headers().get(http::header::AUTHORIZATION)?;

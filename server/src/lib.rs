@@ -17,6 +17,7 @@ pub mod gate;
 pub mod http;
 pub mod ingest;
 pub mod lifecycle;
+pub mod otlp;
 pub mod page_token;
 pub mod program;
 pub mod records;

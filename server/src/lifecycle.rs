@@ -163,7 +163,7 @@ pub fn case_hold_query(
 
 /// `t` in microseconds since the epoch, rounded up to the next whole microsecond.
 fn micros_rounded_up(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros() + i64::from(t.timestamp_subsec_nanos() % 1000 != 0)
+    t.timestamp_micros() + i64::from(!t.timestamp_subsec_nanos().is_multiple_of(1000))
 }
 
 pub fn settings(config: &RetentionConfig) -> Settings {

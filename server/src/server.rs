@@ -30,10 +30,13 @@ use crate::refusals::Refusals;
 use crate::search;
 use crate::search::index::IndexSettings;
 use crate::search::searcher::Snapshots;
-use crate::service::{AdminApi, AuditApi, DiscoveryApi, InteractionApi, RetentionApi};
+use crate::service::{
+    AdminApi, AuditApi, DiscoveryApi, InteractionApi, OtlpTraceApi, RetentionApi,
+};
 use crate::store::{RocksStore, Store};
 use crate::sweeper::{self, Sweeper};
 use crate::workers::WorkerPool;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 
 /// How long an unused page of search results stays pinned.
 const SNAPSHOT_IDLE_TTL: Duration = Duration::from_secs(600);
@@ -179,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         backup_running: Arc::new(tokio::sync::Mutex::new(())),
         min_free_disk_bytes: config.min_free_disk_mb.saturating_mul(1 << 20),
         cases_lock: tokio::sync::Mutex::new(()),
+        otlp: crate::app::otlp::OtlpSettings::new(&config.otlp, &config.tokens),
     });
 
     if let Some(metrics_addr) = config.metrics_listen {
@@ -248,7 +252,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(discovery)
         .add_service(RetentionServiceServer::new(RetentionApi::new(Arc::clone(
             &app,
-        ))));
+        ))))
+        .add_service(
+            // OTLP exporters may gzip (OTEL_EXPORTER_OTLP_COMPRESSION); the limit applies to
+            // the decompressed message.
+            TraceServiceServer::new(OtlpTraceApi::new(Arc::clone(&app)))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_decoding_message_size(max_message),
+        );
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -627,7 +627,10 @@ async fn a_console_export_leaves_the_disk_to_ingest() {
         status.contains("not enough disk space for this export"),
         "{status}"
     );
-    assert!(!status.contains("bag.tar"), "a failed export offers no download");
+    assert!(
+        !status.contains("bag.tar"),
+        "a failed export offers no download"
+    );
     let download = page(&http, &format!("{job_path}/bag.tar"), &cookie).await;
     assert_ne!(download.status, 200);
 

@@ -12,6 +12,7 @@ pub mod export;
 pub mod holds;
 pub mod ingest;
 pub mod interactions;
+pub mod otlp;
 pub mod policies;
 pub mod purge;
 pub mod search;
@@ -77,6 +78,8 @@ pub struct App {
     /// a racing UpdateCase cannot reopen a closed case and CloseCase cannot miss a hold being
     /// placed (cases change rarely: one lock for all of them costs nothing).
     pub cases_lock: tokio::sync::Mutex<()>,
+    /// OTLP trace ingest: its settings and the tools remembered per trace.
+    pub otlp: otlp::OtlpSettings,
 }
 
 /// Who may work with cases, search, export and case holds.

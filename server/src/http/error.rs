@@ -38,7 +38,12 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
-        let status = tonic::Status::from(error);
+        ApiError::from(tonic::Status::from(error))
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> ApiError {
         let field = match &status.code() {
             tonic::Code::InvalidArgument => status
                 .message()

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod discovery;
 mod interactions;
+mod otlp;
 mod retention;
 
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ pub use admin::AdminApi;
 pub use audit::AuditApi;
 pub use discovery::DiscoveryApi;
 pub use interactions::InteractionApi;
+pub use otlp::OtlpTraceApi;
 pub use retention::RetentionApi;
 
 use crate::app::App;

@@ -13,7 +13,7 @@ use super::{body_within, Answer, JsonBody};
 use axum::extract::rejection::JsonRejection;
 
 /// How long an ingest body may take to arrive.
-const INGEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const INGEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::app::ingest::{IngestOutcome, CONFLICT_REASON, INGESTERS};
 use crate::auth::Principal;
 use crate::http::error::ApiError;

@@ -5,6 +5,7 @@
 mod admin;
 mod discovery;
 mod ingest;
+mod otlp;
 mod retention;
 
 use axum::extract::rejection::JsonRejection;
@@ -32,6 +33,10 @@ pub fn routes(max_ingest_bytes: usize) -> Router<HttpState> {
     use retention::*;
     Router::new()
         .route("/api/v1/whoami", get(whoami))
+        .route(
+            "/v1/traces",
+            post(otlp::export_traces).layer(DefaultBodyLimit::max(max_ingest_bytes)),
+        )
         .route(
             "/api/v1/interactions",
             post(ingest).layer(DefaultBodyLimit::max(max_ingest_bytes)),

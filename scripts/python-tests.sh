@@ -22,4 +22,7 @@ fi
 # The server as the Rust tests run it (a no-op when `cargo test` just built it).
 cargo build --release --locked -p holdfast-tests --bin holdfast-server-under-test
 export HOLDFAST_SERVER_BIN="$CARGO_TARGET_DIR/release/holdfast-server-under-test"
+# The package under test, built from this checkout (its protobuf code generated from proto/).
+"$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation --no-deps \
+    --force-reinstall ./clients/python
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests "$@"

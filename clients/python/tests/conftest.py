@@ -44,15 +44,21 @@ class Server:
             return f.read()
 
 
-@pytest.fixture(scope="session")
-def server():
-    binary = os.environ.get("HOLDFAST_SERVER_BIN")
-    if not binary or not os.path.exists(binary):
-        pytest.fail("HOLDFAST_SERVER_BIN must name a built holdfast-server (scripts/python-tests.sh)")
-    with tempfile.TemporaryDirectory() as tmp:
-        grpc_port, http_port, metrics_port = _free_ports(3)
-        config = os.path.join(tmp, "holdfast.toml")
-        with open(config, "w", encoding="utf-8") as f:
+class ServerProcess(Server):
+    """The server binary on fixed ports and a data directory that outlive restarts."""
+
+    def __init__(self, tmp: str):
+        binary = os.environ.get("HOLDFAST_SERVER_BIN")
+        if not binary or not os.path.exists(binary):
+            pytest.fail("HOLDFAST_SERVER_BIN must name a built holdfast-server "
+                        "(scripts/python-tests.sh)")
+        self.binary = binary
+        self.tmp = tmp
+        self.grpc_port, self.http_port, metrics_port = _free_ports(3)
+        super().__init__(f"127.0.0.1:{self.grpc_port}", f"http://127.0.0.1:{self.http_port}",
+                         os.path.join(tmp, "server.log"))
+        self.config = os.path.join(tmp, "holdfast.toml")
+        with open(self.config, "w", encoding="utf-8") as f:
             f.write(
                 f'metrics_listen = "127.0.0.1:{metrics_port}"\n'
                 f'[[tokens]]\nname = "backend"\nsha256 = "{_sha256(INGEST_TOKEN)}"\nroles = ["ingest"]\n'
@@ -60,15 +66,17 @@ def server():
                 f'[[tokens]]\nname = "admin"\nsha256 = "{_sha256(ADMIN_TOKEN)}"\nroles = ["admin"]\n'
                 "[index]\ncommit_interval_ms = 100\n"
             )
-        log_path = os.path.join(tmp, "server.log")
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
+        self.process = None
+
+    def start(self) -> None:
+        with open(self.log_path, "a") as log:
+            self.process = subprocess.Popen(
                 [
-                    binary,
-                    "--config", config,
-                    "--data-dir", os.path.join(tmp, "data"),
-                    "--listen", f"127.0.0.1:{grpc_port}",
-                    "--http-listen", f"127.0.0.1:{http_port}",
+                    self.binary,
+                    "--config", self.config,
+                    "--data-dir", os.path.join(self.tmp, "data"),
+                    "--listen", self.grpc_addr,
+                    "--http-listen", f"127.0.0.1:{self.http_port}",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -78,24 +86,47 @@ def server():
                     "RUST_LOG": "info",
                 },
             )
-        running = Server(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", log_path)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited early:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start:\n{self.log()}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server():
+    with tempfile.TemporaryDirectory() as tmp:
+        running = ServerProcess(tmp)
+        running.start()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"the server exited early:\n{running.log()}")
-                try:
-                    socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
-                    socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"the server did not start:\n{running.log()}")
-                    time.sleep(0.1)
             yield running
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            running.stop()
+
+
+@pytest.fixture
+def own_server():
+    """A server of this test's own, which it may stop and start."""
+    with tempfile.TemporaryDirectory() as tmp:
+        running = ServerProcess(tmp)
+        running.start()
+        try:
+            yield running
+        finally:
+            running.stop()

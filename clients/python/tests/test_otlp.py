@@ -221,3 +221,27 @@ def test_otlp_json_over_http_and_partial_success(server):
     # A reviewer may not ingest.
     status, _ = http(server, "POST", "/v1/traces", REVIEWER_TOKEN, body)
     assert status == 403
+
+
+def test_holdfast_otel_puts_the_user_and_conversation_on_every_span(server):
+    import holdfast.otel
+
+    marker = uuid.uuid4().hex[:12]
+    mailbox = "helper.user@contoso.com"
+    provider = holdfast.otel.init(endpoint=f"{server.http_addr}/v1/traces", token=INGEST_TOKEN,
+                                  service_name="otel-helper", set_global=False)
+    tracer_ = provider.get_tracer("holdfast-tests")
+    with holdfast.otel.interaction(user_id=mailbox, conversation_id=f"conv-{marker}"):
+        with tracer_.start_as_current_span("chat") as span:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.input.messages", f"helper {marker} prompt")
+            span.set_attribute("gen_ai.output.messages", "helper reply")
+    # Outside the block a span has no user: refused, so nothing lands for it.
+    with tracer_.start_as_current_span("chat") as span:
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("gen_ai.input.messages", f"helper {marker} orphan")
+    provider.shutdown()  # flushes the batch processor
+    items = exported(server, mailbox, marker, 1)
+    assert [item["content"]["prompt"] for item in items] == [f"helper {marker} prompt"]
+    assert items[0]["content"]["thread_id"] == f"conv-{marker}"
+    assert items[0]["content"]["app"] == "otel-helper"

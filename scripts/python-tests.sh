@@ -19,8 +19,10 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
     echo "$want" > "$stamp"
 fi
-# The server as the Rust tests run it (a no-op when `cargo test` just built it).
-cargo build --release --locked -p holdfast-tests --bin holdfast-server-under-test
+# The server as the Rust tests run it: the same build as scripts/test.sh's `cargo test`
+# (a no-op right after it; `cargo build -p ...` would resolve features differently and
+# rebuild the workspace).
+cargo test --release --locked --workspace --no-run --quiet
 export HOLDFAST_SERVER_BIN="$CARGO_TARGET_DIR/release/holdfast-server-under-test"
 # The package under test, built from this checkout (its protobuf code generated from proto/).
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation --no-deps \

@@ -19,6 +19,7 @@ mod backup;
 mod console;
 mod hostile;
 mod http_ingest;
+mod otlp_ingest;
 mod search;
 mod sweep;
 use search::SearchArgs;
@@ -31,6 +32,8 @@ enum Mode {
     Stream,
     /// `POST /api/v1/interactions` over HTTP/1.1 with JSON bodies (`--http-addr`).
     Http,
+    /// OTLP/gRPC `TraceService/Export`: one GenAI `chat` span per interaction.
+    Otlp,
 }
 
 #[derive(Debug, Parser)]
@@ -226,6 +229,10 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("bench{}", Utc::now().timestamp_millis()));
     let http = http_ingest::HttpIngest::new(&args.http_addr, &token)?;
+    let otlp = match args.mode {
+        Mode::Otlp => Some(otlp_ingest::OtlpIngest::connect(&args.addr, &token).await?),
+        _ => None,
+    };
     let client = HoldfastClient::connect(ClientConfig {
         addr: args.addr.clone(),
         token,
@@ -243,6 +250,7 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let http = http.clone();
+        let otlp = otlp.clone();
         let (client, texts, next_batch, totals, run_id) = (
             client.clone(),
             Arc::clone(&texts),
@@ -272,6 +280,14 @@ async fn ingest(args: Args) -> anyhow::Result<()> {
                     while let Some(items) = take() {
                         let sent = Instant::now();
                         let response = http.ingest(&items).await?;
+                        record(&totals, &response, sent.elapsed());
+                    }
+                }
+                Mode::Otlp => {
+                    let otlp = otlp.context("an OTLP client")?;
+                    while let Some(items) = take() {
+                        let sent = Instant::now();
+                        let response = otlp.ingest(&items).await?;
                         record(&totals, &response, sent.elapsed());
                     }
                 }

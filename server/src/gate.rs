@@ -71,7 +71,13 @@ pub struct Gate {
     tarpit: Duration,
     /// The tasks of admitted calls: shutdown waits for them before it closes the store.
     handlers: Handlers,
+    /// OTLP exports decoded and stored at once: a gzipped export a few KB long can decode
+    /// to gigabytes of spans, so only a few are in memory together (the rest wait).
+    otlp_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// OTLP exports in progress at once on the gRPC port.
+const OTLP_CALLS_AT_ONCE: usize = 4;
 
 /// Counts the admitted calls still running: each holds a clone of the `Arc`.
 #[derive(Clone, Default)]
@@ -94,6 +100,7 @@ impl Gate {
             app,
             tarpit,
             handlers: Handlers::default(),
+            otlp_calls: Arc::new(tokio::sync::Semaphore::new(OTLP_CALLS_AT_ONCE)),
         }
     }
 
@@ -225,9 +232,16 @@ where
             // between its action and the action's audit entry.
             Ok(()) => {
                 let running = Arc::clone(&self.gate.handlers.0);
+                // The body is decoded when the call is first polled, after the permit.
+                let otlp = (request.uri().path() == OTLP_EXPORT)
+                    .then(|| Arc::clone(&self.gate.otlp_calls));
                 let call = self.inner.call(request);
                 let handler = tokio::spawn(async move {
                     let _running = running;
+                    let _permit = match otlp {
+                        Some(calls) => calls.acquire_owned().await.ok(),
+                        None => None,
+                    };
                     call.await
                 });
                 Box::pin(async move {

@@ -36,13 +36,20 @@ pub struct Options {
     pub metadata_only: bool,
     /// The longest attribute value and list entry kept (longer ones are cut and say so).
     pub max_field_bytes: usize,
+    /// The most spans one export may hold.
+    pub max_spans: usize,
 }
 
-/// The tools and resources a trace's tool, retrieval and MCP spans named.
+/// The most bytes of tool and resource names kept per trace.
+const MAX_TOOL_BYTES: usize = 16 << 10;
+
+/// The tools and resources a trace's tool, retrieval and MCP spans named, each with when its
+/// span ended (nanoseconds since the epoch), within `MAX_TOOL_BYTES`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TraceTools {
-    pub plugins: Vec<Plugin>,
-    pub resources: Vec<AccessedResource>,
+    pub plugins: Vec<(u64, Plugin)>,
+    pub resources: Vec<(u64, AccessedResource)>,
+    bytes: usize,
 }
 
 impl TraceTools {
@@ -50,18 +57,59 @@ impl TraceTools {
         self.plugins.is_empty() && self.resources.is_empty()
     }
 
-    /// Adds `other`'s entries not already here (bounded).
+    fn add_plugin(&mut self, ended: u64, plugin: Plugin) {
+        let size = plugin.id.len() + plugin.name.len() + plugin.version.len();
+        if self.plugins.len() < MAX_TOOLS
+            && self.bytes + size <= MAX_TOOL_BYTES
+            && !self.plugins.iter().any(|(_, p)| *p == plugin)
+        {
+            self.bytes += size;
+            self.plugins.push((ended, plugin));
+        }
+    }
+
+    fn add_resource(&mut self, ended: u64, resource: AccessedResource) {
+        let size = resource.id.len()
+            + resource.name.len()
+            + resource.resource_type.len()
+            + resource.url.len()
+            + resource.action.len();
+        if self.resources.len() < MAX_TOOLS
+            && self.bytes + size <= MAX_TOOL_BYTES
+            && !self.resources.iter().any(|(_, r)| *r == resource)
+        {
+            self.bytes += size;
+            self.resources.push((ended, resource));
+        }
+    }
+
+    /// Adds `other`'s entries not already here (within the bounds).
     pub fn merge(&mut self, other: &TraceTools) {
-        for plugin in &other.plugins {
-            if self.plugins.len() < MAX_TOOLS && !self.plugins.contains(plugin) {
-                self.plugins.push(plugin.clone());
-            }
+        for (ended, plugin) in &other.plugins {
+            self.add_plugin(*ended, plugin.clone());
         }
-        for resource in &other.resources {
-            if self.resources.len() < MAX_TOOLS && !self.resources.contains(resource) {
-                self.resources.push(resource.clone());
-            }
+        for (ended, resource) in &other.resources {
+            self.add_resource(*ended, resource.clone());
         }
+    }
+
+    /// The tools and resources of spans that ended by `end`: what an inference that ended
+    /// then can have used (and the same on a retry, whatever arrived since).
+    pub fn ended_by(&self, end: u64, max: usize) -> (Vec<Plugin>, Vec<AccessedResource>) {
+        (
+            self.plugins
+                .iter()
+                .filter(|(ended, _)| *ended <= end)
+                .map(|(_, p)| p.clone())
+                .take(max)
+                .collect(),
+            self.resources
+                .iter()
+                .filter(|(ended, _)| *ended <= end)
+                .map(|(_, r)| r.clone())
+                .take(max)
+                .collect(),
+        )
     }
 }
 
@@ -70,6 +118,8 @@ impl TraceTools {
 pub struct LlmSpan {
     /// The trace id, lower-case hex (tools of the trace attach by it).
     pub trace_id: String,
+    /// When the span ended (tools of spans that ended by then attach).
+    pub end: u64,
     pub content: Result<UnvalidatedContent, String>,
 }
 
@@ -84,31 +134,89 @@ pub struct Mapped {
     pub ignored: usize,
 }
 
-/// Reads an export request.
-pub fn map_request(request: &ExportTraceServiceRequest, options: &Options) -> Mapped {
+/// Reads an export request. Refuses one with more than `max_spans` spans (an exporter's
+/// batch is far smaller), so that what one request costs is bounded.
+pub fn map_request(
+    request: &ExportTraceServiceRequest,
+    options: &Options,
+) -> Result<Mapped, String> {
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    if spans > options.max_spans {
+        return Err(format!(
+            "{spans} spans in one export, more than {}: lower the exporter's batch size \
+             (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
+            options.max_spans
+        ));
+    }
     let mut mapped = Mapped::default();
     for resource_spans in &request.resource_spans {
         let resource: &[KeyValue] = resource_spans
             .resource
             .as_ref()
             .map_or(&[], |r| r.attributes.as_slice());
+        // What the resource says, read once and bounded: it is copied into every span.
+        let resource = ResourceView::read(resource, options);
         for scope_spans in &resource_spans.scope_spans {
             for span in &scope_spans.spans {
-                let trace_id = hex(&span.trace_id);
                 if is_inference(span) {
                     mapped.llm_spans.push(LlmSpan {
-                        content: interaction(span, resource, options),
-                        trace_id,
+                        content: interaction(span, &resource, options),
+                        trace_id: hex(&span.trace_id),
+                        end: span.end_time_unix_nano,
                     });
                 } else if let Some(tools) = tools_of(span, options) {
-                    mapped.tools.entry(trace_id).or_default().merge(&tools);
+                    if valid_trace_id(&span.trace_id) {
+                        mapped
+                            .tools
+                            .entry(hex(&span.trace_id))
+                            .or_default()
+                            .merge(&tools);
+                    }
                 } else {
                     mapped.ignored += 1;
                 }
             }
         }
     }
-    mapped
+    Ok(mapped)
+}
+
+fn valid_trace_id(id: &[u8]) -> bool {
+    id.len() == 16 && id.iter().any(|b| *b != 0)
+}
+
+fn valid_span_id(id: &[u8]) -> bool {
+    id.len() == 8 && id.iter().any(|b| *b != 0)
+}
+
+/// The resource's user, thread, app and label: each read once per resource, and refused
+/// (as absent, which the span's refusal then names) when longer than a field may be.
+struct ResourceView {
+    user: Option<String>,
+    conversation: Option<String>,
+    session: Option<String>,
+    app: Option<String>,
+    label: Option<String>,
+}
+
+impl ResourceView {
+    fn read(attributes: &[KeyValue], options: &Options) -> ResourceView {
+        let bounded = |key: &str| {
+            string(attributes, key).filter(|value| value.len() <= options.max_field_bytes)
+        };
+        ResourceView {
+            user: options.user_attributes.iter().find_map(|key| bounded(key)),
+            conversation: bounded("gen_ai.conversation.id"),
+            session: bounded("session.id"),
+            app: bounded("service.name"),
+            label: bounded("holdfast.sensitivity_label"),
+        }
+    }
 }
 
 fn is_inference(span: &Span) -> bool {
@@ -127,94 +235,102 @@ fn tools_of(span: &Span, options: &Options) -> Option<TraceTools> {
         .unwrap_or_default()
         .to_ascii_uppercase();
     let mcp_method = string(attributes, "mcp.method.name");
-    let cut = |text: String| cut(text, options.max_field_bytes);
+    // Control characters would make every inference of the trace fail validation.
+    let cut = |text: String| {
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        cut(clean, options.max_field_bytes)
+    };
+    let ended = span.end_time_unix_nano;
     let mut tools = TraceTools::default();
     if operation == "execute_tool" || kind == "TOOL" || mcp_method.is_some() {
         let name = string(attributes, "gen_ai.tool.name")
             .or_else(|| string(attributes, "tool.name"))
             .unwrap_or_else(|| span.name.clone());
         if mcp_method.as_deref() != Some("resources/read") {
-            tools.plugins.push(Plugin {
-                id: cut(string(attributes, "gen_ai.tool.call.id").unwrap_or_default()),
-                name: cut(name),
-                version: String::new(),
-            });
+            tools.add_plugin(
+                ended,
+                Plugin {
+                    id: cut(string(attributes, "gen_ai.tool.call.id").unwrap_or_default()),
+                    name: cut(name),
+                    version: String::new(),
+                },
+            );
         }
         if let Some(uri) = string(attributes, "mcp.resource.uri") {
-            tools.resources.push(AccessedResource {
-                id: String::new(),
-                name: cut(uri.clone()),
-                resource_type: "mcp".into(),
-                url: cut(uri),
-                action: cut(mcp_method.unwrap_or_default()),
-                sensitivity_label: String::new(),
-            });
+            tools.add_resource(
+                ended,
+                AccessedResource {
+                    id: String::new(),
+                    name: cut(uri.clone()),
+                    resource_type: "mcp".into(),
+                    url: cut(uri),
+                    action: cut(mcp_method.unwrap_or_default()),
+                    sensitivity_label: String::new(),
+                },
+            );
         }
     } else if operation == "retrieval" || kind == "RETRIEVER" {
         if let Some(source) = string(attributes, "gen_ai.data_source.id") {
-            tools.resources.push(AccessedResource {
-                id: cut(source.clone()),
-                name: cut(source),
-                resource_type: "data_source".into(),
-                action: "read".into(),
-                ..AccessedResource::default()
-            });
+            tools.add_resource(
+                ended,
+                AccessedResource {
+                    id: cut(source.clone()),
+                    name: cut(source),
+                    resource_type: "data_source".into(),
+                    action: "read".into(),
+                    ..AccessedResource::default()
+                },
+            );
         }
         for (_, fields) in indexed(attributes, "retrieval.documents.") {
             if let Some(id) = fields.get("document.id") {
-                tools.resources.push(AccessedResource {
-                    id: cut(id.clone()),
-                    name: cut(id.clone()),
-                    resource_type: "document".into(),
-                    action: "read".into(),
-                    ..AccessedResource::default()
-                });
+                tools.add_resource(
+                    ended,
+                    AccessedResource {
+                        id: cut(id.clone()),
+                        name: cut(id.clone()),
+                        resource_type: "document".into(),
+                        action: "read".into(),
+                        ..AccessedResource::default()
+                    },
+                );
             }
         }
         if tools.is_empty() {
-            tools.plugins.push(Plugin {
-                name: cut(span.name.clone()),
-                ..Plugin::default()
-            });
+            tools.add_plugin(
+                ended,
+                Plugin {
+                    name: cut(span.name.clone()),
+                    ..Plugin::default()
+                },
+            );
         }
     } else {
         return None;
     }
-    tools.plugins.truncate(MAX_TOOLS);
-    tools.resources.truncate(MAX_TOOLS);
     Some(tools)
 }
 
-/// One inference span as an interaction.
+/// One inference span as an interaction. Refusals name the span by its ids (never its
+/// name or text) and say what to set.
 fn interaction(
     span: &Span,
-    resource: &[KeyValue],
+    resource: &ResourceView,
     options: &Options,
 ) -> Result<UnvalidatedContent, String> {
     let attributes = &span.attributes;
-    let span_name = format!(
-        "span {}:{} ({:?})",
-        hex(&span.trace_id),
-        hex(&span.span_id),
-        cut(span.name.clone(), 64)
-    );
-    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
-        return Err(format!("{span_name}: the trace id is not 16 bytes"));
+    if !valid_trace_id(&span.trace_id) || !valid_span_id(&span.span_id) {
+        return Err("a span: its trace id is not 16 bytes or its span id not 8".into());
     }
-    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
-        return Err(format!("{span_name}: the span id is not 8 bytes"));
-    }
-    let either = |key: &str| string(attributes, key).or_else(|| string(resource, key));
+    let span_name = format!("span {}:{}", hex(&span.trace_id), hex(&span.span_id));
     let user = options
         .user_attributes
         .iter()
         .find_map(|key| string(attributes, key))
-        .or_else(|| {
-            options
-                .user_attributes
-                .iter()
-                .find_map(|key| string(resource, key))
-        })
+        .or_else(|| resource.user.clone())
         .ok_or_else(|| {
             format!(
                 "{span_name}: no user: set one of {} on the span or its resource (holdfast \
@@ -308,14 +424,15 @@ fn interaction(
     Ok(UnvalidatedContent {
         client_key: format!("{}:{}", hex(&span.trace_id), hex(&span.span_id)),
         mailbox_id: user,
-        thread_id: ["gen_ai.conversation.id", "session.id"]
-            .iter()
-            .find_map(|key| either(key))
+        thread_id: string(attributes, "gen_ai.conversation.id")
+            .or_else(|| resource.conversation.clone())
+            .or_else(|| string(attributes, "session.id"))
+            .or_else(|| resource.session.clone())
             .unwrap_or_else(|| hex(&span.trace_id)),
         app: options
             .app
             .clone()
-            .or_else(|| string(resource, "service.name"))
+            .or_else(|| resource.app.clone())
             .unwrap_or_else(|| "otel".into()),
         created_at,
         prompt: text.prompt,
@@ -325,7 +442,9 @@ fn interaction(
         accessed_resources: Vec::new(),
         contexts: Vec::new(),
         safety,
-        sensitivity_label: either("holdfast.sensitivity_label").unwrap_or_default(),
+        sensitivity_label: string(attributes, "holdfast.sensitivity_label")
+            .or_else(|| resource.label.clone())
+            .unwrap_or_default(),
         attributes: kept,
     })
 }
@@ -420,6 +539,11 @@ fn texts(span: &Span) -> Texts {
             false,
         ),
     ] {
+        // One form per span, in this order: a span that carries two gets one copy.
+        let starts_a_form = prefix == "gen_ai.prompt." || prefix == "llm.input_messages.";
+        if starts_a_form && (!input.is_empty() || !output.is_empty()) {
+            break;
+        }
         for (_, fields) in indexed(attributes, prefix) {
             let mut text: Vec<&str> = content_keys
                 .iter()
@@ -551,7 +675,13 @@ fn part_text(part: &Json) -> Option<&str> {
 fn event_text(value: &AnyValue) -> String {
     match &value.value {
         Some(Value::StringValue(text)) => match serde_json::from_str::<Json>(text) {
-            Ok(json @ Json::Object(_)) => {
+            // A body in JSON; text that merely looks like JSON (no message in it) is kept
+            // as it is.
+            Ok(json @ Json::Object(_))
+                if ["message", "content", "parts"]
+                    .iter()
+                    .any(|key| json.get(key).is_some()) =>
+            {
                 let message = json.get("message").unwrap_or(&json);
                 message_of_json(message).text
             }

@@ -64,11 +64,12 @@ fn options() -> Options {
         app: None,
         metadata_only: false,
         max_field_bytes: 8 << 10,
+        max_spans: 10_000,
     }
 }
 
 fn one(resource: Vec<KeyValue>, span: Span) -> Result<UnvalidatedContent, String> {
-    let mut mapped = map_request(&request(resource, vec![span]), &options());
+    let mut mapped = map_request(&request(resource, vec![span]), &options()).unwrap();
     assert_eq!(mapped.llm_spans.len(), 1, "{mapped:?}");
     mapped.llm_spans.remove(0).content
 }
@@ -289,7 +290,7 @@ fn spans_without_a_user_or_content_say_what_to_set() {
     );
     let mut metadata_only = options();
     metadata_only.metadata_only = true;
-    let mapped = map_request(&request(vec![], vec![no_content]), &metadata_only);
+    let mapped = map_request(&request(vec![], vec![no_content]), &metadata_only).unwrap();
     let item = mapped.llm_spans[0].content.as_ref().unwrap();
     assert_eq!(item.attributes["holdfast.content"], "metadata-only");
     assert!(item.prompt.is_empty());
@@ -322,15 +323,19 @@ fn tool_retrieval_and_mcp_spans_name_tools_and_other_spans_are_ignored() {
         ),
         span(11, vec![kv("http.method", s("GET"))]),
     ];
-    let mapped = map_request(&request(vec![], spans), &options());
+    let mapped = map_request(&request(vec![], spans), &options()).unwrap();
     assert!(mapped.llm_spans.is_empty());
     assert_eq!(mapped.ignored, 1);
     let tools = &mapped.tools["07070707070707070707070707070707"];
-    assert_eq!(tools.plugins.len(), 1);
-    assert_eq!(tools.plugins[0].name, "get_weather");
-    assert_eq!(tools.plugins[0].id, "call-1");
-    let names: Vec<&str> = tools.resources.iter().map(|r| r.name.as_str()).collect();
+    let (plugins, resources) = tools.ended_by(u64::MAX, 100);
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(plugins[0].name, "get_weather");
+    assert_eq!(plugins[0].id, "call-1");
+    let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["file:///budget.xlsx", "doc-42"]);
+    // Only tools that ended by an inference's end attach to it.
+    let (before, _) = tools.ended_by(1_767_225_600_000_000_000, 100);
+    assert!(before.is_empty());
 }
 
 #[test]
@@ -340,4 +345,79 @@ fn long_values_are_cut_at_a_character_boundary_and_say_so() {
     assert!(kept.len() <= 50, "{}", kept.len());
     assert!(kept.ends_with("[cut from 200 bytes]"), "{kept}");
     assert_eq!(cut("short".into(), 50), "short");
+}
+
+#[test]
+fn an_export_past_the_span_limit_is_refused_whole() {
+    let mut few = options();
+    few.max_spans = 2;
+    let spans = (1..=3).map(|id| span(id, vec![])).collect();
+    let refused = map_request(&request(vec![], spans), &few).unwrap_err();
+    assert!(
+        refused.contains("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn resource_values_longer_than_a_field_are_not_copied_into_spans() {
+    let long = "x".repeat((8 << 10) + 1);
+    let refused = one(
+        vec![kv("user.id", s(&long))],
+        span(
+            12,
+            vec![
+                kv("gen_ai.operation.name", s("chat")),
+                kv("gen_ai.input.messages", s("hello")),
+            ],
+        ),
+    )
+    .unwrap_err();
+    assert!(refused.contains("no user"), "{refused}");
+    assert!(refused.len() < 1024, "the value is not in the message");
+}
+
+#[test]
+fn a_prompt_that_looks_like_json_is_kept_and_one_form_wins() {
+    let mut legacy = span(
+        13,
+        vec![
+            kv("gen_ai.operation.name", s("chat")),
+            kv("user.id", s("alice@contoso.com")),
+            // A second form on the same span: ignored, the events win.
+            kv("gen_ai.completion.0.content", s("indexed answer")),
+        ],
+    );
+    legacy.events = vec![
+        Event {
+            name: "gen_ai.user.message".into(),
+            attributes: vec![kv("content", s(r#"{"a": 1}"#))],
+            ..Event::default()
+        },
+        Event {
+            name: "gen_ai.choice".into(),
+            attributes: vec![kv("message.content", s("event answer"))],
+            ..Event::default()
+        },
+    ];
+    let item = one(vec![], legacy).unwrap();
+    assert_eq!(item.prompt, r#"{"a": 1}"#);
+    assert_eq!(item.response, "event answer");
+}
+
+#[test]
+fn tool_names_lose_control_characters_and_bad_trace_ids_are_not_remembered() {
+    let mut tool = span(
+        14,
+        vec![
+            kv("gen_ai.operation.name", s("execute_tool")),
+            kv("gen_ai.tool.name", s("get\tweather\n")),
+        ],
+    );
+    let mapped = map_request(&request(vec![], vec![tool.clone()]), &options()).unwrap();
+    let (plugins, _) = mapped.tools["07070707070707070707070707070707"].ended_by(u64::MAX, 9);
+    assert_eq!(plugins[0].name, "get weather");
+    tool.trace_id = vec![1; 3];
+    let mapped = map_request(&request(vec![], vec![tool]), &options()).unwrap();
+    assert!(mapped.tools.is_empty());
 }

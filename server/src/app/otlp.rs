@@ -3,7 +3,7 @@
 //! `trace_id:span_id`, durable before the answer). Both front doors (OTLP/gRPC and
 //! OTLP/HTTP) call `App::ingest_otlp`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,15 +11,15 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use super::ingest::{IngestOutcome, INGESTERS};
+use super::ingest::{IngestOutcome, CONFLICT_REASON, INGESTERS};
 use super::App;
 use crate::auth::Principal;
 use crate::config::{ConfigToken, OtlpConfig};
 use crate::error::Error;
 use crate::otlp::{self, Options, TraceTools};
 
-/// Traces whose tools are remembered, and for how long.
-const REMEMBERED_TRACES: usize = 10_000;
+/// Traces whose tools are remembered (each within 16 KiB), and for how long.
+const REMEMBERED_TRACES: usize = 2_000;
 const REMEMBERED_FOR: Duration = Duration::from_secs(600);
 
 /// The longest `error_message` of a partial success.
@@ -43,7 +43,15 @@ pub struct OtlpSettings {
     tokens: HashMap<String, (Option<String>, bool)>,
     /// Tools and resources seen per trace: an inference span that arrives after its trace's
     /// tool spans (children end, and are exported, before their parents) gets them.
-    tools: Mutex<HashMap<String, (Instant, TraceTools)>>,
+    tools: Mutex<Remembered>,
+}
+
+/// Tools by (principal, trace), forgotten first in first out past `REMEMBERED_TRACES`, and
+/// after `REMEMBERED_FOR`.
+#[derive(Debug, Default)]
+struct Remembered {
+    by_trace: HashMap<String, (Instant, TraceTools)>,
+    order: VecDeque<String>,
 }
 
 impl OtlpSettings {
@@ -58,37 +66,38 @@ impl OtlpSettings {
         }
     }
 
-    /// Remembers this request's tools and answers, for each trace id asked, all it knows.
+    /// Remembers this request's tools (a principal's traces are its own: another caller
+    /// cannot add tools to them) and answers what is known of each trace in `wanted`.
     fn remember(
         &self,
+        principal: &str,
         seen: HashMap<String, TraceTools>,
-        wanted: impl Iterator<Item = String>,
+        wanted: HashSet<String>,
     ) -> HashMap<String, TraceTools> {
+        let key = |trace: &str| format!("{principal}\u{0}{trace}");
         let now = Instant::now();
         let mut remembered = self.tools.lock().unwrap_or_else(|e| e.into_inner());
         for (trace, tools) in seen {
-            if remembered.len() >= REMEMBERED_TRACES && !remembered.contains_key(&trace) {
-                remembered.retain(|_, (at, _)| now.duration_since(*at) < REMEMBERED_FOR);
-                if remembered.len() >= REMEMBERED_TRACES {
-                    // Still full of recent traces: forget the oldest.
-                    if let Some(oldest) = remembered
-                        .iter()
-                        .min_by_key(|(_, (at, _))| *at)
-                        .map(|(trace, _)| trace.clone())
-                    {
-                        remembered.remove(&oldest);
+            let key = key(&trace);
+            if !remembered.by_trace.contains_key(&key) {
+                remembered.order.push_back(key.clone());
+                while remembered.order.len() > REMEMBERED_TRACES {
+                    if let Some(oldest) = remembered.order.pop_front() {
+                        remembered.by_trace.remove(&oldest);
                     }
                 }
             }
             let entry = remembered
-                .entry(trace)
+                .by_trace
+                .entry(key)
                 .or_insert_with(|| (now, TraceTools::default()));
             entry.0 = now;
             entry.1.merge(&tools);
         }
         wanted
+            .into_iter()
             .filter_map(|trace| {
-                let (at, tools) = remembered.get(&trace)?;
+                let (at, tools) = remembered.by_trace.get(&key(&trace))?;
                 (now.duration_since(*at) < REMEMBERED_FOR).then(|| (trace, tools.clone()))
             })
             .collect()
@@ -116,53 +125,64 @@ impl App {
             app,
             metadata_only,
             max_field_bytes: self.limits.max_field_bytes,
+            max_spans: self.limits.max_batch_items.saturating_mul(10),
         };
         // Reading a large export is CPU work: on the threads reserved for ingest.
         let mapped = self
             .ingest_workers
-            .run(move || Ok(otlp::map_request(&request, &options)))
+            .run(move || {
+                otlp::map_request(&request, &options)
+                    .map_err(|reason| Error::invalid("body", reason))
+            })
             .await?;
-        let traces: Vec<String> = mapped
+        let wanted: HashSet<String> = mapped
             .llm_spans
             .iter()
             .map(|span| span.trace_id.clone())
             .collect();
-        let tools = self.otlp.remember(mapped.tools, traces.into_iter());
+        let tools = self.otlp.remember(&principal.name, mapped.tools, wanted);
 
         let mut outcome = OtlpOutcome::default();
-        let mut reasons = Vec::new();
-        let mut items = Vec::new();
+        let mut reasons = Reasons::default();
+        let mut spans = Vec::new();
         for span in mapped.llm_spans {
             match span.content {
-                Ok(mut content) => {
-                    if let Some(tools) = tools.get(&span.trace_id) {
-                        let max = self.limits.max_list_items;
-                        content.plugins = tools.plugins.iter().take(max).cloned().collect();
-                        content.accessed_resources =
-                            tools.resources.iter().take(max).cloned().collect();
-                    }
-                    items.push(content);
-                }
+                Ok(content) => spans.push((content, span.trace_id, span.end)),
                 Err(reason) => {
                     outcome.rejected_spans += 1;
                     reasons.push(reason);
                 }
             }
         }
-        while !items.is_empty() {
-            let rest = items.split_off(items.len().min(self.limits.max_batch_items));
-            let batch = std::mem::replace(&mut items, rest);
+        let max_list = self.limits.max_list_items;
+        let batch_size = self.limits.max_batch_items.max(1);
+        let mut spans = spans.into_iter().peekable();
+        while spans.peek().is_some() {
+            // Tools are attached per batch, so at most one batch of copies exists at once.
+            let batch: Vec<_> = spans
+                .by_ref()
+                .take(batch_size)
+                .map(|(mut content, trace, end)| {
+                    if let Some(tools) = tools.get(&trace) {
+                        (content.plugins, content.accessed_resources) =
+                            tools.ended_by(end, max_list);
+                    }
+                    content
+                })
+                .collect();
             let keys: Vec<String> = batch.iter().map(|item| item.client_key.clone()).collect();
             let outcomes = self
                 .ingest(principal, batch.into_iter().map(Ok).collect())
                 .await?;
             for (key, result) in keys.iter().zip(outcomes) {
                 match result {
-                    // A conflict is a span stored before (its trace's tools may have grown
-                    // since): it is archived, immutable, and not refused.
-                    IngestOutcome::Created(_)
-                    | IngestOutcome::Duplicate(_)
-                    | IngestOutcome::Conflict(_) => outcome.stored += 1,
+                    IngestOutcome::Created(_) | IngestOutcome::Duplicate(_) => outcome.stored += 1,
+                    // The same span id stored before with other content: as for Ingest,
+                    // refused (stored interactions are immutable), and said.
+                    IngestOutcome::Conflict(_) => {
+                        outcome.rejected_spans += 1;
+                        reasons.push(format!("span {key}: {CONFLICT_REASON}"));
+                    }
                     IngestOutcome::Rejected(rejection) => {
                         outcome.rejected_spans += 1;
                         reasons.push(format!(
@@ -173,7 +193,7 @@ impl App {
                 }
             }
         }
-        outcome.error_message = summary(&reasons);
+        outcome.error_message = reasons.message();
         if outcome.rejected_spans > 0 {
             metrics::counter!("holdfast_otlp_spans_rejected_total")
                 .increment(outcome.rejected_spans as u64);
@@ -201,17 +221,29 @@ pub fn otlp_error(error: Error) -> Error {
     }
 }
 
-/// The reasons, distinct ones first, within `MAX_ERROR_MESSAGE` bytes.
-fn summary(reasons: &[String]) -> String {
-    let mut message = String::new();
-    for (shown, reason) in reasons.iter().enumerate() {
-        let separator = if message.is_empty() { "" } else { "; " };
-        if message.len() + separator.len() + reason.len() > MAX_ERROR_MESSAGE {
-            message.push_str(&format!("{separator}and {} more", reasons.len() - shown));
-            break;
+/// The reasons for refused spans, kept within `MAX_ERROR_MESSAGE` bytes (then only counted).
+#[derive(Default)]
+struct Reasons {
+    message: String,
+    more: usize,
+}
+
+impl Reasons {
+    fn push(&mut self, reason: String) {
+        let separator = if self.message.is_empty() { "" } else { "; " };
+        if self.more > 0 || self.message.len() + separator.len() + reason.len() > MAX_ERROR_MESSAGE
+        {
+            self.more += 1;
+            return;
         }
-        message.push_str(separator);
-        message.push_str(reason);
+        self.message.push_str(separator);
+        self.message.push_str(&reason);
     }
-    message
+
+    fn message(self) -> String {
+        match self.more {
+            0 => self.message,
+            more => format!("{}; and {more} more", self.message),
+        }
+    }
 }

@@ -82,7 +82,16 @@ pub(super) async fn export_traces(
     Extension(principal): Extension<Principal>,
     request: axum::extract::Request,
 ) -> Response {
-    let Some(encoding) = encoding_of(request.headers()) else {
+    // The role first: a caller without it is refused (and audited) before its body is read.
+    let encoding = encoding_of(request.headers());
+    if let Err(refused) = state
+        .app
+        .authorize(&principal, "OtlpExport", INGESTERS)
+        .await
+    {
+        return error(encoding.unwrap_or(Encoding::Json), refused);
+    }
+    let Some(encoding) = encoding else {
         let mut response = error(
             Encoding::Json,
             Error::invalid(
@@ -93,14 +102,6 @@ pub(super) async fn export_traces(
         *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return response;
     };
-    // The role first: a caller without it is refused (and audited) before its body is read.
-    if let Err(refused) = state
-        .app
-        .authorize(&principal, "OtlpExport", INGESTERS)
-        .await
-    {
-        return error(encoding, refused);
-    }
     let gzipped = match request.headers().get(header::CONTENT_ENCODING) {
         None => false,
         Some(value) if value.as_bytes().eq_ignore_ascii_case(b"gzip") => true,
@@ -139,14 +140,21 @@ pub(super) async fn export_traces(
         }
         Ok(Ok(bytes)) => bytes,
     };
-    let Ok(_decoding) = state.ingest_bodies.acquire().await else {
+    // A decoded export takes several times its size: only a few are decoded at once, off
+    // the runtime's threads, and the slot is given back before storing.
+    let Ok(decoding) = state.ingest_bodies.clone().acquire_owned().await else {
         return error(encoding, Error::Unavailable("shutting down".into()));
     };
-    let decoded = match decode(&bytes, gzipped, encoding, limit) {
+    let decoded = tokio::task::spawn_blocking(move || {
+        let _decoding = decoding;
+        decode(&bytes, gzipped, encoding, limit)
+    })
+    .await
+    .unwrap_or_else(|_| Err(Error::Internal("decoding an export panicked".into())));
+    let decoded = match decoded {
         Ok(decoded) => decoded,
         Err(refused) => return error(encoding, refused),
     };
-    drop(bytes);
     match state.app.ingest_otlp(&principal, decoded).await {
         Ok(outcome) => {
             let response = otlp_response(outcome);
@@ -169,7 +177,7 @@ fn decode(
 ) -> Result<ExportTraceServiceRequest, Error> {
     let mut inflated = Vec::new();
     let body = if gzipped {
-        flate2::read::GzDecoder::new(bytes)
+        flate2::read::MultiGzDecoder::new(bytes)
             .take(limit as u64 + 1)
             .read_to_end(&mut inflated)
             .map_err(|_| Error::invalid("body", "not valid gzip"))?;

@@ -2,6 +2,7 @@
 Rust tests built (scripts/python-tests.sh says where), with a config of its own on free
 loopback ports and a temporary data directory."""
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -109,8 +110,8 @@ class ServerProcess(Server):
                 self.process.wait()
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def _running_server():
     with tempfile.TemporaryDirectory() as tmp:
         running = ServerProcess(tmp)
         running.start()
@@ -118,15 +119,16 @@ def server():
             yield running
         finally:
             running.stop()
+
+
+@pytest.fixture(scope="session")
+def server():
+    with _running_server() as running:
+        yield running
 
 
 @pytest.fixture
 def own_server():
     """A server of this test's own, which it may stop and start."""
-    with tempfile.TemporaryDirectory() as tmp:
-        running = ServerProcess(tmp)
-        running.start()
-        try:
-            yield running
-        finally:
-            running.stop()
+    with _running_server() as running:
+        yield running

@@ -27,4 +27,6 @@ export HOLDFAST_SERVER_BIN="$CARGO_TARGET_DIR/release/holdfast-server-under-test
 # The package under test, built from this checkout (its protobuf code generated from proto/).
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation --no-deps \
     --force-reinstall ./clients/python
+# Lint (ruff: pyflakes, pycodestyle, bugbear, import order) before the tests.
+"$venv/bin/ruff" check --quiet --config clients/python/pyproject.toml clients/python benches/python
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests "$@"

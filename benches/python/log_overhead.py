@@ -13,7 +13,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python", "tests"))
+HERE = os.path.dirname(__file__)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python", "tests"))
 
 import holdfast  # noqa: E402
 from conftest import INGEST_TOKEN, ServerProcess  # noqa: E402
@@ -43,8 +44,11 @@ def main() -> None:
             assert logger.flush(timeout=600), logger.counters
             stored = time.perf_counter() - started
             timings.sort()
-            pct = lambda p: timings[min(len(timings) - 1, int(len(timings) * p))] / 1000
-            print(f"log() per call, {args.calls} calls: mean {sum(timings) / len(timings) / 1000:.1f} us, "
+            def pct(p):
+                return timings[min(len(timings) - 1, int(len(timings) * p))] / 1000
+
+            mean = sum(timings) / len(timings) / 1000
+            print(f"log() per call, {args.calls} calls: mean {mean:.1f} us, "
                   f"p50 {pct(0.50):.1f} us, p99 {pct(0.99):.1f} us, p99.9 {pct(0.999):.1f} us, "
                   f"max {timings[-1] / 1000:.0f} us")
             print(f"logged in {logged:.2f} s; all stored after {stored:.2f} s "

@@ -60,13 +60,13 @@ class ServerProcess(Server):
                          os.path.join(tmp, "server.log"))
         self.config = os.path.join(tmp, "holdfast.toml")
         with open(self.config, "w", encoding="utf-8") as f:
-            f.write(
-                f'metrics_listen = "127.0.0.1:{metrics_port}"\n'
-                f'[[tokens]]\nname = "backend"\nsha256 = "{_sha256(INGEST_TOKEN)}"\nroles = ["ingest"]\n'
-                f'[[tokens]]\nname = "reviewer"\nsha256 = "{_sha256(REVIEWER_TOKEN)}"\nroles = ["ediscovery_admin"]\n'
-                f'[[tokens]]\nname = "admin"\nsha256 = "{_sha256(ADMIN_TOKEN)}"\nroles = ["admin"]\n'
-                "[index]\ncommit_interval_ms = 100\n"
-            )
+            f.write(f'metrics_listen = "127.0.0.1:{metrics_port}"\n')
+            for name, token, role in [("backend", INGEST_TOKEN, "ingest"),
+                                      ("reviewer", REVIEWER_TOKEN, "ediscovery_admin"),
+                                      ("admin", ADMIN_TOKEN, "admin")]:
+                f.write(f'[[tokens]]\nname = "{name}"\nsha256 = "{_sha256(token)}"\n'
+                        f'roles = ["{role}"]\n')
+            f.write("[index]\ncommit_interval_ms = 100\n")
         self.process = None
 
     def start(self) -> None:

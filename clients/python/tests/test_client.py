@@ -4,10 +4,11 @@ import datetime as dt
 import time
 import uuid
 
-import pytest
-
 import holdfast
+import pytest
 from conftest import INGEST_TOKEN, REVIEWER_TOKEN
+
+UTC = dt.timezone.utc
 
 
 def test_ingest_get_list_and_delete_history(server, monkeypatch):
@@ -18,7 +19,7 @@ def test_ingest_get_list_and_delete_history(server, monkeypatch):
         items = [holdfast.Interaction(mailbox_id=mailbox, client_key=f"k{i}", app="Word",
                                       prompt=f"prompt {i}", response=f"answer {i}",
                                       thread_id="t1",
-                                      created_at=dt.datetime(2026, 1, 1, 12, i, tzinfo=dt.timezone.utc),
+                                      created_at=dt.datetime(2026, 1, 1, 12, i, tzinfo=UTC),
                                       model=holdfast.Model(provider="openai", name="gpt-4o"),
                                       attributes={"tenant": "contoso"})
                  for i in range(3)]

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+from conftest import INGEST_TOKEN, REVIEWER_TOKEN
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
@@ -20,11 +21,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from conftest import INGEST_TOKEN, REVIEWER_TOKEN
-
 
 def http(server, method, path, token, body=None, content_type="application/json"):
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    if body is None or isinstance(body, bytes):
+        data = body
+    else:
+        data = json.dumps(body).encode()
     request = urllib.request.Request(server.http_addr + path, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
@@ -85,7 +87,8 @@ def emit_three_forms(tracer_, mailbox, marker):
             span.set_attribute("user.id", mailbox)
             span.set_attribute("gen_ai.input.messages", json.dumps([
                 {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
-                {"role": "user", "parts": [{"type": "text", "content": f"current {marker} budget?"}]},
+                {"role": "user",
+                 "parts": [{"type": "text", "content": f"current {marker} budget?"}]},
             ]))
             span.set_attribute("gen_ai.output.messages", json.dumps([
                 {"role": "assistant", "parts": [{"type": "text", "content": "Five million."}],

@@ -606,9 +606,32 @@ impl Config {
             if token.roles.is_empty() {
                 return invalid(format!("token {:?}: roles must not be empty", token.name));
             }
+            if let Some(app) = &token.otlp_app {
+                if !plain_name(app) {
+                    return invalid(format!(
+                        "token {:?}: otlp_app must be 1 to 256 bytes without control characters",
+                        token.name
+                    ));
+                }
+            }
+        }
+        // Every OTLP span would be refused without a user attribute to read.
+        if self.otlp.user_attributes.is_empty()
+            || !self.otlp.user_attributes.iter().all(|key| plain_name(key))
+        {
+            return invalid(
+                "otlp.user_attributes must name at least one attribute, each 1 to 256 bytes \
+                 without control characters"
+                    .into(),
+            );
         }
         Ok(())
     }
+}
+
+/// A name from the config that ends up in stored items or is compared with attribute keys.
+fn plain_name(text: &str) -> bool {
+    !text.trim().is_empty() && text.len() <= 256 && !text.chars().any(char::is_control)
 }
 
 /// Longest configurable interval: a year. Instants and times are computed by adding these to
@@ -667,6 +690,28 @@ mod optional_address {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_settings_are_checked() {
+        for text in [
+            "[otlp]\nuser_attributes = []\n",
+            "[otlp]\nuser_attributes = [\"\"]\n",
+        ] {
+            let config: Config = toml::from_str(text).unwrap();
+            assert!(config.validate().is_err(), "{text}");
+        }
+        let mut config = Config::default();
+        config.tokens.push(ConfigToken {
+            name: "backend".into(),
+            sha256: "0".repeat(64),
+            roles: vec![Role::Ingest],
+            otlp_app: Some("line\nbreak".into()),
+            otlp_metadata_only: false,
+        });
+        assert!(config.validate().is_err());
+        config.tokens[0].otlp_app = Some("Contoso Chat".into());
+        assert!(config.validate().is_ok());
+    }
 
     #[test]
     fn unknown_keys_are_errors() {

@@ -200,7 +200,7 @@ fn decode(
                 "body",
                 format!(
                     "not an OTLP ExportTraceServiceRequest (JSON): {} at line {} column {}",
-                    error.classify_name(),
+                    json_error_kind(&error),
                     error.line(),
                     error.column()
                 ),
@@ -209,17 +209,12 @@ fn decode(
     }
 }
 
-trait Classify {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl Classify for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "malformed JSON",
-            serde_json::error::Category::Data => "a field of the wrong type",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
+/// What kind of JSON error, in words (never the text it was reading).
+fn json_error_kind(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Data => "a field of the wrong type",
+        serde_json::error::Category::Eof => "truncated JSON",
     }
 }

@@ -92,6 +92,45 @@ pub struct JsonInteraction {
     pub move_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_at: Option<DateTime<Utc>>,
+    /// Tools and resources attached after the item was stored (not part of its content or
+    /// digest; ignored on input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annex: Option<JsonAnnex>,
+}
+
+/// What the server attached to a stored interaction after storing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonAnnex {
+    pub plugins: Vec<JsonPlugin>,
+    pub accessed_resources: Vec<JsonResource>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub principals: Vec<String>,
+}
+
+fn plugins_from_proto(plugins: Vec<pb::Plugin>) -> Vec<JsonPlugin> {
+    plugins
+        .into_iter()
+        .map(|p| JsonPlugin {
+            id: p.id,
+            name: p.name,
+            version: p.version,
+        })
+        .collect()
+}
+
+fn resources_from_proto(resources: Vec<pb::AccessedResource>) -> Vec<JsonResource> {
+    resources
+        .into_iter()
+        .map(|r| JsonResource {
+            id: r.id,
+            name: r.name,
+            resource_type: r.r#type,
+            url: r.url,
+            action: r.action,
+            sensitivity_label: r.sensitivity_label,
+        })
+        .collect()
 }
 
 fn to_time(timestamp: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
@@ -246,27 +285,8 @@ impl JsonInteraction {
                 name: model.name,
                 version: model.version,
             },
-            plugins: item
-                .plugins
-                .into_iter()
-                .map(|p| JsonPlugin {
-                    id: p.id,
-                    name: p.name,
-                    version: p.version,
-                })
-                .collect(),
-            accessed_resources: item
-                .accessed_resources
-                .into_iter()
-                .map(|r| JsonResource {
-                    id: r.id,
-                    name: r.name,
-                    resource_type: r.r#type,
-                    url: r.url,
-                    action: r.action,
-                    sensitivity_label: r.sensitivity_label,
-                })
-                .collect(),
+            plugins: plugins_from_proto(item.plugins),
+            accessed_resources: resources_from_proto(item.accessed_resources),
             contexts: item
                 .contexts
                 .into_iter()
@@ -287,6 +307,12 @@ impl JsonInteraction {
             location: Some(location_name(item.location).to_string()),
             move_reason: moved.then(|| move_reason_name(item.move_reason).to_string()),
             moved_at: if moved { to_time(item.moved_at) } else { None },
+            annex: item.annex.map(|annex| JsonAnnex {
+                plugins: plugins_from_proto(annex.plugins),
+                accessed_resources: resources_from_proto(annex.accessed_resources),
+                updated_at: to_time(annex.updated_at),
+                principals: annex.principals,
+            }),
         }
     }
 }

@@ -166,27 +166,8 @@ pub fn interaction_to_proto(item: StoredInteraction) -> pb::Interaction {
             name: content.model.name,
             version: content.model.version,
         }),
-        plugins: content
-            .plugins
-            .into_iter()
-            .map(|p| pb::Plugin {
-                id: p.id,
-                name: p.name,
-                version: p.version,
-            })
-            .collect(),
-        accessed_resources: content
-            .accessed_resources
-            .into_iter()
-            .map(|r| pb::AccessedResource {
-                id: r.id,
-                name: r.name,
-                r#type: r.resource_type,
-                url: r.url,
-                action: r.action,
-                sensitivity_label: r.sensitivity_label,
-            })
-            .collect(),
+        plugins: plugins_to_proto(content.plugins),
+        accessed_resources: resources_to_proto(content.accessed_resources),
         contexts: content
             .contexts
             .into_iter()
@@ -207,7 +188,38 @@ pub fn interaction_to_proto(item: StoredInteraction) -> pb::Interaction {
         location: location as i32,
         move_reason: move_reason as i32,
         moved_at,
+        annex: item.annex.map(|annex| pb::Annex {
+            plugins: plugins_to_proto(annex.plugins),
+            accessed_resources: resources_to_proto(annex.accessed_resources),
+            updated_at: Some(time_to_timestamp(annex.updated_at)),
+            principals: annex.principals,
+        }),
     }
+}
+
+fn plugins_to_proto(plugins: Vec<Plugin>) -> Vec<pb::Plugin> {
+    plugins
+        .into_iter()
+        .map(|p| pb::Plugin {
+            id: p.id,
+            name: p.name,
+            version: p.version,
+        })
+        .collect()
+}
+
+fn resources_to_proto(resources: Vec<AccessedResource>) -> Vec<pb::AccessedResource> {
+    resources
+        .into_iter()
+        .map(|r| pb::AccessedResource {
+            id: r.id,
+            name: r.name,
+            r#type: r.resource_type,
+            url: r.url,
+            action: r.action,
+            sensitivity_label: r.sensitivity_label,
+        })
+        .collect()
 }
 
 pub fn role_from_proto(value: i32) -> Result<Role, Error> {

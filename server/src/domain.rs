@@ -93,6 +93,50 @@ pub struct StoredInteraction {
     pub content_sha256: [u8; 32],
     pub content: InteractionContent,
     pub location: ItemLocation,
+    /// What was attached after it was stored; `None`: nothing.
+    pub annex: Option<Annex>,
+}
+
+/// Tools and resources attached to a stored interaction after it was stored: the tool,
+/// retrieval and MCP spans of its OpenTelemetry trace (see `app::otlp`). Added to, never
+/// changed; kept outside the content, whose digest stays what the caller sent. Destroyed
+/// with the interaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annex {
+    pub plugins: Vec<Plugin>,
+    pub accessed_resources: Vec<AccessedResource>,
+    /// When the latest entry was added.
+    pub updated_at: DateTime<Utc>,
+    /// The principals (token names) whose spans named them.
+    pub principals: Vec<String>,
+}
+
+impl Annex {
+    /// Adds what `other` has that is not here yet, keeping at most `max` of each (and of
+    /// principals); true when anything was added.
+    pub fn add(&mut self, other: &Annex, max: usize) -> bool {
+        let mut added = false;
+        for plugin in &other.plugins {
+            if self.plugins.len() < max && !self.plugins.contains(plugin) {
+                self.plugins.push(plugin.clone());
+                added = true;
+            }
+        }
+        for resource in &other.accessed_resources {
+            if self.accessed_resources.len() < max && !self.accessed_resources.contains(resource) {
+                self.accessed_resources.push(resource.clone());
+                added = true;
+            }
+        }
+        if added {
+            for principal in &other.principals {
+                if self.principals.len() < max && !self.principals.contains(principal) {
+                    self.principals.push(principal.clone());
+                }
+            }
+        }
+        added
+    }
 }
 
 /// Which items `DeleteHistory` moves.

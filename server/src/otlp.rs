@@ -58,29 +58,63 @@ impl TraceTools {
     }
 
     fn add_plugin(&mut self, ended: u64, plugin: Plugin) {
+        // The same tool again: its earliest end counts (whichever arrived first).
+        if let Some(known) = self.plugins.iter_mut().find(|(_, p)| *p == plugin) {
+            known.0 = known.0.min(ended);
+            return;
+        }
         let size = plugin.id.len() + plugin.name.len() + plugin.version.len();
-        if self.plugins.len() < MAX_TOOLS
-            && self.bytes + size <= MAX_TOOL_BYTES
-            && !self.plugins.iter().any(|(_, p)| *p == plugin)
-        {
+        if self.plugins.len() < MAX_TOOLS && self.bytes + size <= MAX_TOOL_BYTES {
             self.bytes += size;
             self.plugins.push((ended, plugin));
         }
     }
 
     fn add_resource(&mut self, ended: u64, resource: AccessedResource) {
+        if let Some(known) = self.resources.iter_mut().find(|(_, r)| *r == resource) {
+            known.0 = known.0.min(ended);
+            return;
+        }
         let size = resource.id.len()
             + resource.name.len()
             + resource.resource_type.len()
             + resource.url.len()
             + resource.action.len();
-        if self.resources.len() < MAX_TOOLS
-            && self.bytes + size <= MAX_TOOL_BYTES
-            && !self.resources.iter().any(|(_, r)| *r == resource)
-        {
+        if self.resources.len() < MAX_TOOLS && self.bytes + size <= MAX_TOOL_BYTES {
             self.bytes += size;
             self.resources.push((ended, resource));
         }
+    }
+
+    /// Rebuilds stored entries (within the same bounds).
+    pub fn from_entries(
+        plugins: Vec<(u64, Plugin)>,
+        resources: Vec<(u64, AccessedResource)>,
+    ) -> TraceTools {
+        let mut tools = TraceTools::default();
+        for (ended, plugin) in plugins {
+            tools.add_plugin(ended, plugin);
+        }
+        for (ended, resource) in resources {
+            tools.add_resource(ended, resource);
+        }
+        tools
+    }
+
+    /// The entries here that `before` lacks.
+    pub fn since(&self, before: &TraceTools) -> TraceTools {
+        TraceTools::from_entries(
+            self.plugins
+                .iter()
+                .filter(|entry| !before.plugins.contains(entry))
+                .cloned()
+                .collect(),
+            self.resources
+                .iter()
+                .filter(|entry| !before.resources.contains(entry))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Adds `other`'s entries not already here (within the bounds).
@@ -94,7 +128,7 @@ impl TraceTools {
     }
 
     /// The tools and resources of spans that ended by `end`: what an inference that ended
-    /// then can have used (and the same on a retry, whatever arrived since).
+    /// then can have used.
     pub fn ended_by(&self, end: u64, max: usize) -> (Vec<Plugin>, Vec<AccessedResource>) {
         (
             self.plugins

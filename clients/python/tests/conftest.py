@@ -16,6 +16,7 @@ import pytest
 INGEST_TOKEN = "hf_py_ingest_token"
 REVIEWER_TOKEN = "hf_py_reviewer_token"
 ADMIN_TOKEN = "hf_py_admin_token"
+OTHER_INGEST_TOKEN = "hf_py_other_ingest_token"
 
 
 def _free_ports(count: int) -> list:
@@ -63,7 +64,8 @@ class ServerProcess(Server):
             f.write(f'metrics_listen = "127.0.0.1:{metrics_port}"\n')
             for name, token, role in [("backend", INGEST_TOKEN, "ingest"),
                                       ("reviewer", REVIEWER_TOKEN, "ediscovery_admin"),
-                                      ("admin", ADMIN_TOKEN, "admin")]:
+                                      ("admin", ADMIN_TOKEN, "admin"),
+                                      ("other-backend", OTHER_INGEST_TOKEN, "ingest")]:
                 f.write(f'[[tokens]]\nname = "{name}"\nsha256 = "{_sha256(token)}"\n'
                         f'roles = ["{role}"]\n')
             f.write("[index]\ncommit_interval_ms = 100\n")
@@ -99,6 +101,12 @@ class ServerProcess(Server):
                 if time.monotonic() > deadline:
                     pytest.fail(f"the server did not start:\n{self.log()}")
                 time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Stops the server as a crash would (SIGKILL): no orderly shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -1,7 +1,8 @@
 """The real OpenTelemetry Python SDK exports GenAI spans to holdfast over OTLP/gRPC and
 OTLP/HTTP (protobuf), and a hand-written OTLP/JSON body arrives over HTTP: each inference span
 lands as the expected interaction, found by search and export; a re-sent batch stores nothing
-twice; a span without a user is reported in partial_success."""
+twice; a span without a user is reported in partial_success; tool spans attach to their
+trace's interactions whichever export brings them, even after a crash."""
 
 import json
 import time
@@ -9,7 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from conftest import INGEST_TOKEN, REVIEWER_TOKEN
+from conftest import INGEST_TOKEN, OTHER_INGEST_TOKEN, REVIEWER_TOKEN
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcSpanExporter,
 )
@@ -119,6 +120,7 @@ def emit_three_forms(tracer_, mailbox, marker):
 def check_three_forms(server, mailbox, marker, app):
     items = exported(server, mailbox, marker, 3)
     by_prompt = {item["content"]["prompt"]: item["content"] for item in items}
+    annexes = {item["content"]["prompt"]: item.get("annex") for item in items}
     assert set(by_prompt) == {f"current {marker} budget?", f"legacy {marker} question",
                               f"openinference {marker} ask"}, items
     current = by_prompt[f"current {marker} budget?"]
@@ -128,7 +130,12 @@ def check_three_forms(server, mailbox, marker, app):
     assert current["model"]["provider"] == "openai"
     assert current["model"]["name"] == "gpt-4o"
     assert current["attributes"]["gen_ai.system_instructions"] == "Be brief."
-    assert [p["name"] for p in current["plugins"]] == ["get_budget"], current
+    # The tool is attached beside the content, which stays what the span said.
+    assert current["plugins"] == [], current
+    annex = annexes[f"current {marker} budget?"]
+    assert [p["name"] for p in annex["plugins"]] == ["get_budget"], annex
+    assert annex["principals"] == ["backend"], annex
+    assert annexes[f"legacy {marker} question"] is None
     assert by_prompt[f"legacy {marker} question"]["response"] == "legacy answer"
     openinference = by_prompt[f"openinference {marker} ask"]
     assert openinference["response"] == "openinference reply"
@@ -224,6 +231,77 @@ def test_otlp_json_over_http_and_partial_success(server):
     # A reviewer may not ingest.
     status, _ = http(server, "POST", "/v1/traces", REVIEWER_TOKEN, body)
     assert status == 403
+
+
+def otlp_json(trace, spans, token=INGEST_TOKEN):
+    """An OTLP/JSON export of `spans`: (span id, start, end, attributes) of one trace."""
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": trace, "spanId": span_id, "name": "span", "kind": 1,
+         "startTimeUnixNano": str(start), "endTimeUnixNano": str(end),
+         "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes]}
+        for span_id, start, end, attributes in spans]}]}]}
+
+
+def test_tool_spans_that_arrive_later_attach_even_after_a_crash(own_server):
+    server = own_server
+    marker = uuid.uuid4().hex[:12]
+    mailbox = "late.tools@contoso.com"
+    trace = uuid.uuid4().hex
+    t = time.time_ns()
+
+    def chat(span_id, end, prompt):
+        return (span_id, t, end, [("gen_ai.operation.name", "chat"), ("user.id", mailbox),
+                                  ("gen_ai.input.messages", f"{prompt} {marker}"),
+                                  ("gen_ai.output.messages", "answer")])
+
+    # Two inference spans arrive first: the first ended at t+100, the second at t+300.
+    status, answer = http(server, "POST", "/v1/traces", INGEST_TOKEN,
+                          otlp_json(trace, [chat("00000000000000a1", t + 100, "first"),
+                                            chat("00000000000000a2", t + 300, "second")]))
+    assert status == 200, answer
+    # A crash: what is known of the trace must outlive it.
+    server.kill()
+    server.start()
+    tools = otlp_json(trace, [
+        ("00000000000000b1", t, t + 50, [("gen_ai.operation.name", "retrieval"),
+                                         ("gen_ai.data_source.id", "kb-policies")]),
+        ("00000000000000b2", t, t + 200, [("gen_ai.operation.name", "execute_tool"),
+                                          ("gen_ai.tool.name", "search_web")]),
+    ])
+    # Another token's spans never attach to this token's traces.
+    status, answer = http(server, "POST", "/v1/traces", OTHER_INGEST_TOKEN, otlp_json(
+        trace, [("00000000000000c1", t, t + 10, [("gen_ai.operation.name", "execute_tool"),
+                                                  ("gen_ai.tool.name", "intruder")])]))
+    assert status == 200, answer
+    status, answer = http(server, "POST", "/v1/traces", INGEST_TOKEN, tools)
+    assert status == 200, answer
+
+    def annexes():
+        items = exported(server, mailbox, marker, 2)
+        assert len(items) == 2, items
+        return {item["content"]["prompt"].split()[0]: item.get("annex") for item in items}
+
+    deadline = time.monotonic() + 30
+    while (found := annexes())["second"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Each inference gets what had ended by the time it ended.
+    first, second = found["first"], found["second"]
+    assert [r["name"] for r in first["accessed_resources"]] == ["kb-policies"], first
+    assert first["plugins"] == [], first
+    assert [p["name"] for p in second["plugins"]] == ["search_web"], second
+    assert [r["name"] for r in second["accessed_resources"]] == ["kb-policies"], second
+    # Resending changes nothing.
+    status, answer = http(server, "POST", "/v1/traces", INGEST_TOKEN, tools)
+    assert status == 200, answer
+    assert annexes() == found
+    # The attached names are searchable.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        hits = exported(server, mailbox, f"{marker} AND plugin:search_web", 0)
+        if len(hits) == 1:
+            break
+        time.sleep(0.2)
+    assert [item["content"]["prompt"] for item in hits] == [f"second {marker}"]
 
 
 def test_holdfast_otel_puts_the_user_and_conversation_on_every_span(server):

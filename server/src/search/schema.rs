@@ -107,14 +107,21 @@ pub fn document(fields: &Fields, item: &StoredInteraction) -> TantivyDocument {
             doc.add_text(fields.model, lower(value));
         }
     }
-    for plugin in &content.plugins {
+    let annex = item.annex.as_ref();
+    let plugins = content
+        .plugins
+        .iter()
+        .chain(annex.into_iter().flat_map(|a| &a.plugins));
+    let resources = (content.accessed_resources.iter())
+        .chain(annex.into_iter().flat_map(|a| &a.accessed_resources));
+    for plugin in plugins {
         for value in [&plugin.id, &plugin.name] {
             if !value.is_empty() {
                 doc.add_text(fields.plugin, lower(value));
             }
         }
     }
-    for resource in &content.accessed_resources {
+    for resource in resources {
         for value in [&resource.id, &resource.name, &resource.url] {
             if !value.is_empty() {
                 doc.add_text(fields.resource, lower(value));

@@ -22,6 +22,9 @@
 //! | `due`               | check time µs (8) id (16)                        | empty                  |
 //! | `dispositions`      | purged_at µs (8) id (16)                         | disposition (JSON)     |
 //! | `erasure`           | destroyed_at µs (8) id (16)                      | empty                  |
+//! | `annexes`           | id (16)                                          | annex (JSON)           |
+//! | `trace_states`      | opaque key (principal, trace)                    | forget-at µs (8) + state |
+//! | `trace_forget`      | forget-at µs (8) + `trace_states` key            | empty                  |
 //! | `meta`              | name                                             | value                  |
 //!
 //! `due` entries are hints, never promises: "look at this item again at this time". An item
@@ -48,6 +51,13 @@ pub const CF_DISPOSITIONS: &str = "dispositions";
 /// Destroyed items whose text may still be in files on disk (see `Store::erase_from_disk`).
 pub const CF_ERASURE: &str = "erasure";
 pub const CF_META: &str = "meta";
+/// Tools and resources attached to stored interactions (`domain::Annex`).
+pub const CF_ANNEXES: &str = "annexes";
+/// What is known of recent OTLP traces (`app::otlp`), forgotten after a while.
+pub const CF_TRACE_STATES: &str = "trace_states";
+/// When each `trace_states` entry is to be forgotten (stale entries are harmless: the time in
+/// the state itself decides).
+pub const CF_TRACE_FORGET: &str = "trace_forget";
 
 pub const ALL_CFS: &[&str] = &[
     CF_INTERACTIONS,
@@ -67,13 +77,20 @@ pub const ALL_CFS: &[&str] = &[
     CF_DISPOSITIONS,
     CF_ERASURE,
     CF_META,
+    CF_ANNEXES,
+    CF_TRACE_STATES,
+    CF_TRACE_FORGET,
 ];
 
 /// `meta` key holding the on-disk format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Version 1 had no `item_facts` and `due`; opening it fills them in (see `RocksStore::open`).
 pub const FORMAT_VERSION_WITHOUT_FACTS: u32 = 1;
+/// Version 2 had no `annexes`, `trace_states` and `trace_forget`; opening it creates them
+/// empty. (A version-2 binary refuses a version-3 directory with a clear message, rather than
+/// RocksDB's about column families it does not know.)
+pub const FORMAT_VERSION_WITHOUT_ANNEXES: u32 = 2;
 /// `meta` key of the retention settings the items were last planned with (see
 /// `lifecycle::Lifecycle::load`): a change re-plans every item.
 pub const META_RETENTION_SETTINGS: &[u8] = b"retention_settings";

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use rocks::RocksStore;
 
 use crate::domain::{
-    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
+    Annex, HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
     StoredInteraction,
 };
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
@@ -401,6 +401,41 @@ pub trait Store: Send + Sync + 'static {
     /// exist; its parent must) while writes go on, and returns the newest audit entry that
     /// the copy contains (read back from the copy itself).
     fn checkpoint(&self, dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError>;
+
+    /// Trace states (opaque values kept for `app::otlp`) by key, in order; `None` for a key
+    /// never written, or whose time to be forgotten is not after `now`.
+    fn get_trace_states(
+        &self,
+        keys: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+
+    /// One atomic, durable step of attaching OTLP tools: `write.states` stored (each to be
+    /// forgotten at `write.forget_at`); each annex added to its interaction's annex when that
+    /// interaction still exists (a destroyed one gets nothing, atomically with destruction),
+    /// with index work queued for each interaction whose annex grew; and up to
+    /// `FORGET_PER_WRITE` (or twice as many as are written) states whose time has passed
+    /// forgotten. Answers the interactions whose annex grew. Calls are serialised; a caller
+    /// serialises its own read-modify-write of a state.
+    fn write_trace_states(&self, write: &TraceStateWrite)
+        -> Result<Vec<InteractionId>, StoreError>;
+}
+
+/// Trace states forgotten per `write_trace_states` at most (so that forgetting keeps pace
+/// with writing without a worker of its own).
+pub const FORGET_PER_WRITE: usize = 256;
+
+/// See `Store::write_trace_states`.
+#[derive(Debug, Clone)]
+pub struct TraceStateWrite {
+    pub states: Vec<(Vec<u8>, Vec<u8>)>,
+    pub forget_at: DateTime<Utc>,
+    /// What to add to each interaction's annex (`plugins`, `accessed_resources`,
+    /// `principals`; `updated_at` is set to `now` where anything was added).
+    pub annexes: Vec<(InteractionId, Annex)>,
+    /// The most plugins, and the most resources, one annex keeps.
+    pub max_entries: usize,
+    pub now: DateTime<Utc>,
 }
 
 #[cfg(test)]

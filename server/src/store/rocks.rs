@@ -16,11 +16,12 @@ use serde::Deserialize;
 use super::keys::{self, *};
 use super::{
     Disposition, ItemFacts, NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem,
-    Store, StoreError, SweepApplied, SweepWrite, WriteOutcome, RECORD_VERSION,
+    Store, StoreError, SweepApplied, SweepWrite, TraceStateWrite, WriteOutcome, FORGET_PER_WRITE,
+    RECORD_VERSION,
 };
 use crate::config::Compression;
 use crate::domain::{
-    HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
+    Annex, HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
     StoredInteraction,
 };
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
@@ -65,6 +66,13 @@ pub struct RocksStore {
     /// The last index-queue sequence handed out. Held while a write that appends to the
     /// queue is built and committed, so that sequences commit in order.
     index_sequence: Mutex<u64>,
+    /// Where the next pass over `trace_forget` starts: every key before it is deleted (keys
+    /// are written with a time a day ahead, so none is written behind it), and starting there
+    /// skips the deletion markers of the keys already forgotten.
+    forget_from: Mutex<Vec<u8>>,
+    /// Serialises `write_trace_states`: its pass over forgotten states must not delete a
+    /// state another call is writing again.
+    trace_lock: Mutex<()>,
     /// Failpoint of the tests: how many more writes of retention rules, metadata and audit
     /// entries succeed before every later one fails as if the process had stopped there.
     #[cfg(test)]
@@ -127,9 +135,11 @@ impl RocksStore {
                     table.set_block_size(32 << 10);
                     options.set_write_buffer_size(32 << 20);
                 }
-                CF_CLIENT_KEYS | CF_LOCATIONS => {
-                    // Every ingest probes `client_keys`, and planning probes `locations`,
-                    // usually for a key that does not exist (an ACTIVE item has none).
+                CF_CLIENT_KEYS | CF_LOCATIONS | CF_ANNEXES | CF_TRACE_STATES => {
+                    // Every ingest probes `client_keys`, planning probes `locations`, every
+                    // read probes `annexes`, and every OTLP export `trace_states`, usually for
+                    // a key that does not exist (an ACTIVE item has no location, most items no
+                    // annex, a new trace no state).
                     table.set_bloom_filter(10.0, false);
                     options.set_write_buffer_size(16 << 20);
                 }
@@ -147,6 +157,8 @@ impl RocksStore {
             sync_write,
             move_lock: Mutex::new(()),
             index_sequence: Mutex::new(0),
+            forget_from: Mutex::new(Vec::new()),
+            trace_lock: Mutex::new(()),
             #[cfg(test)]
             writes_left: std::sync::atomic::AtomicI64::new(i64::MAX),
         };
@@ -205,12 +217,20 @@ impl RocksStore {
                 Ok(())
             }
             Some(found) if found.as_slice() == FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Some(found) if found.as_slice() == FORMAT_VERSION_WITHOUT_ANNEXES.to_be_bytes() => {
+                // The new column families were created empty when the store was opened.
+                let version = FORMAT_VERSION.to_be_bytes();
+                self.db
+                    .put_cf_opt(meta, META_FORMAT_VERSION, version, &self.sync_write)?;
+                tracing::info!(path = %path.display(), "store upgraded to format version 3");
+                Ok(())
+            }
             Some(found) if found.as_slice() == FORMAT_VERSION_WITHOUT_FACTS.to_be_bytes() => {
                 self.add_facts_and_due_entries()?;
                 let version = FORMAT_VERSION.to_be_bytes();
                 self.db
                     .put_cf_opt(meta, META_FORMAT_VERSION, version, &self.sync_write)?;
-                tracing::info!(path = %path.display(), "store upgraded to format version 2");
+                tracing::info!(path = %path.display(), "store upgraded to format version {FORMAT_VERSION}");
                 Ok(())
             }
             Some(found) => Err(StoreError::UnsupportedFormat {
@@ -419,6 +439,29 @@ impl RocksStore {
             .collect()
     }
 
+    /// Moves where the next pass over `trace_forget` starts, once the write is done.
+    fn forgotten_to(&self, key: Option<Vec<u8>>) {
+        if let Some(key) = key {
+            *self.forget_from.lock().unwrap_or_else(|e| e.into_inner()) = key;
+        }
+    }
+
+    /// Annexes of items; an item without one (or gone) has `None`.
+    fn annexes_of(&self, ids: &[InteractionId]) -> Result<Vec<Option<Annex>>, StoreError> {
+        let annex_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_ANNEXES), annex_keys.iter(), false)
+            .into_iter()
+            .zip(ids)
+            .map(|(found, id)| match found? {
+                None => Ok(None),
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|error| corrupt(CF_ANNEXES, format!("annex of {id}: {error}"))),
+            })
+            .collect()
+    }
+
     fn put_json<T: serde::Serialize>(
         &self,
         column_family: &'static str,
@@ -459,6 +502,7 @@ impl RocksStore {
         id: InteractionId,
         bytes: &[u8],
         location: ItemLocation,
+        annex: Option<Annex>,
     ) -> Result<StoredInteraction, StoreError> {
         let (version, json) = bytes
             .split_first()
@@ -480,6 +524,7 @@ impl RocksStore {
             content_sha256,
             content: record.content,
             location,
+            annex,
         })
     }
 
@@ -711,15 +756,22 @@ impl Store for RocksStore {
         let records =
             self.db
                 .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
+        let page_ids: Vec<InteractionId> = ids.iter().map(|entry| entry.id).collect();
+        let annexes = self.annexes_of(&page_ids)?;
         let mut page = Vec::with_capacity(ids.len());
-        for (entry, record) in ids.iter().zip(records) {
+        for ((entry, record), annex) in ids.iter().zip(records).zip(annexes) {
             let bytes = record?.ok_or_else(|| {
                 corrupt(
                     CF_INTERACTIONS,
                     format!("index names {} but no record exists", entry.id),
                 )
             })?;
-            page.push(Self::decode_record(entry.id, &bytes, ItemLocation::Active)?);
+            page.push(Self::decode_record(
+                entry.id,
+                &bytes,
+                ItemLocation::Active,
+                annex,
+            )?);
         }
         Ok((page, next))
     }
@@ -855,10 +907,14 @@ impl Store for RocksStore {
         }
         let ids: Vec<InteractionId> = records.iter().map(|(id, _)| *id).collect();
         let locations = self.locations_of(&ids)?;
+        let annexes = self.annexes_of(&ids)?;
         records
             .into_iter()
             .zip(locations)
-            .map(|((id, bytes), location)| Self::decode_record(id, &bytes, location))
+            .zip(annexes)
+            .map(|(((id, bytes), location), annex)| {
+                Self::decode_record(id, &bytes, location, annex)
+            })
             .collect()
     }
 
@@ -871,13 +927,15 @@ impl Store for RocksStore {
             self.db
                 .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
         let locations = self.locations_of(ids)?;
+        let annexes = self.annexes_of(ids)?;
         records
             .into_iter()
             .zip(locations)
+            .zip(annexes)
             .zip(ids)
-            .map(|((record, location), id)| match record? {
+            .map(|(((record, location), annex), id)| match record? {
                 None => Ok(None),
-                Some(bytes) => Self::decode_record(*id, &bytes, location).map(Some),
+                Some(bytes) => Self::decode_record(*id, &bytes, location, annex).map(Some),
             })
             .collect()
     }
@@ -1061,6 +1119,7 @@ impl Store for RocksStore {
             batch.delete_cf(self.cf(CF_INTERACTIONS), key);
             batch.delete_cf(self.cf(CF_FACTS), key);
             batch.delete_cf(self.cf(CF_LOCATIONS), key);
+            batch.delete_cf(self.cf(CF_ANNEXES), key);
             batch.delete_cf(
                 self.cf(CF_CLIENT_KEYS),
                 keys::client_key_key(&facts.mailbox, &facts.client_key),
@@ -1192,8 +1251,9 @@ impl Store for RocksStore {
         let mut compact = rocksdb::CompactOptions::default();
         compact.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         compact.set_exclusive_manual_compaction(false);
-        // The record holds the text; the facts hold the client key and thread id.
-        for family in [CF_INTERACTIONS, CF_FACTS] {
+        // The record holds the text; the facts hold the client key and thread id; the annex
+        // the names of tools used.
+        for family in [CF_INTERACTIONS, CF_FACTS, CF_ANNEXES] {
             for (start, end) in ranges_holding(&live_files, family, &wanted) {
                 // `end` is inclusive for RocksDB's manual compaction.
                 self.db
@@ -1423,6 +1483,133 @@ impl Store for RocksStore {
     fn checkpoint(&self, dir: &Path) -> Result<Option<AuditRecord>, StoreError> {
         self.create_checkpoint(dir)
     }
+
+    fn get_trace_states(
+        &self,
+        keys: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let now = keys::encode_time(time_micros(now));
+        self.db
+            .batched_multi_get_cf(self.cf(CF_TRACE_STATES), keys.iter(), false)
+            .into_iter()
+            .map(|found| {
+                Ok(match found? {
+                    // The first 8 bytes are when the state is to be forgotten: from then on
+                    // it is as good as gone, whether or not a pass has deleted it yet.
+                    Some(bytes) if bytes.len() >= 8 => {
+                        (bytes[..8] > now[..]).then(|| bytes[8..].to_vec())
+                    }
+                    Some(_) => return Err(corrupt(CF_TRACE_STATES, "value shorter than 8 bytes")),
+                    None => None,
+                })
+            })
+            .collect()
+    }
+
+    fn write_trace_states(
+        &self,
+        write: &TraceStateWrite,
+    ) -> Result<Vec<InteractionId>, StoreError> {
+        let states = self.cf(CF_TRACE_STATES);
+        let forget = self.cf(CF_TRACE_FORGET);
+        let _writing = self.trace_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::default();
+
+        // Forget states whose time has passed (a state written again since has a later time,
+        // and stays).
+        let forget_from = self
+            .forget_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(forget_from.clone());
+        options.set_iterate_upper_bound(
+            keys::encode_time(time_micros(write.now).saturating_add(1)).to_vec(),
+        );
+        let mut forgotten_to = None;
+        for entry in self
+            .db
+            .iterator_cf_opt(
+                forget,
+                options,
+                IteratorMode::From(&forget_from, Direction::Forward),
+            )
+            // At least as many as are written, so that forgetting keeps pace.
+            .take(FORGET_PER_WRITE.max(write.states.len().saturating_mul(2)))
+        {
+            let (key, _) = entry?;
+            forgotten_to = Some([&key[..], &[0u8]].concat());
+            let (at, state_key) = key
+                .split_at_checked(8)
+                .ok_or_else(|| corrupt(CF_TRACE_FORGET, "key shorter than 8 bytes"))?;
+            batch.delete_cf(forget, &key);
+            if let Some(value) = self.db.get_pinned_cf(states, state_key)? {
+                if value.len() < 8 || value[..8] <= *at {
+                    batch.delete_cf(states, state_key);
+                }
+            }
+        }
+        let forget_at = keys::encode_time(time_micros(write.forget_at));
+        let mut earliest_new: Option<Vec<u8>> = None;
+        for (key, state) in &write.states {
+            batch.put_cf(states, key, [&forget_at[..], state].concat());
+            let forget_key = [&forget_at[..], key].concat();
+            if earliest_new.as_ref().is_none_or(|e| forget_key < *e) {
+                earliest_new = Some(forget_key.clone());
+            }
+            batch.put_cf(forget, forget_key, []);
+        }
+        // The next pass starts after what this one forgot, but never after a key written now.
+        let next_from = match (forgotten_to, earliest_new) {
+            (Some(after), Some(new)) => Some(after.min(new)),
+            (after, None) => after,
+            (None, Some(new)) => (new < forget_from).then_some(new),
+        };
+
+        if write.annexes.is_empty() {
+            self.db.write_opt(batch, &self.sync_write)?;
+            self.forgotten_to(next_from);
+            return Ok(Vec::new());
+        }
+        // Annexes only for interactions that exist (their small facts record says so, and
+        // goes with them): destruction takes the same lock.
+        let _moving = self.move_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<InteractionId> = write.annexes.iter().map(|(id, _)| *id).collect();
+        let record_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        let exists = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_FACTS), record_keys.iter(), false);
+        let mut annexes: HashMap<InteractionId, Annex> = HashMap::new();
+        let mut grown = Vec::new();
+        for (((id, added), existing), record) in
+            write.annexes.iter().zip(self.annexes_of(&ids)?).zip(exists)
+        {
+            if record?.is_none() {
+                continue;
+            }
+            let annex = annexes
+                .entry(*id)
+                .or_insert_with(|| existing.unwrap_or_default());
+            if annex.add(added, write.max_entries) {
+                annex.updated_at = write.now;
+                if !grown.contains(id) {
+                    grown.push(*id);
+                }
+            }
+        }
+        for id in &grown {
+            batch.put_cf(
+                self.cf(CF_ANNEXES),
+                keys::interaction_key(*id),
+                json(&annexes[id]),
+            );
+        }
+        self.write_with_index_work(batch, &grown)?;
+        self.forgotten_to(next_from);
+        Ok(grown)
+    }
 }
 
 #[cfg(test)]
@@ -1495,5 +1682,191 @@ mod tests {
             store.get_meta(META_FORMAT_VERSION).unwrap().unwrap(),
             FORMAT_VERSION.to_be_bytes()
         );
+    }
+
+    fn annex(plugins: &[&str]) -> Annex {
+        Annex {
+            plugins: plugins
+                .iter()
+                .map(|name| crate::domain::Plugin {
+                    name: name.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            principals: vec!["backend".into()],
+            ..Annex::default()
+        }
+    }
+
+    fn attach(
+        store: &RocksStore,
+        annexes: Vec<(InteractionId, Annex)>,
+        now: DateTime<Utc>,
+    ) -> Vec<InteractionId> {
+        store
+            .write_trace_states(&TraceStateWrite {
+                states: Vec::new(),
+                forget_at: now,
+                annexes,
+                max_entries: 2,
+                now,
+            })
+            .unwrap()
+    }
+
+    /// Annexes grow only (within the bound), are read with the item, queue index work, are
+    /// never made for an item that does not exist, and are destroyed with the item.
+    #[test]
+    fn annexes_grow_are_read_back_and_are_destroyed_with_their_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(&dir.path().join("store")).unwrap();
+        let items = [item("a"), item("b")];
+        store.write_interactions(&items).unwrap();
+        let (a, b) = (items[0].id, items[1].id);
+        let unknown = InteractionId(Ulid::new());
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let queued = store.last_index_sequence();
+
+        let grown = attach(
+            &store,
+            vec![(a, annex(&["search"])), (unknown, annex(&["x"]))],
+            t0,
+        );
+        assert_eq!(grown, vec![a]);
+        assert_eq!(store.last_index_sequence(), queued + 1);
+        let read = store.get_interaction(a).unwrap().unwrap().annex.unwrap();
+        assert_eq!(read.plugins, annex(&["search"]).plugins);
+        assert_eq!(read.updated_at, t0);
+        assert!(store.get_interaction(b).unwrap().unwrap().annex.is_none());
+        assert!(store.get_interaction(unknown).unwrap().is_none());
+
+        // The same again: nothing grows, nothing is queued; more: added, up to the bound.
+        let t1 = t0 + chrono::TimeDelta::seconds(1);
+        assert!(attach(&store, vec![(a, annex(&["search"]))], t1).is_empty());
+        assert_eq!(store.last_index_sequence(), queued + 1);
+        assert_eq!(
+            attach(&store, vec![(a, annex(&["mail", "calendar"]))], t1),
+            vec![a]
+        );
+        let read = store.get_interaction(a).unwrap().unwrap().annex.unwrap();
+        assert_eq!(read.plugins, annex(&["search", "mail"]).plugins);
+        assert_eq!(read.updated_at, t1);
+        let listed = store
+            .list_active(
+                &ListQuery {
+                    mailbox_id: items[0].content.mailbox_id.clone(),
+                    thread_id: String::new(),
+                    created_from: None,
+                    created_to: None,
+                },
+                None,
+                10,
+            )
+            .unwrap()
+            .0;
+        assert_eq!(listed.iter().filter(|i| i.annex.is_some()).count(), 1);
+
+        // Destroyed: the annex goes with it, and none is made afterwards.
+        store
+            .move_ids_to_holds_area(&[a], MoveReason::UserDeleted, t1)
+            .unwrap();
+        let planned = store.planned_items(&[a]).unwrap().pop().flatten().unwrap();
+        let disposition = Disposition {
+            id: a,
+            mailbox: planned.facts.mailbox.clone(),
+            content_sha256: planned.facts.content_sha256.clone(),
+            created_at: planned.facts.created_at,
+            moved_at: t1,
+            purged_at: t1,
+            reason: MoveReason::UserDeleted,
+            policies: Vec::new(),
+        };
+        let applied = store
+            .apply_sweep(
+                &SweepWrite {
+                    destroys: vec![(planned, disposition)],
+                    ..SweepWrite::default()
+                },
+                t1,
+            )
+            .unwrap();
+        assert_eq!(applied.destroyed, 1);
+        assert!(store.annexes_of(&[a]).unwrap()[0].is_none());
+        assert!(attach(&store, vec![(a, annex(&["late"]))], t1).is_empty());
+        assert!(store.annexes_of(&[a]).unwrap()[0].is_none());
+    }
+
+    /// Trace states are read back until their time passes, then forgotten by a later write;
+    /// a state written again since keeps its later time.
+    #[test]
+    fn trace_states_are_forgotten_after_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(&dir.path().join("store")).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let hour = chrono::TimeDelta::hours(1);
+        let write = |states: Vec<(&str, &str)>, forget_at, now| {
+            store
+                .write_trace_states(&TraceStateWrite {
+                    states: states
+                        .into_iter()
+                        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                        .collect(),
+                    forget_at,
+                    annexes: Vec::new(),
+                    max_entries: 10,
+                    now,
+                })
+                .unwrap()
+        };
+        let read_at = |key: &str, now| {
+            store
+                .get_trace_states(&[key.as_bytes().to_vec()], now)
+                .unwrap()
+                .pop()
+                .flatten()
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        // Read as of t0, before any state's time: what is still stored.
+        let stored = |key: &str| read_at(key, t0);
+        write(vec![("a", "1"), ("b", "1")], t0 + hour, t0);
+        write(vec![("b", "2")], t0 + hour * 3, t0 + hour / 2);
+        assert_eq!(stored("a").as_deref(), Some("1"));
+        assert_eq!(stored("b").as_deref(), Some("2"));
+        assert_eq!(stored("c"), None);
+        // From its time on, a state reads as gone, even before a write deletes it.
+        assert_eq!(read_at("a", t0 + hour), None);
+        assert_eq!(read_at("b", t0 + hour).as_deref(), Some("2"));
+        // A write past a's time (and b's first): a is deleted, b is not.
+        write(vec![], t0 + hour * 5, t0 + hour * 2);
+        assert_eq!(stored("a"), None);
+        assert_eq!(stored("b").as_deref(), Some("2"));
+        write(vec![], t0 + hour * 5, t0 + hour * 4);
+        assert_eq!(stored("b"), None);
+        // A state whose time is behind what was already forgotten is still forgotten.
+        write(vec![("c", "1")], t0 + hour, t0 + hour * 4);
+        assert_eq!(stored("c").as_deref(), Some("1"));
+        write(vec![], t0 + hour * 9, t0 + hour * 5);
+        assert_eq!(stored("c"), None);
+
+        // Forgetting keeps pace with writing, however many states one write brings.
+        let many = |prefix: &str| -> Vec<(String, &str)> {
+            (0..FORGET_PER_WRITE * 2)
+                .map(|i| (format!("{prefix}{i}"), "1"))
+                .collect()
+        };
+        let first = many("x");
+        write(
+            first.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            t0 + hour * 10,
+            t0 + hour * 6,
+        );
+        let second = many("y");
+        write(
+            second.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            t0 + hour * 20,
+            t0 + hour * 11,
+        );
+        assert!(first.iter().all(|(k, _)| stored(k).is_none()));
+        assert!(second.iter().all(|(k, _)| stored(k).is_some()));
     }
 }

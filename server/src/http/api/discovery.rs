@@ -353,6 +353,12 @@ pub struct InteractionJson {
     pub moved_at: Option<DateTime<Utc>>,
     #[schema(value_type = Object)]
     pub content: serde_json::Value,
+    /// Tools and resources attached after the item was stored (the tool spans of its
+    /// OpenTelemetry trace): `plugins`, `accessed_resources`, `updated_at`, `principal`. Not
+    /// part of `content` or its digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub annex: Option<serde_json::Value>,
 }
 
 /// An item's location in JSON: "active" or "holds_area", and in the holds area why and
@@ -392,6 +398,9 @@ impl From<StoredInteraction> for InteractionJson {
             move_reason,
             moved_at,
             content: serde_json::to_value(&item.content).unwrap_or_default(),
+            annex: item
+                .annex
+                .map(|annex| serde_json::to_value(annex).unwrap_or_default()),
         }
     }
 }

@@ -635,9 +635,47 @@ fn interaction_fields(item: &StoredInteraction) -> Markup {
             dt { "Model" } dd { (content.model.provider) " " (content.model.name) " " (content.model.version) }
             dt { "Sensitivity label" } dd { (content.sensitivity_label) }
             dt { "Content SHA-256" } dd { code { (hex::encode(item.content_sha256)) } }
+            @if !content.plugins.is_empty() { dt { "Plugins" } dd { (plugin_names(&content.plugins)) } }
+            @if !content.accessed_resources.is_empty() { dt { "Resources" } dd { (resource_names(&content.accessed_resources)) } }
             @for (key, value) in &content.attributes { dt { (key) } dd { (value) } }
+            @if let Some(annex) = &item.annex {
+                dt { "Attached later" }
+                dd {
+                    "From the trace's tool spans sent by " (annex.principals.join(", ")) ", last on " (time(annex.updated_at)) " (not part of the content or its SHA-256)"
+                    @if !annex.plugins.is_empty() { br; "Plugins: " (plugin_names(&annex.plugins)) }
+                    @if !annex.accessed_resources.is_empty() { br; "Resources: " (resource_names(&annex.accessed_resources)) }
+                }
+            }
         }
     }
+}
+
+fn plugin_names(plugins: &[crate::domain::Plugin]) -> String {
+    let names: Vec<&str> = plugins
+        .iter()
+        .map(|p| {
+            if p.name.is_empty() {
+                p.id.as_str()
+            } else {
+                p.name.as_str()
+            }
+        })
+        .collect();
+    names.join(", ")
+}
+
+fn resource_names(resources: &[crate::domain::AccessedResource]) -> String {
+    let names: Vec<&str> = resources
+        .iter()
+        .map(|r| {
+            if r.name.is_empty() {
+                r.url.as_str()
+            } else {
+                r.name.as_str()
+            }
+        })
+        .collect();
+    names.join(", ")
 }
 
 /// Longest part of a prompt or response shown inline; the rest is in the export.

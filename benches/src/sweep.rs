@@ -151,7 +151,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         &RetentionConfig::default(),
     )?);
-    let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
+    let audit = Arc::new(AuditLog::open(store.clone())?);
     let sweeper = Arc::new(Sweeper::new(
         Arc::clone(&store),
         Arc::clone(&lifecycle),

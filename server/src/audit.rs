@@ -13,7 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, StoreError};
+use crate::store::{AuditTrail, StoreError};
 
 pub use crate::records::AuditRecord;
 
@@ -92,7 +92,7 @@ const QUEUE_CAPACITY: usize = 4096;
 const MAX_GROUP: usize = 1024;
 
 pub struct AuditLog {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditTrail>,
     /// To the writer thread, which alone assigns sequences and hashes.
     appends: mpsc::Sender<AppendJob>,
 }
@@ -102,17 +102,8 @@ const SCAN_CHUNK: usize = 1024;
 
 impl AuditLog {
     /// Opens the log and starts its writer thread (it stops when the log is dropped).
-    pub fn open(store: Arc<dyn Store>) -> Result<AuditLog, StoreError> {
-        let head = match store.last_audit_record()? {
-            Some(last) => Head {
-                next_sequence: last.sequence + 1,
-                last_hash: last.hash,
-            },
-            None => Head {
-                next_sequence: 1,
-                last_hash: String::new(),
-            },
-        };
+    pub fn open(store: Arc<dyn AuditTrail>) -> Result<AuditLog, StoreError> {
+        let head = read_head(store.as_ref())?;
         let (appends, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer_store = Arc::clone(&store);
         std::thread::Builder::new()
@@ -247,14 +238,57 @@ impl AuditLog {
     }
 }
 
+/// Times one group is re-chained after other writers appended first, before it fails.
+const MAX_HEAD_MOVES: u32 = 16;
+
+/// The stored head: where the next entry goes.
+fn read_head(store: &dyn AuditTrail) -> Result<Head, StoreError> {
+    Ok(match store.last_audit_record()? {
+        Some(last) => Head {
+            next_sequence: last.sequence + 1,
+            last_hash: last.hash,
+        },
+        None => Head {
+            next_sequence: 1,
+            last_hash: String::new(),
+        },
+    })
+}
+
+/// The entries of a group, chained after `head`.
+fn chain(head: &Head, jobs: &[AppendJob]) -> Vec<AuditRecord> {
+    let mut records: Vec<AuditRecord> = Vec::with_capacity(jobs.len());
+    for (sequence, job) in (head.next_sequence..).zip(jobs) {
+        let previous_hash = records
+            .last()
+            .map_or_else(|| head.last_hash.clone(), |record| record.hash.clone());
+        let mut record = AuditRecord {
+            sequence,
+            time: job.time,
+            actor: job.event.actor.clone(),
+            action: job.event.action.to_string(),
+            target: job.event.target.clone(),
+            parameters: job.event.parameters.clone(),
+            result: job.event.result.clone(),
+            previous_hash,
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        records.push(record);
+    }
+    records
+}
+
 fn writer_gone() -> StoreError {
     StoreError::Engine("the audit writer has stopped".into())
 }
 
 /// The audit writer: takes every append waiting (up to `MAX_GROUP`), chains them, writes them
-/// with one synced write and answers each. A failed or panicking write answers its group
-/// with an error and leaves the head where it was, so the chain stays intact.
-fn run_writer(store: &dyn Store, mut head: Head, mut receiver: mpsc::Receiver<AppendJob>) {
+/// with one synced write and answers each. When another writer sharing the store (another
+/// node) appended first, the store refuses the group and the writer chains it again after the
+/// stored head. A failed or panicking write answers its group with an error and leaves the
+/// head where it was, so the chain stays intact.
+fn run_writer(store: &dyn AuditTrail, mut head: Head, mut receiver: mpsc::Receiver<AppendJob>) {
     while let Some(first) = receiver.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -263,36 +297,34 @@ fn run_writer(store: &dyn Store, mut head: Head, mut receiver: mpsc::Receiver<Ap
                 Err(_) => break,
             }
         }
-        let mut records = Vec::with_capacity(jobs.len());
-        let mut replies = Vec::with_capacity(jobs.len());
-        let (mut sequence, mut previous_hash) = (head.next_sequence, head.last_hash.clone());
-        for job in jobs {
-            let mut record = AuditRecord {
-                sequence,
-                time: job.time,
-                actor: job.event.actor,
-                action: job.event.action.to_string(),
-                target: job.event.target,
-                parameters: job.event.parameters,
-                result: job.event.result,
-                previous_hash: std::mem::take(&mut previous_hash),
-                hash: String::new(),
-            };
-            record.hash = record.compute_hash();
-            previous_hash = record.hash.clone();
-            sequence += 1;
-            records.push(record);
-            replies.push(job.reply);
-        }
-        let written = crate::workers::catch_panic("audit writer", || {
-            Ok(store.append_audit_records(&records)?)
-        });
-        metrics::counter!("holdfast_audit_syncs_total").increment(1);
-        metrics::histogram!("holdfast_audit_group_entries").record(records.len() as f64);
+        let mut attempts = 0;
+        let (records, written) = loop {
+            let records = chain(&head, &jobs);
+            let written = crate::workers::catch_panic("audit writer", || {
+                Ok(store.append_audit_records(&records))
+            });
+            metrics::counter!("holdfast_audit_syncs_total").increment(1);
+            metrics::histogram!("holdfast_audit_group_entries").record(records.len() as f64);
+            attempts += 1;
+            match written {
+                // Another writer on the same store (another node) appended first: chain
+                // after its entries and try again.
+                Ok(Err(StoreError::AuditHeadMoved { .. })) if attempts < MAX_HEAD_MOVES => {
+                    match read_head(store) {
+                        Ok(moved) => head = moved,
+                        Err(error) => break (records, Err(error)),
+                    }
+                }
+                Ok(result) => break (records, result),
+                Err(error) => break (records, Err(StoreError::Engine(error.to_string()))),
+            }
+        };
+        let replies = jobs.into_iter().map(|job| job.reply);
         match written {
             Ok(()) => {
-                head.next_sequence = sequence;
-                head.last_hash = previous_hash;
+                let last = records.last().expect("a group has an entry");
+                head.next_sequence = last.sequence + 1;
+                head.last_hash = last.hash.clone();
                 for (record, reply) in records.into_iter().zip(replies) {
                     let _ = reply.send(Ok(record));
                 }

@@ -160,7 +160,7 @@ mod tests {
     fn two_identical_changes_are_told_apart_by_their_intent() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-        let audit = AuditLog::open(Arc::clone(&store)).unwrap();
+        let audit = AuditLog::open(store.clone()).unwrap();
         let parameters = json!({"retain_days": 30});
         // Two racing, identical changes are saved; only the first is audited before a crash.
         let first = AuditIntent::new("admin", "UpdatePolicy", "p1", &parameters);
@@ -197,7 +197,7 @@ mod tests {
     fn a_long_action_interrupted_by_a_crash_is_audited_as_interrupted() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path()).unwrap());
-        let audit = AuditLog::open(Arc::clone(&store)).unwrap();
+        let audit = AuditLog::open(store.clone()).unwrap();
         let intent = AuditIntent::new("backend", "DeleteHistory", "alice@contoso.com", &json!({}))
             .save_before(store.as_ref())
             .unwrap();

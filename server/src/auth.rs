@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ConfigToken;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::Metadata;
 
 pub use crate::records::{parse_token_hash, Role, TokenRecord};
 
@@ -107,12 +107,12 @@ pub fn validate_principal_name(name: &str) -> Result<(), String> {
 
 /// Every known token, by hash. Config tokens are fixed; API tokens live in the store.
 pub struct TokenRegistry {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Metadata>,
     tokens: RwLock<HashMap<[u8; 32], Principal>>,
 }
 
 impl TokenRegistry {
-    pub fn load(store: Arc<dyn Store>, config_tokens: &[ConfigToken]) -> Result<Self, Error> {
+    pub fn load(store: Arc<dyn Metadata>, config_tokens: &[ConfigToken]) -> Result<Self, Error> {
         let mut tokens = HashMap::new();
         for token in config_tokens {
             validate_principal_name(&token.name).map_err(|reason| Error::InvalidArgument {
@@ -327,9 +327,9 @@ mod tests {
     #[test]
     fn an_admin_token_is_minted_only_for_a_new_data_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
+        let store: Arc<dyn crate::store::Store> =
             Arc::new(crate::store::RocksStore::open(&dir.path().join("store")).unwrap());
-        let registry = TokenRegistry::load(Arc::clone(&store), &[]).unwrap();
+        let registry = TokenRegistry::load(store.clone(), &[]).unwrap();
         // Every token revoked, then a restart: nothing is minted.
         assert_eq!(
             bootstrap_admin_token(&registry, dir.path(), false, Utc::now()).unwrap(),

@@ -59,7 +59,9 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(message),
             Error::Internal(_) => tonic::Status::internal(message),
             Error::Store(store_error) => match store_error {
-                StoreError::Engine(_) => tonic::Status::unavailable(message),
+                StoreError::Engine(_) | StoreError::AuditHeadMoved { .. } => {
+                    tonic::Status::unavailable(message)
+                }
                 StoreError::NoSpace(_) => tonic::Status::resource_exhausted(message),
                 StoreError::Corrupt { .. } => tonic::Status::data_loss(message),
                 StoreError::UnsupportedFormat { .. } => tonic::Status::failed_precondition(message),

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::audit::{AuditEvent, AuditLog, AuditQuery};
 use crate::audit_intent::{self, AuditIntent, RECOVERED_RESULT};
-use crate::store::RocksStore;
+use crate::store::{Metadata, RocksStore};
 
 fn open(path: &std::path::Path) -> (Arc<RocksStore>, Arc<Lifecycle>) {
     let store = Arc::new(RocksStore::open(path).unwrap());

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::store::keys::META_PAGE_TOKEN_KEY;
-use crate::store::{Store, StoreError};
+use crate::store::{Metadata, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -112,7 +112,7 @@ impl std::fmt::Debug for PageTokens {
 impl PageTokens {
     /// The key kept in the store, created (32 bytes from the OS's generator) if absent. A
     /// stored key of another length is a corrupt store, not a reason to mint a new one.
-    pub fn load_or_create(store: &dyn Store) -> Result<PageTokens, StoreError> {
+    pub fn load_or_create(store: &dyn Metadata) -> Result<PageTokens, StoreError> {
         if let Some(stored) = store.get_meta(META_PAGE_TOKEN_KEY)? {
             let key: [u8; KEY_BYTES] =
                 stored

@@ -95,7 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         RocksStore::open_with(&store_path, config.storage.compression)
             .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
     );
-    let tokens = Arc::new(TokenRegistry::load(Arc::clone(&store), &config.tokens)?);
+    let tokens = Arc::new(TokenRegistry::load(store.clone(), &config.tokens)?);
     if let Some(path) = bootstrap_admin_token(
         &tokens,
         &config.data_dir,
@@ -113,7 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
              `holdfast token hash` prints its sha256) and restart"
         );
     }
-    let audit = Arc::new(AuditLog::open(Arc::clone(&store))?);
+    let audit = Arc::new(AuditLog::open(store.clone())?);
     // Changes saved just before a crash get the audit entries they still owe.
     let recovered = crate::audit_intent::recover(store.as_ref(), &audit, chrono::Utc::now())
         .context("cannot append the audit entries owed by changes saved before a crash")?;

@@ -51,7 +51,7 @@ fn harness(config: RetentionConfig) -> Harness {
     )
     .unwrap();
     let lifecycle = Arc::new(Lifecycle::load(Arc::clone(&store), &config).unwrap());
-    let audit = Arc::new(AuditLog::open(Arc::clone(&store)).unwrap());
+    let audit = Arc::new(AuditLog::open(store.clone()).unwrap());
     let sweeper = Sweeper::new(
         Arc::clone(&store),
         Arc::clone(&lifecycle),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schema::{self, Fields, WordTokenizer, SCHEMA_VERSION, TOKENIZER};
 use crate::domain::InteractionId;
-use crate::store::{Store, StoreError};
+use crate::store::{IndexFeed, Store, StoreError};
 
 /// Queue entries read at once.
 const WORK_CHUNK: usize = 2_000;
@@ -101,7 +101,7 @@ impl SearchIndex {
     }
 
     /// Queue entries written but not yet searchable.
-    pub fn lag(&self, store: &dyn Store) -> u64 {
+    pub fn lag(&self, store: &dyn IndexFeed) -> u64 {
         store
             .last_index_sequence()
             .saturating_sub(self.progress.committed.load(Ordering::Acquire))
@@ -122,7 +122,7 @@ impl SearchIndex {
 
     /// Waits while the index is too far behind (backpressure for ingest). Never waits during
     /// a rebuild: new work simply queues on disk behind it.
-    pub async fn wait_for_capacity(&self, store: &dyn Store, shutdown: &CancellationToken) {
+    pub async fn wait_for_capacity(&self, store: &dyn IndexFeed, shutdown: &CancellationToken) {
         while !self.progress.rebuilding.load(Ordering::Acquire)
             && self.lag(store) > self.settings.max_lag
             && !shutdown.is_cancelled()

@@ -39,7 +39,7 @@ impl RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{AuditTrail, Snapshots};
 
     #[test]
     fn a_checkpoint_opens_as_a_store_with_the_same_audit_head() {
@@ -64,6 +64,7 @@ mod tests {
         // Writes after the checkpoint are not in it.
         let later = AuditRecord {
             sequence: 2,
+            previous_hash: record.hash.clone(),
             ..record.clone()
         };
         store.append_audit_record(&later).unwrap();

@@ -2,6 +2,8 @@
 //! implementation. Nothing above this module depends on RocksDB.
 
 mod checkpoint;
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod keys;
 mod rocks;
 
@@ -32,6 +34,12 @@ pub enum StoreError {
     },
     #[error("data directory {path} was written by an unsupported format version {found}")]
     UnsupportedFormat { path: String, found: String },
+    /// An audit append that does not follow the stored head (another writer appended first);
+    /// nothing of it was stored.
+    #[error(
+        "the audit log's head is now entry {head_sequence}; the append must be chained after it"
+    )]
+    AuditHeadMoved { head_sequence: u64 },
 }
 
 /// First byte of every `interactions` value: the record format version.
@@ -237,15 +245,15 @@ pub enum WriteOutcome {
     Conflict(InteractionId),
 }
 
-pub trait Store: Send + Sync + 'static {
+/// Content and idempotency: the immutable interactions and their (mailbox, client_key) rule.
+/// One seam, because the duplicate check must be atomic with the write that stores content.
+pub trait Interactions: Send + Sync {
     /// Writes a group of interactions atomically and durably (the write-ahead log is synced
     /// before this returns), with the idempotency rule of SPEC §2 applied per item, including
     /// between items of the same group. Callers serialise calls (see `ingest::GroupCommitter`).
     fn write_interactions(&self, items: &[NewInteraction])
         -> Result<Vec<WriteOutcome>, StoreError>;
-
     fn get_interaction(&self, id: InteractionId) -> Result<Option<StoredInteraction>, StoreError>;
-
     /// ACTIVE items of one mailbox, newest first, strictly after `cursor`. Returns the page
     /// and the cursor of the next page if there may be more.
     fn list_active(
@@ -254,27 +262,6 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<ListCursor>,
         limit: usize,
     ) -> Result<(Vec<StoredInteraction>, Option<ListCursor>), StoreError>;
-
-    /// Moves the selected ACTIVE items to the holds area, durably. Returns how many moved.
-    fn move_to_holds_area(
-        &self,
-        selector: &HistorySelector,
-        reason: MoveReason,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError>;
-
-    /// Index work, oldest first: every write that changes what the search index must show
-    /// (a new item, a move) appends `(sequence, id)` in the same atomic write, with sequences
-    /// in commit order. Returns up to `limit` entries with sequence > `after`.
-    fn index_queue_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, InteractionId)>, StoreError>;
-    /// Forgets index work up to and including `sequence` (the index committed it).
-    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError>;
-    /// The last sequence handed out (0 when none).
-    fn last_index_sequence(&self) -> u64;
     /// Up to `limit` interactions in id order, after `after` (exclusive), with locations:
     /// a full scan, for rebuilding the index.
     fn scan_interactions(
@@ -287,7 +274,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         ids: &[InteractionId],
     ) -> Result<Vec<Option<StoredInteraction>>, StoreError>;
+    /// Items of a mailbox by location: (active, holds area).
+    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError>;
+}
 
+/// Item state and the due-time queue: where each item is (active, holds area), the facts the
+/// retention rules need, and when the sweeper must look at it next.
+pub trait ItemStates: Send + Sync {
+    /// Moves the selected ACTIVE items to the holds area, durably. Returns how many moved.
+    fn move_to_holds_area(
+        &self,
+        selector: &HistorySelector,
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     /// Moves the given items to the holds area if they are still ACTIVE; returns the ids
     /// that moved. Each gets a due entry at `now` so that the sweeper plans it.
     fn move_ids_to_holds_area(
@@ -331,6 +331,29 @@ pub trait Store: Send + Sync + 'static {
         write: &SweepWrite,
         now: DateTime<Utc>,
     ) -> Result<SweepApplied, StoreError>;
+    /// Drops the deletion markers of consumed due entries, so that a pass with nothing due
+    /// does not step over them.
+    fn compact_due(&self) -> Result<(), StoreError>;
+}
+
+/// The index feed: the ordered queue of items whose searchable form changed.
+pub trait IndexFeed: Send + Sync {
+    /// Index work, oldest first: every write that changes what the search index must show
+    /// (a new item, a move) appends `(sequence, id)` in the same atomic write, with sequences
+    /// in commit order. Returns up to `limit` entries with sequence > `after`.
+    fn index_queue_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InteractionId)>, StoreError>;
+    /// Forgets index work up to and including `sequence` (the index committed it).
+    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError>;
+    /// The last sequence handed out (0 when none).
+    fn last_index_sequence(&self) -> u64;
+}
+
+/// Dispositions (the record of each destruction) and the erasure of destroyed text from disk.
+pub trait Dispositions: Send + Sync {
     /// Disposition records in (purged_at, id) order after `after`, optionally of one mailbox.
     fn list_dispositions(
         &self,
@@ -338,8 +361,6 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(i64, InteractionId)>,
         limit: usize,
     ) -> Result<Vec<Disposition>, StoreError>;
-    /// Items of a mailbox by location: (active, holds area).
-    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError>;
     /// Destroyed items whose text may still be in files on disk, oldest first: up to `limit`
     /// `(destroyed_at µs, id)` entries destroyed at or before `until`. Each destruction adds
     /// its entry in the same write.
@@ -357,18 +378,45 @@ pub trait Store: Send + Sync + 'static {
     fn erase_from_disk(&self, ids: &[InteractionId]) -> Result<(), StoreError>;
     /// Removes erased items' entries from the pending list.
     fn finish_erasure(&self, entries: &[(i64, InteractionId)]) -> Result<(), StoreError>;
-    /// Drops the deletion markers of consumed due entries, so that a pass with nothing due
-    /// does not step over them.
-    fn compact_due(&self) -> Result<(), StoreError>;
+}
+
+/// Metadata: tokens, cases, policies, holds, audit intents and small named values.
+pub trait Metadata: Send + Sync {
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets (or with `None` removes) a `meta` value durably.
     fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;
+    /// Applies a change of the retention rules atomically and durably.
+    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError>;
+    /// Audit entries owed by saved changes (normally none: see `audit_intent.rs`).
+    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError>;
+    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError>;
+    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError>;
+    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError>;
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError>;
+    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError>;
+    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError>;
+    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError>;
+    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError>;
+    fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
+    fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;
+    fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError>;
+}
 
+/// The audit log's entries (the hash chain is built by `crate::audit`; a store keeps them in
+/// sequence order and appends atomically).
+pub trait AuditTrail: Send + Sync {
     /// The last audit entry, if any.
     fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError>;
-    /// Appends one audit entry durably. The caller assigns sequence and hashes.
-    fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError>;
-    /// Appends entries in one atomic, synced write (group commit of the audit log).
+    /// Appends one audit entry durably (see `append_audit_records`).
+    fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.append_audit_records(std::slice::from_ref(record))
+    }
+    /// Appends entries in one atomic, synced write (group commit of the audit log). The caller
+    /// assigns sequences and hashes; the store keeps the chain linear whoever writes: unless
+    /// the first entry follows the stored last one (the next sequence, and its hash as
+    /// `previous_hash`; sequence 1 and an empty `previous_hash` in an empty log) and each entry
+    /// follows the one before, nothing is stored and the answer is `AuditHeadMoved`.
     fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
     /// Up to `limit` audit entries with sequence >= `from_sequence`, in order.
     fn scan_audit_records(
@@ -376,32 +424,10 @@ pub trait Store: Send + Sync + 'static {
         from_sequence: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+}
 
-    /// Applies a change of the retention rules atomically and durably.
-    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError>;
-    /// Audit entries owed by saved changes (normally none: see `audit_intent.rs`).
-    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError>;
-    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError>;
-
-    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError>;
-    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError>;
-    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
-    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError>;
-    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError>;
-
-    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError>;
-    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError>;
-    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError>;
-
-    fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
-    fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;
-    fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError>;
-
-    /// Writes a consistent point-in-time copy of the whole store into `dir` (which must not
-    /// exist; its parent must) while writes go on, and returns the newest audit entry that
-    /// the copy contains (read back from the copy itself).
-    fn checkpoint(&self, dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError>;
-
+/// OTLP trace states and the annexes they attach (see `app::otlp`).
+pub trait TraceStates: Send + Sync {
     /// Trace states (opaque values kept for `app::otlp`) by key, in order; `None` for a key
     /// never written, or whose time to be forgotten is not after `now`.
     fn get_trace_states(
@@ -409,7 +435,6 @@ pub trait Store: Send + Sync + 'static {
         keys: &[Vec<u8>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
-
     /// One atomic, durable step of attaching OTLP tools: `write.states` stored (each to be
     /// forgotten at `write.forget_at`); each annex added to its interaction's annex when that
     /// interaction still exists (a destroyed one gets nothing, atomically with destruction),
@@ -419,6 +444,61 @@ pub trait Store: Send + Sync + 'static {
     /// serialises its own read-modify-write of a state.
     fn write_trace_states(&self, write: &TraceStateWrite)
         -> Result<Vec<InteractionId>, StoreError>;
+}
+
+/// Consistent copies of the whole store, for backups.
+pub trait Snapshots: Send + Sync {
+    /// Writes a consistent point-in-time copy of the whole store into `dir` (which must not
+    /// exist; its parent must) while writes go on, and returns the newest audit entry that
+    /// the copy contains (read back from the copy itself).
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError>;
+}
+
+/// Everything the services need of a store; `RocksStore` (embedded) implements every seam.
+pub trait Store:
+    Interactions
+    + ItemStates
+    + IndexFeed
+    + Dispositions
+    + Metadata
+    + AuditTrail
+    + TraceStates
+    + Snapshots
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Interactions
+        + ItemStates
+        + IndexFeed
+        + Dispositions
+        + Metadata
+        + AuditTrail
+        + TraceStates
+        + Snapshots
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Whether `records` may be appended after `head` (see `AuditTrail::append_audit_records`).
+pub fn check_audit_chain(
+    head: Option<&AuditRecord>,
+    records: &[AuditRecord],
+) -> Result<(), StoreError> {
+    let (mut sequence, mut hash) = head.map_or((0, ""), |r| (r.sequence, r.hash.as_str()));
+    let head_sequence = sequence;
+    for record in records {
+        if record.sequence != sequence + 1 || record.previous_hash != hash {
+            return Err(StoreError::AuditHeadMoved { head_sequence });
+        }
+        (sequence, hash) = (record.sequence, record.hash.as_str());
+    }
+    Ok(())
 }
 
 /// Trace states forgotten per `write_trace_states` at most (so that forgetting keeps pace
@@ -436,131 +516,6 @@ pub struct TraceStateWrite {
     /// The most plugins, and the most resources, one annex keeps.
     pub max_entries: usize,
     pub now: DateTime<Utc>,
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-    use ulid::Ulid;
-
-    use super::*;
-    use crate::domain::{MailboxId, Model, Safety};
-
-    fn content(client_key: &str, day: u32, thread: &str) -> InteractionContent {
-        InteractionContent {
-            client_key: client_key.into(),
-            mailbox_id: MailboxId::parse("alice@contoso.com").unwrap(),
-            thread_id: thread.into(),
-            app: "Word".into(),
-            created_at: Utc.with_ymd_and_hms(2025, 3, day, 0, 0, 0).unwrap(),
-            prompt: "p \"quoted\" \u{e9}".into(),
-            response: String::new(),
-            model: Model::default(),
-            plugins: Vec::new(),
-            accessed_resources: Vec::new(),
-            contexts: Vec::new(),
-            safety: Safety::default(),
-            sensitivity_label: String::new(),
-            attributes: Default::default(),
-        }
-    }
-
-    fn new_item(content: InteractionContent) -> NewInteraction {
-        NewInteraction::new(InteractionId(Ulid::new()), Utc::now(), content)
-    }
-
-    fn open() -> (tempfile::TempDir, RocksStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(&dir.path().join("store")).unwrap();
-        (dir, store)
-    }
-
-    #[test]
-    fn records_round_trip_with_their_digest() {
-        let (_dir, store) = open();
-        let item = new_item(content("k1", 1, "t"));
-        assert_eq!(
-            store
-                .write_interactions(std::slice::from_ref(&item))
-                .unwrap(),
-            [WriteOutcome::Created(item.id)]
-        );
-        let stored = store.get_interaction(item.id).unwrap().unwrap();
-        assert_eq!(stored.content, item.content);
-        assert_eq!(stored.received_at, item.received_at);
-        assert_eq!(
-            stored.content_sha256,
-            InteractionContent::digest(&item.content.canonical_encoding())
-        );
-        assert!(stored.location.is_visible_to_user());
-    }
-
-    #[test]
-    fn idempotency_holds_within_a_group_and_across_groups() {
-        let (_dir, store) = open();
-        let first = new_item(content("k", 1, ""));
-        let same = new_item(content("k", 1, ""));
-        let changed = new_item(content("k", 2, ""));
-        let outcomes = store
-            .write_interactions(&[first.clone(), same.clone(), changed.clone()])
-            .unwrap();
-        assert_eq!(
-            outcomes,
-            [
-                WriteOutcome::Created(first.id),
-                WriteOutcome::Duplicate(first.id),
-                WriteOutcome::Conflict(first.id)
-            ]
-        );
-        assert_eq!(
-            store.write_interactions(&[changed]).unwrap(),
-            [WriteOutcome::Conflict(first.id)]
-        );
-        assert!(store.get_interaction(same.id).unwrap().is_none());
-    }
-
-    #[test]
-    fn moving_hides_items_from_the_listing_only() {
-        let (_dir, store) = open();
-        let items: Vec<_> = (1..=5)
-            .map(|day| new_item(content(&format!("k{day}"), day, "t")))
-            .collect();
-        store.write_interactions(&items).unwrap();
-        let mailbox = MailboxId::parse("alice@contoso.com").unwrap();
-        let query = ListQuery {
-            mailbox_id: mailbox.clone(),
-            thread_id: String::new(),
-            created_from: None,
-            created_to: None,
-        };
-        let (page, next) = store.list_active(&query, None, 2).unwrap();
-        assert_eq!(page[0].content.client_key, "k5");
-        let (page, _) = store.list_active(&query, next, 10).unwrap();
-        assert_eq!(page.len(), 3);
-        assert_eq!(page[0].content.client_key, "k3");
-
-        let selector = HistorySelector {
-            mailbox_id: mailbox,
-            thread_id: "t".into(),
-            before: Some(Utc.with_ymd_and_hms(2025, 3, 3, 0, 0, 0).unwrap()),
-        };
-        let now = Utc::now();
-        let moved = store
-            .move_to_holds_area(&selector, MoveReason::UserDeleted, now)
-            .unwrap();
-        assert_eq!(moved, 2);
-        let (page, _) = store.list_active(&query, None, 10).unwrap();
-        let keys: Vec<_> = page.iter().map(|i| i.content.client_key.as_str()).collect();
-        assert_eq!(keys, ["k5", "k4", "k3"]);
-        let held = store.get_interaction(items[0].id).unwrap().unwrap();
-        assert_eq!(
-            held.location,
-            holdfast_retention::ItemLocation::HoldsArea {
-                reason: MoveReason::UserDeleted,
-                moved_at: now
-            }
-        );
-    }
 }
 
 #[cfg(test)]
@@ -610,82 +565,5 @@ mod facts_tests {
         let bytes = facts.encode();
         assert!(ItemFacts::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(ItemFacts::decode(&[bytes.as_slice(), &[0]].concat()).is_err());
-    }
-}
-
-#[cfg(test)]
-mod index_queue_tests {
-    use chrono::TimeZone;
-    use ulid::Ulid;
-
-    use super::*;
-    use crate::domain::{MailboxId, Model, Safety};
-
-    fn item(client_key: &str) -> NewInteraction {
-        NewInteraction::new(
-            InteractionId(Ulid::new()),
-            Utc::now(),
-            InteractionContent {
-                client_key: client_key.into(),
-                mailbox_id: MailboxId::parse("q@contoso.com").unwrap(),
-                thread_id: String::new(),
-                app: "Word".into(),
-                created_at: Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(),
-                prompt: "p".into(),
-                response: String::new(),
-                model: Model::default(),
-                plugins: Vec::new(),
-                accessed_resources: Vec::new(),
-                contexts: Vec::new(),
-                safety: Safety::default(),
-                sensitivity_label: String::new(),
-                attributes: Default::default(),
-            },
-        )
-    }
-
-    #[test]
-    fn writes_and_moves_queue_index_work_in_order_and_survive_trimming() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store");
-        let (a, b) = (item("a"), item("b"));
-        {
-            let store = RocksStore::open(&path).unwrap();
-            store.write_interactions(&[a.clone(), b.clone()]).unwrap();
-            // A duplicate queues nothing.
-            store.write_interactions(std::slice::from_ref(&a)).unwrap();
-            let selector = HistorySelector {
-                mailbox_id: MailboxId::parse("q@contoso.com").unwrap(),
-                thread_id: String::new(),
-                before: None,
-            };
-            store
-                .move_to_holds_area(&selector, MoveReason::UserDeleted, Utc::now())
-                .unwrap();
-            let work = store.index_queue_after(0, 100).unwrap();
-            let sequences: Vec<u64> = work.iter().map(|(s, _)| *s).collect();
-            assert_eq!(sequences, [1, 2, 3, 4]);
-            assert_eq!(work[0].1, a.id);
-            assert_eq!(store.index_queue_after(2, 100).unwrap().len(), 2);
-            store.trim_index_queue(4).unwrap();
-            assert!(store.index_queue_after(0, 100).unwrap().is_empty());
-            assert_eq!(store.last_index_sequence(), 4);
-        }
-        // Reopened with an empty queue, sequences go on from where they were.
-        let store = RocksStore::open(&path).unwrap();
-        assert_eq!(store.last_index_sequence(), 4);
-        let c = item("c");
-        store.write_interactions(std::slice::from_ref(&c)).unwrap();
-        assert_eq!(store.index_queue_after(0, 100).unwrap(), [(5, c.id)]);
-
-        let all = store.scan_interactions(None, 10).unwrap();
-        assert_eq!(all.len(), 3);
-        assert!(!all[0].location.is_visible_to_user());
-        let rest = store.scan_interactions(Some(all[0].id), 10).unwrap();
-        assert_eq!(rest.len(), 2);
-        let got = store
-            .get_interactions(&[c.id, InteractionId(Ulid::new())])
-            .unwrap();
-        assert!(got[0].is_some() && got[1].is_none());
     }
 }

@@ -14,9 +14,11 @@ use rocksdb::{
 use serde::Deserialize;
 
 use super::keys::{self, *};
+use super::Disposition;
 use super::{
-    Disposition, ItemFacts, NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem,
-    Store, StoreError, SweepApplied, SweepWrite, TraceStateWrite, WriteOutcome, FORGET_PER_WRITE,
+    AuditTrail, Dispositions, IndexFeed, Interactions, ItemFacts, ItemStates, Metadata,
+    NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem, Snapshots, StoreError,
+    SweepApplied, SweepWrite, TraceStateWrite, TraceStates, WriteOutcome, FORGET_PER_WRITE,
     RECORD_VERSION,
 };
 use crate::config::Compression;
@@ -73,6 +75,8 @@ pub struct RocksStore {
     /// Serialises `write_trace_states`: its pass over forgotten states must not delete a
     /// state another call is writing again.
     trace_lock: Mutex<()>,
+    /// Serialises audit appends, so that each checks the head it follows.
+    audit_lock: Mutex<()>,
     /// Failpoint of the tests: how many more writes of retention rules, metadata and audit
     /// entries succeed before every later one fails as if the process had stopped there.
     #[cfg(test)]
@@ -159,6 +163,7 @@ impl RocksStore {
             index_sequence: Mutex::new(0),
             forget_from: Mutex::new(Vec::new()),
             trace_lock: Mutex::new(()),
+            audit_lock: Mutex::new(()),
             #[cfg(test)]
             writes_left: std::sync::atomic::AtomicI64::new(i64::MAX),
         };
@@ -616,7 +621,7 @@ fn listed(facts: &ItemFacts) -> (&MailboxId, &str, i64) {
     (&facts.mailbox, &facts.thread, time_micros(facts.created_at))
 }
 
-impl Store for RocksStore {
+impl Interactions for RocksStore {
     fn write_interactions(
         &self,
         items: &[NewInteraction],
@@ -776,6 +781,74 @@ impl Store for RocksStore {
         Ok((page, next))
     }
 
+    fn scan_interactions(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<StoredInteraction>, StoreError> {
+        let start = after.map(|id| [&keys::interaction_key(id)[..], &[0u8]].concat());
+        let mode = match &start {
+            Some(start) => IteratorMode::From(start, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut records = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_INTERACTIONS), mode)
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let id: [u8; 16] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_INTERACTIONS, "key is not 16 bytes"))?;
+            records.push((InteractionId::from_bytes(id), value));
+        }
+        let ids: Vec<InteractionId> = records.iter().map(|(id, _)| *id).collect();
+        let locations = self.locations_of(&ids)?;
+        let annexes = self.annexes_of(&ids)?;
+        records
+            .into_iter()
+            .zip(locations)
+            .zip(annexes)
+            .map(|(((id, bytes), location), annex)| {
+                Self::decode_record(id, &bytes, location, annex)
+            })
+            .collect()
+    }
+
+    fn get_interactions(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Option<StoredInteraction>>, StoreError> {
+        let record_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
+        let records =
+            self.db
+                .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
+        let locations = self.locations_of(ids)?;
+        let annexes = self.annexes_of(ids)?;
+        records
+            .into_iter()
+            .zip(locations)
+            .zip(annexes)
+            .zip(ids)
+            .map(|(((record, location), annex), id)| match record? {
+                None => Ok(None),
+                Some(bytes) => Self::decode_record(*id, &bytes, location, annex).map(Some),
+            })
+            .collect()
+    }
+
+    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError> {
+        let prefix = keys::mailbox_prefix(mailbox);
+        Ok((
+            self.count_prefix(CF_ACTIVE_BY_MAILBOX, &prefix),
+            self.count_prefix(CF_HOLDS_AREA, &prefix),
+        ))
+    }
+}
+
+impl ItemStates for RocksStore {
     fn move_to_holds_area(
         &self,
         selector: &HistorySelector,
@@ -833,111 +906,6 @@ impl Store for RocksStore {
             }
         }
         Ok(num_moved)
-    }
-
-    fn index_queue_after(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, InteractionId)>, StoreError> {
-        let start = keys::index_queue_key(after.saturating_add(1));
-        let mut work = Vec::new();
-        for entry in self
-            .db
-            .iterator_cf(
-                self.cf(CF_INDEX_QUEUE),
-                IteratorMode::From(&start, Direction::Forward),
-            )
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            let sequence = u64::from_be_bytes(
-                key.as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt(CF_INDEX_QUEUE, "key is not 8 bytes"))?,
-            );
-            let id: [u8; 16] = value
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt(CF_INDEX_QUEUE, "value is not 16 bytes"))?;
-            work.push((sequence, InteractionId::from_bytes(id)));
-        }
-        Ok(work)
-    }
-
-    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError> {
-        let queue = self.cf(CF_INDEX_QUEUE);
-        self.db.delete_range_cf(
-            queue,
-            keys::index_queue_key(0),
-            keys::index_queue_key(sequence.saturating_add(1)),
-        )?;
-        Ok(())
-    }
-
-    fn last_index_sequence(&self) -> u64 {
-        *self
-            .index_sequence
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn scan_interactions(
-        &self,
-        after: Option<InteractionId>,
-        limit: usize,
-    ) -> Result<Vec<StoredInteraction>, StoreError> {
-        let start = after.map(|id| [&keys::interaction_key(id)[..], &[0u8]].concat());
-        let mode = match &start {
-            Some(start) => IteratorMode::From(start, Direction::Forward),
-            None => IteratorMode::Start,
-        };
-        let mut records = Vec::new();
-        for entry in self
-            .db
-            .iterator_cf(self.cf(CF_INTERACTIONS), mode)
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            let id: [u8; 16] = key
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt(CF_INTERACTIONS, "key is not 16 bytes"))?;
-            records.push((InteractionId::from_bytes(id), value));
-        }
-        let ids: Vec<InteractionId> = records.iter().map(|(id, _)| *id).collect();
-        let locations = self.locations_of(&ids)?;
-        let annexes = self.annexes_of(&ids)?;
-        records
-            .into_iter()
-            .zip(locations)
-            .zip(annexes)
-            .map(|(((id, bytes), location), annex)| {
-                Self::decode_record(id, &bytes, location, annex)
-            })
-            .collect()
-    }
-
-    fn get_interactions(
-        &self,
-        ids: &[InteractionId],
-    ) -> Result<Vec<Option<StoredInteraction>>, StoreError> {
-        let record_keys: Vec<[u8; 16]> = ids.iter().map(|id| keys::interaction_key(*id)).collect();
-        let records =
-            self.db
-                .batched_multi_get_cf(self.cf(CF_INTERACTIONS), record_keys.iter(), false);
-        let locations = self.locations_of(ids)?;
-        let annexes = self.annexes_of(ids)?;
-        records
-            .into_iter()
-            .zip(locations)
-            .zip(annexes)
-            .zip(ids)
-            .map(|(((record, location), annex), id)| match record? {
-                None => Ok(None),
-                Some(bytes) => Self::decode_record(*id, &bytes, location, annex).map(Some),
-            })
-            .collect()
     }
 
     fn move_ids_to_holds_area(
@@ -1152,6 +1120,63 @@ impl Store for RocksStore {
         Ok(applied)
     }
 
+    fn compact_due(&self) -> Result<(), StoreError> {
+        self.db
+            .compact_range_cf(self.cf(CF_DUE), None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+}
+
+impl IndexFeed for RocksStore {
+    fn index_queue_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InteractionId)>, StoreError> {
+        let start = keys::index_queue_key(after.saturating_add(1));
+        let mut work = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(
+                self.cf(CF_INDEX_QUEUE),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let sequence = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt(CF_INDEX_QUEUE, "key is not 8 bytes"))?,
+            );
+            let id: [u8; 16] = value
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt(CF_INDEX_QUEUE, "value is not 16 bytes"))?;
+            work.push((sequence, InteractionId::from_bytes(id)));
+        }
+        Ok(work)
+    }
+
+    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError> {
+        let queue = self.cf(CF_INDEX_QUEUE);
+        self.db.delete_range_cf(
+            queue,
+            keys::index_queue_key(0),
+            keys::index_queue_key(sequence.saturating_add(1)),
+        )?;
+        Ok(())
+    }
+
+    fn last_index_sequence(&self) -> u64 {
+        *self
+            .index_sequence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Dispositions for RocksStore {
     fn list_dispositions(
         &self,
         mailbox: Option<&MailboxId>,
@@ -1184,14 +1209,6 @@ impl Store for RocksStore {
             }
         }
         Ok(found)
-    }
-
-    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError> {
-        let prefix = keys::mailbox_prefix(mailbox);
-        Ok((
-            self.count_prefix(CF_ACTIVE_BY_MAILBOX, &prefix),
-            self.count_prefix(CF_HOLDS_AREA, &prefix),
-        ))
     }
 
     fn erasure_pending(
@@ -1271,13 +1288,9 @@ impl Store for RocksStore {
         self.db.write_opt(batch, &self.sync_write)?;
         Ok(())
     }
+}
 
-    fn compact_due(&self) -> Result<(), StoreError> {
-        self.db
-            .compact_range_cf(self.cf(CF_DUE), None::<&[u8]>, None::<&[u8]>);
-        Ok(())
-    }
-
+impl Metadata for RocksStore {
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_META), name)?)
     }
@@ -1293,69 +1306,6 @@ impl Store for RocksStore {
                 .delete_cf_opt(self.cf(CF_META), name, &self.sync_write)?,
         }
         Ok(())
-    }
-
-    fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {
-        let mut iter = self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::End);
-        match iter.next() {
-            None => Ok(None),
-            Some(entry) => {
-                let (_, value) = entry?;
-                serde_json::from_slice(&value)
-                    .map(Some)
-                    .map_err(|error| corrupt(CF_AUDIT, error))
-            }
-        }
-    }
-
-    fn append_audit_record(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        self.failpoint()?;
-        let value = serde_json::to_vec(record).expect("audit records serialise");
-        self.db.put_cf_opt(
-            self.cf(CF_AUDIT),
-            keys::audit_key(record.sequence),
-            value,
-            &self.sync_write,
-        )?;
-        Ok(())
-    }
-
-    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        self.failpoint()?;
-        let mut batch = WriteBatch::default();
-        for record in records {
-            let value = serde_json::to_vec(record).expect("audit records serialise");
-            batch.put_cf(self.cf(CF_AUDIT), keys::audit_key(record.sequence), value);
-        }
-        self.db.write_opt(batch, &self.sync_write)?;
-        Ok(())
-    }
-
-    fn scan_audit_records(
-        &self,
-        from_sequence: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let start = keys::audit_key(from_sequence);
-        let mut records = Vec::new();
-        for entry in self
-            .db
-            .iterator_cf(
-                self.cf(CF_AUDIT),
-                IteratorMode::From(&start, Direction::Forward),
-            )
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            let record: AuditRecord = serde_json::from_slice(&value).map_err(|error| {
-                corrupt(
-                    CF_AUDIT,
-                    format!("entry at key {}: {error}", hex::encode(&key)),
-                )
-            })?;
-            records.push(record);
-        }
-        Ok(records)
     }
 
     fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
@@ -1479,11 +1429,64 @@ impl Store for RocksStore {
         }
         Ok(tokens)
     }
+}
 
-    fn checkpoint(&self, dir: &Path) -> Result<Option<AuditRecord>, StoreError> {
-        self.create_checkpoint(dir)
+impl AuditTrail for RocksStore {
+    fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_AUDIT), IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, value) = entry?;
+                serde_json::from_slice(&value)
+                    .map(Some)
+                    .map_err(|error| corrupt(CF_AUDIT, error))
+            }
+        }
     }
 
+    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.failpoint()?;
+        let _appending = self.audit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        super::check_audit_chain(self.last_audit_record()?.as_ref(), records)?;
+        let mut batch = WriteBatch::default();
+        for record in records {
+            let value = serde_json::to_vec(record).expect("audit records serialise");
+            batch.put_cf(self.cf(CF_AUDIT), keys::audit_key(record.sequence), value);
+        }
+        self.db.write_opt(batch, &self.sync_write)?;
+        Ok(())
+    }
+
+    fn scan_audit_records(
+        &self,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let start = keys::audit_key(from_sequence);
+        let mut records = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(
+                self.cf(CF_AUDIT),
+                IteratorMode::From(&start, Direction::Forward),
+            )
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let record: AuditRecord = serde_json::from_slice(&value).map_err(|error| {
+                corrupt(
+                    CF_AUDIT,
+                    format!("entry at key {}: {error}", hex::encode(&key)),
+                )
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+}
+
+impl TraceStates for RocksStore {
     fn get_trace_states(
         &self,
         keys: &[Vec<u8>],
@@ -1609,6 +1612,12 @@ impl Store for RocksStore {
         self.write_with_index_work(batch, &grown)?;
         self.forgotten_to(next_from);
         Ok(grown)
+    }
+}
+
+impl Snapshots for RocksStore {
+    fn checkpoint(&self, dir: &Path) -> Result<Option<AuditRecord>, StoreError> {
+        self.create_checkpoint(dir)
     }
 }
 

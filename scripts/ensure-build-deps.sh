@@ -14,6 +14,9 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # The Python tests (clients/python) run in a venv.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The PostgreSQL backend's conformance cases run against a PostgreSQL the tests start
+# themselves (scripts/postgres.sh).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing build dependencies: ${missing[*]}" >&2
   sudo_cmd=""

@@ -74,11 +74,6 @@ pub struct AuditQuery {
     pub action: Option<String>,
 }
 
-struct Head {
-    next_sequence: u64,
-    last_hash: String,
-}
-
 /// One entry waiting for the audit writer.
 struct AppendJob {
     event: AuditEvent,
@@ -103,12 +98,11 @@ const SCAN_CHUNK: usize = 1024;
 impl AuditLog {
     /// Opens the log and starts its writer thread (it stops when the log is dropped).
     pub fn open(store: Arc<dyn AuditTrail>) -> Result<AuditLog, StoreError> {
-        let head = read_head(store.as_ref())?;
         let (appends, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer_store = Arc::clone(&store);
         std::thread::Builder::new()
             .name("holdfast-audit".into())
-            .spawn(move || run_writer(writer_store.as_ref(), head, receiver))
+            .spawn(move || run_writer(writer_store.as_ref(), receiver))
             .map_err(|error| {
                 StoreError::Engine(format!("cannot start the audit writer: {error}"))
             })?;
@@ -238,30 +232,15 @@ impl AuditLog {
     }
 }
 
-/// Times one group is re-chained after other writers appended first, before it fails.
-const MAX_HEAD_MOVES: u32 = 16;
-
-/// The stored head: where the next entry goes.
-fn read_head(store: &dyn AuditTrail) -> Result<Head, StoreError> {
-    Ok(match store.last_audit_record()? {
-        Some(last) => Head {
-            next_sequence: last.sequence + 1,
-            last_hash: last.hash,
-        },
-        None => Head {
-            next_sequence: 1,
-            last_hash: String::new(),
-        },
-    })
-}
-
-/// The entries of a group, chained after `head`.
-fn chain(head: &Head, jobs: &[AppendJob]) -> Vec<AuditRecord> {
+/// The entries of a group, chained after `head` (the last stored entry, if any).
+fn chain(head: Option<&AuditRecord>, jobs: &[AppendJob]) -> Vec<AuditRecord> {
     let mut records: Vec<AuditRecord> = Vec::with_capacity(jobs.len());
-    for (sequence, job) in (head.next_sequence..).zip(jobs) {
-        let previous_hash = records
-            .last()
-            .map_or_else(|| head.last_hash.clone(), |record| record.hash.clone());
+    let first = head.map_or(1, |head| head.sequence + 1);
+    for (sequence, job) in (first..).zip(jobs) {
+        let previous_hash = match records.last() {
+            Some(record) => record.hash.clone(),
+            None => head.map(|head| head.hash.clone()).unwrap_or_default(),
+        };
         let mut record = AuditRecord {
             sequence,
             time: job.time,
@@ -283,12 +262,11 @@ fn writer_gone() -> StoreError {
     StoreError::Engine("the audit writer has stopped".into())
 }
 
-/// The audit writer: takes every append waiting (up to `MAX_GROUP`), chains them, writes them
-/// with one synced write and answers each. When another writer sharing the store (another
-/// node) appended first, the store refuses the group and the writer chains it again after the
-/// stored head. A failed or panicking write answers its group with an error and leaves the
-/// head where it was, so the chain stays intact.
-fn run_writer(store: &dyn AuditTrail, mut head: Head, mut receiver: mpsc::Receiver<AppendJob>) {
+/// The audit writer: takes every append waiting (up to `MAX_GROUP`), has the store chain them
+/// after its stored head (while no other writer, on any node sharing the store, can append)
+/// and write them with one synced write, and answers each. A failed or panicking write
+/// answers its group with an error and stores none of it, so the chain stays intact.
+fn run_writer(store: &dyn AuditTrail, mut receiver: mpsc::Receiver<AppendJob>) {
     while let Some(first) = receiver.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -297,40 +275,24 @@ fn run_writer(store: &dyn AuditTrail, mut head: Head, mut receiver: mpsc::Receiv
                 Err(_) => break,
             }
         }
-        let mut attempts = 0;
-        let (records, written) = loop {
-            let records = chain(&head, &jobs);
-            let written = crate::workers::catch_panic("audit writer", || {
-                Ok(store.append_audit_records(&records))
-            });
-            metrics::counter!("holdfast_audit_syncs_total").increment(1);
-            metrics::histogram!("holdfast_audit_group_entries").record(records.len() as f64);
-            attempts += 1;
-            match written {
-                // Another writer on the same store (another node) appended first: chain
-                // after its entries and try again.
-                Ok(Err(StoreError::AuditHeadMoved { .. })) if attempts < MAX_HEAD_MOVES => {
-                    match read_head(store) {
-                        Ok(moved) => head = moved,
-                        Err(error) => break (records, Err(error)),
-                    }
-                }
-                Ok(result) => break (records, result),
-                Err(error) => break (records, Err(StoreError::Engine(error.to_string()))),
-            }
+        let written = crate::workers::catch_panic("audit writer", || {
+            Ok(store.append_audit_chained(&mut |head| chain(head, &jobs)))
+        });
+        metrics::counter!("holdfast_audit_syncs_total").increment(1);
+        metrics::histogram!("holdfast_audit_group_entries").record(jobs.len() as f64);
+        let written = match written {
+            Ok(result) => result,
+            Err(error) => Err(StoreError::Engine(error.to_string())),
         };
         let replies = jobs.into_iter().map(|job| job.reply);
         match written {
-            Ok(()) => {
-                let last = records.last().expect("a group has an entry");
-                head.next_sequence = last.sequence + 1;
-                head.last_hash = last.hash.clone();
+            Ok(records) => {
                 for (record, reply) in records.into_iter().zip(replies) {
                     let _ = reply.send(Ok(record));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, entries = records.len(), "audit append failed");
+                tracing::error!(%error, entries = replies.len(), "audit append failed");
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Engine(error.to_string())));
                 }

@@ -5,12 +5,14 @@ mod checkpoint;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod keys;
+pub mod pg;
 mod rocks;
 
 use chrono::{DateTime, Utc};
 use holdfast_retention::{ItemLocation, MoveReason};
 use serde::{Deserialize, Serialize};
 
+pub use pg::PgStore;
 pub use rocks::RocksStore;
 
 use crate::domain::{
@@ -418,6 +420,14 @@ pub trait AuditTrail: Send + Sync {
     /// `previous_hash`; sequence 1 and an empty `previous_hash` in an empty log) and each entry
     /// follows the one before, nothing is stored and the answer is `AuditHeadMoved`.
     fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Appends the entries `chain` makes after the stored last entry (`None`: the log is
+    /// empty), in one atomic, synced write, and answers them. `chain` runs while no other
+    /// append can, whichever process holds the store, so the chain stays linear across
+    /// nodes. Entries that do not follow the head are refused as by `append_audit_records`.
+    fn append_audit_chained(
+        &self,
+        chain: &mut dyn FnMut(Option<&AuditRecord>) -> Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Up to `limit` audit entries with sequence >= `from_sequence`, in order.
     fn scan_audit_records(
         &self,

@@ -1446,16 +1446,26 @@ impl AuditTrail for RocksStore {
     }
 
     fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.append_audit_chained(&mut |_| records.to_vec())
+            .map(drop)
+    }
+
+    fn append_audit_chained(
+        &self,
+        chain: &mut dyn FnMut(Option<&AuditRecord>) -> Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.failpoint()?;
         let _appending = self.audit_lock.lock().unwrap_or_else(|e| e.into_inner());
-        super::check_audit_chain(self.last_audit_record()?.as_ref(), records)?;
+        let head = self.last_audit_record()?;
+        let records = chain(head.as_ref());
+        super::check_audit_chain(head.as_ref(), &records)?;
         let mut batch = WriteBatch::default();
-        for record in records {
+        for record in &records {
             let value = serde_json::to_vec(record).expect("audit records serialise");
             batch.put_cf(self.cf(CF_AUDIT), keys::audit_key(record.sequence), value);
         }
         self.db.write_opt(batch, &self.sync_write)?;
-        Ok(())
+        Ok(records)
     }
 
     fn scan_audit_records(

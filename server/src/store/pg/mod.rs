@@ -1,0 +1,489 @@
+//! The PostgreSQL backend (cluster mode): so far the metadata and audit seams, which every
+//! node shares. The schema lives in the numbered `.sql` files beside this module and is
+//! applied on connect, under an advisory lock so that nodes starting together apply it once.
+//!
+//! The seams are synchronous (they run on blocking threads), so this uses the synchronous
+//! `postgres` client, pooled by r2d2. A call must not run on an async worker thread.
+
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::keys::META_REPLAN;
+use super::{check_audit_chain, AuditTrail, Metadata, PolicyWrite, RulesWrite, StoreError};
+use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
+
+type Manager = PostgresConnectionManager<NoTls>;
+
+/// Schema versions in order; each is applied once, in one transaction with its version row.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("0001_metadata.sql"))];
+
+/// Advisory lock keys (one namespace: "hf" in the high bytes).
+const MIGRATION_LOCK: i64 = 0x6866_0000_0001;
+const AUDIT_LOCK: i64 = 0x6866_0000_0002;
+
+/// How long a call waits for a pooled connection before it fails as unavailable.
+const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
+pub struct PgStore {
+    pool: r2d2::Pool<Manager>,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> Self {
+        if error.code() == Some(&SqlState::DISK_FULL) {
+            StoreError::NoSpace(format!("PostgreSQL: {error}"))
+        } else {
+            StoreError::Engine(format!("PostgreSQL: {error}"))
+        }
+    }
+}
+
+fn pool_error(error: r2d2::Error) -> StoreError {
+    StoreError::Engine(format!("PostgreSQL: no connection: {error}"))
+}
+
+fn corrupt(table: &'static str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        column_family: table,
+        reason: error.to_string(),
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialise")
+}
+
+fn from_json<T: DeserializeOwned>(table: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| corrupt(table, error))
+}
+
+/// A count or position as PostgreSQL's bigint (saturating: nothing is that large).
+fn bigint(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects (at most `max_connections` at once) and brings the schema up to date.
+    /// A database whose schema is newer than this binary knows is refused.
+    pub fn connect(config: postgres::Config, max_connections: u32) -> Result<PgStore, StoreError> {
+        let pool = r2d2::Pool::builder()
+            .max_size(max_connections.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(CONNECTION_WAIT)
+            .build(PostgresConnectionManager::new(config, NoTls))
+            .map_err(pool_error)?;
+        let store = PgStore { pool };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        self.pool.get().map_err(pool_error)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        transaction.batch_execute(
+            "CREATE TABLE IF NOT EXISTS holdfast_schema (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )?;
+        let current: i32 = transaction
+            .query_one("SELECT coalesce(max(version), 0) FROM holdfast_schema", &[])?
+            .get(0);
+        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if current > known {
+            return Err(StoreError::UnsupportedFormat {
+                path: "the PostgreSQL database".into(),
+                found: format!("{current} (this binary knows up to {known})"),
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            transaction.batch_execute(sql)?;
+            transaction.execute(
+                "INSERT INTO holdfast_schema (version) VALUES ($1)",
+                &[version],
+            )?;
+            tracing::info!(version, "applied a PostgreSQL schema migration");
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Inserts or replaces the record of `key` in `table` (a constant of this module).
+    fn upsert(&self, table: &'static str, key: &[u8], record: &str) -> Result<(), StoreError> {
+        upsert(&mut *self.connection()?, table, key, record)
+    }
+
+    fn delete(&self, table: &'static str, key: &[u8]) -> Result<(), StoreError> {
+        delete(&mut *self.connection()?, table, key)
+    }
+
+    /// Every record of `table` in key order.
+    fn list<T: DeserializeOwned>(&self, table: &'static str) -> Result<Vec<T>, StoreError> {
+        let key = key_column(table);
+        self.connection()?
+            .query(&format!("SELECT record FROM {table} ORDER BY {key}"), &[])?
+            .iter()
+            .map(|row| from_json(table, row.get(0)))
+            .collect()
+    }
+}
+
+fn key_column(table: &'static str) -> &'static str {
+    match table {
+        "meta" => "name",
+        "tokens" => "sha256",
+        "audit_log" => "sequence",
+        _ => "id",
+    }
+}
+
+fn upsert(
+    client: &mut impl postgres::GenericClient,
+    table: &'static str,
+    key: &[u8],
+    record: &str,
+) -> Result<(), StoreError> {
+    let column = key_column(table);
+    client.execute(
+        &format!(
+            "INSERT INTO {table} ({column}, record) VALUES ($1, $2)
+             ON CONFLICT ({column}) DO UPDATE SET record = EXCLUDED.record"
+        ),
+        &[&key, &record],
+    )?;
+    Ok(())
+}
+
+fn delete(
+    client: &mut impl postgres::GenericClient,
+    table: &'static str,
+    key: &[u8],
+) -> Result<(), StoreError> {
+    let column = key_column(table);
+    client.execute(&format!("DELETE FROM {table} WHERE {column} = $1"), &[&key])?;
+    Ok(())
+}
+
+fn put_meta(
+    client: &mut impl postgres::GenericClient,
+    name: &[u8],
+    value: &[u8],
+) -> Result<(), StoreError> {
+    client.execute(
+        "INSERT INTO meta (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        &[&name, &value],
+    )?;
+    Ok(())
+}
+
+fn last_audit_record(
+    client: &mut impl postgres::GenericClient,
+) -> Result<Option<AuditRecord>, StoreError> {
+    client
+        .query_opt(
+            "SELECT record FROM audit_log ORDER BY sequence DESC LIMIT 1",
+            &[],
+        )?
+        .map(|row| from_json("audit_log", row.get(0)))
+        .transpose()
+}
+
+impl Metadata for PgStore {
+    fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .connection()?
+            .query_opt("SELECT value FROM meta WHERE name = $1", &[&name])?
+            .map(|row| row.get(0)))
+    }
+
+    fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        match value {
+            Some(value) => put_meta(&mut *connection, name, value),
+            None => delete(&mut *connection, "meta", name),
+        }
+    }
+
+    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        for hold in &write.holds {
+            upsert(
+                &mut transaction,
+                "holds",
+                &hold.id.to_bytes(),
+                &to_json(hold),
+            )?;
+        }
+        match &write.policy {
+            Some(PolicyWrite::Put(policy)) => upsert(
+                &mut transaction,
+                "policies",
+                &policy.id.to_bytes(),
+                &to_json(policy),
+            )?,
+            Some(PolicyWrite::Delete(id)) => delete(&mut transaction, "policies", &id.to_bytes())?,
+            None => {}
+        }
+        if let Some(job) = &write.replan_job {
+            put_meta(&mut transaction, META_REPLAN, job)?;
+        }
+        if let Some(intent) = &write.audit_intent {
+            let mut intent = intent.clone();
+            // Any head committed before this write will do: the owed entry is appended after
+            // this write commits, so it comes after that head whatever other nodes append.
+            intent.after_sequence = last_audit_record(&mut transaction)?.map_or(0, |r| r.sequence);
+            upsert(
+                &mut transaction,
+                "audit_intents",
+                &intent.id.to_bytes(),
+                &to_json(&intent),
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError> {
+        self.list("audit_intents")
+    }
+
+    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        self.delete("audit_intents", &id.to_bytes())
+    }
+
+    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
+        self.upsert("policies", &policy.id.to_bytes(), &to_json(policy))
+    }
+
+    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        self.delete("policies", &id.to_bytes())
+    }
+
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.list("policies")
+    }
+
+    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError> {
+        self.upsert("holds", &hold.id.to_bytes(), &to_json(hold))
+    }
+
+    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
+        self.list("holds")
+    }
+
+    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError> {
+        self.upsert("cases", &case.id.to_bytes(), &to_json(case))
+    }
+
+    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError> {
+        self.connection()?
+            .query_opt(
+                "SELECT record FROM cases WHERE id = $1",
+                &[&&id.to_bytes()[..]],
+            )?
+            .map(|row| from_json("cases", row.get(0)))
+            .transpose()
+    }
+
+    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        self.list("cases")
+    }
+
+    fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
+        self.upsert("tokens", &token_sha256, &to_json(record))
+    }
+
+    fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError> {
+        self.delete("tokens", &token_sha256)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {
+        self.connection()?
+            .query("SELECT sha256, record FROM tokens ORDER BY sha256", &[])?
+            .iter()
+            .map(|row| {
+                let hash: &[u8] = row.get(0);
+                let hash: [u8; 32] = hash
+                    .try_into()
+                    .map_err(|_| corrupt("tokens", "key is not 32 bytes"))?;
+                Ok((hash, from_json("tokens", row.get(1))?))
+            })
+            .collect()
+    }
+}
+
+impl AuditTrail for PgStore {
+    fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {
+        last_audit_record(&mut *self.connection()?)
+    }
+
+    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        self.append_audit_chained(&mut |_| records.to_vec())
+            .map(drop)
+    }
+
+    fn append_audit_chained(
+        &self,
+        chain: &mut dyn FnMut(Option<&AuditRecord>) -> Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        // One appender at a time across every node, so that the head read is the head the
+        // entries follow when they commit.
+        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+        let head = last_audit_record(&mut transaction)?;
+        let records = chain(head.as_ref());
+        check_audit_chain(head.as_ref(), &records)?;
+        if records.is_empty() {
+            return Ok(records);
+        }
+        let sequences: Vec<i64> = records.iter().map(|r| bigint(r.sequence)).collect();
+        let values: Vec<String> = records.iter().map(to_json).collect();
+        transaction.execute(
+            "INSERT INTO audit_log (sequence, record)
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
+            &[&sequences, &values],
+        )?;
+        transaction.commit()?;
+        Ok(records)
+    }
+
+    fn scan_audit_records(
+        &self,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.connection()?
+            .query(
+                "SELECT record FROM audit_log WHERE sequence >= $1 ORDER BY sequence LIMIT $2",
+                &[&bigint(from_sequence), &bigint(limit as u64)],
+            )?
+            .iter()
+            .map(|row| from_json("audit_log", row.get(0)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::{self, Fixture};
+
+    /// Where the tests' PostgreSQL is: `scripts/test.sh` starts one (`scripts/postgres.sh`)
+    /// and sets this to its URL.
+    const URL_VARIABLE: &str = "HOLDFAST_TEST_POSTGRES_URL";
+
+    /// A fresh database on the tests' PostgreSQL, dropped at the end.
+    pub struct Postgres {
+        admin: postgres::Config,
+        config: postgres::Config,
+        name: String,
+    }
+
+    impl Fixture for Postgres {
+        type Store = PgStore;
+
+        fn available() -> bool {
+            if std::env::var_os(URL_VARIABLE).is_some() {
+                return true;
+            }
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{URL_VARIABLE} is not set: in CI the PostgreSQL conformance cases must run \
+                 (scripts/test.sh starts a server and sets it)"
+            );
+            eprintln!("skipped: set {URL_VARIABLE} (scripts/postgres.sh start DIR prints one)");
+            false
+        }
+
+        fn new() -> Postgres {
+            let url = std::env::var(URL_VARIABLE).unwrap();
+            let admin: postgres::Config = url.parse().unwrap();
+            let name = format!(
+                "holdfast_test_{}",
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
+            let mut client = admin.connect(NoTls).unwrap();
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let mut config = admin.clone();
+            config.dbname(&name);
+            Postgres {
+                admin,
+                config,
+                name,
+            }
+        }
+
+        fn open(&self) -> Arc<PgStore> {
+            Arc::new(PgStore::connect(self.config.clone(), 4).unwrap())
+        }
+    }
+
+    impl Drop for Postgres {
+        fn drop(&mut self) {
+            if let Ok(mut client) = self.admin.connect(NoTls) {
+                let _ = client.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    conformance::metadata_and_audit_cases!(Postgres);
+
+    #[test]
+    fn nodes_connecting_together_apply_the_schema_once_and_a_newer_schema_is_refused() {
+        if !Postgres::available() {
+            return;
+        }
+        let fixture = Postgres::new();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| fixture.open());
+            }
+        });
+        let mut client = fixture.config.connect(NoTls).unwrap();
+        let versions: i64 = client
+            .query_one("SELECT count(*) FROM holdfast_schema", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, MIGRATIONS.len() as i64);
+        client
+            .execute("INSERT INTO holdfast_schema (version) VALUES (1000)", &[])
+            .unwrap();
+        assert!(matches!(
+            PgStore::connect(fixture.config.clone(), 1),
+            Err(StoreError::UnsupportedFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_an_error_not_a_hang() {
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(1)
+            .user("nobody")
+            .connect_timeout(Duration::from_secs(1));
+        assert!(matches!(
+            PgStore::connect(config, 1),
+            Err(StoreError::Engine(_))
+        ));
+    }
+}

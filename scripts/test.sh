@@ -7,14 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-build-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}"
-# A PostgreSQL of the tests' own (installed when missing, on a free loopback port) for the
-# store conformance cases of the PostgreSQL backend, stopped and deleted at the end.
+# Cluster mode's engines, of the tests' own (installed when missing, on free loopback ports),
+# stopped and deleted at the end: PostgreSQL for the store conformance cases of the
+# PostgreSQL backend, SeaweedFS for the Object Lock tests.
+services=$(mktemp -d /tmp/holdfast-test-services.XXXXXX)
+chmod 755 "$services"
+trap 'scripts/postgres.sh stop "$services/pg"; scripts/seaweedfs.sh stop "$services/s3"; rm -rf "$services"' EXIT
 if [ -z "${HOLDFAST_TEST_POSTGRES_URL:-}" ]; then
-    pg_dir=$(mktemp -d /tmp/holdfast-test-pg.XXXXXX)
-    chmod 755 "$pg_dir"
-    trap 'scripts/postgres.sh stop "$pg_dir/pg"; rm -rf "$pg_dir"' EXIT
-    HOLDFAST_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir/pg")
+    HOLDFAST_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$services/pg")
     export HOLDFAST_TEST_POSTGRES_URL
+fi
+if [ -z "${HOLDFAST_TEST_S3:-}" ]; then
+    HOLDFAST_TEST_S3=$(scripts/seaweedfs.sh start "$services/s3")
+    export HOLDFAST_TEST_S3
 fi
 cargo test --release --locked --workspace "$@"
 # The Python tests, against the server binary just built.

@@ -7,6 +7,7 @@ pub(crate) mod conformance;
 pub mod keys;
 pub mod pg;
 mod rocks;
+pub mod s3;
 
 use chrono::{DateTime, Utc};
 use holdfast_retention::{ItemLocation, MoveReason};
@@ -36,6 +37,10 @@ pub enum StoreError {
     },
     #[error("data directory {path} was written by an unsupported format version {found}")]
     UnsupportedFormat { path: String, found: String },
+    /// The storage engine refused to delete or shorten what its lock protects (S3 Object
+    /// Lock retention or legal hold).
+    #[error("refused by the storage engine's lock: {0}")]
+    Locked(String),
     /// An audit append that does not follow the stored head (another writer appended first);
     /// nothing of it was stored.
     #[error(

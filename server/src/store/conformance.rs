@@ -13,7 +13,7 @@ use ulid::Ulid;
 
 use super::keys::META_REPLAN;
 use super::{
-    AuditTrail, IndexFeed, Interactions, ItemStates, Metadata, NewInteraction, PolicyWrite,
+    AuditTrail, IndexFeed, Interactions, ItemStates, Leases, Metadata, NewInteraction, PolicyWrite,
     RulesWrite, StoreError, WriteOutcome,
 };
 use crate::domain::{
@@ -76,8 +76,8 @@ macro_rules! conformance_cases {
 }
 pub(crate) use conformance_cases;
 
-/// The cases every backend with the metadata and audit seams passes.
-macro_rules! metadata_and_audit_cases {
+/// The cases of the seams every node of a cluster shares: metadata, the audit log, leases.
+macro_rules! shared_state_cases {
     ($fixture:ty) => {
         $crate::store::conformance::conformance_cases!($fixture;
             meta_values_are_set_replaced_and_removed,
@@ -87,13 +87,16 @@ macro_rules! metadata_and_audit_cases {
             audit_entries_append_in_order_and_scan_from_any_sequence,
             an_append_that_does_not_follow_the_head_stores_nothing,
             two_audit_writers_on_one_store_keep_one_chain,
+            a_lease_has_one_holder_until_it_is_released,
+            an_expired_lease_passes_on_with_a_new_epoch,
+            of_racing_contenders_exactly_one_takes_a_lease,
         );
     };
 }
-pub(crate) use metadata_and_audit_cases;
+pub(crate) use shared_state_cases;
 
 mod rocks {
-    super::metadata_and_audit_cases!(super::Rocks);
+    super::shared_state_cases!(super::Rocks);
     super::conformance_cases!(super::Rocks;
         records_round_trip_with_their_digest,
         idempotency_holds_within_a_group_and_across_groups,
@@ -630,4 +633,98 @@ where
     assert_eq!(records.len(), 100);
     assert!(records.iter().any(|r| r.actor == "first"));
     assert!(records.iter().any(|r| r.actor == "second"));
+}
+
+pub fn a_lease_has_one_holder_until_it_is_released<F: Fixture>(fixture: F)
+where
+    F::Store: Leases,
+{
+    let store = fixture.open();
+    let minute = std::time::Duration::from_secs(60);
+    let first = store
+        .acquire_lease("sweeper", "node-a", minute)
+        .unwrap()
+        .unwrap();
+    assert!(first.expires_at > Utc::now());
+    assert_eq!(
+        store.acquire_lease("sweeper", "node-b", minute).unwrap(),
+        None
+    );
+    // Another lease is another name.
+    assert!(store
+        .acquire_lease("indexer-7", "node-b", minute)
+        .unwrap()
+        .is_some());
+    // Renewing keeps the epoch.
+    let renewed = store
+        .acquire_lease("sweeper", "node-a", minute)
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.epoch, first.epoch);
+    // Only the holder can release it.
+    store.release_lease("sweeper", "node-b").unwrap();
+    assert_eq!(
+        store.acquire_lease("sweeper", "node-b", minute).unwrap(),
+        None
+    );
+    store.release_lease("sweeper", "node-a").unwrap();
+    let taken = store
+        .acquire_lease("sweeper", "node-b", minute)
+        .unwrap()
+        .unwrap();
+    assert!(taken.epoch > first.epoch);
+    assert_eq!(
+        store.acquire_lease("sweeper", "node-a", minute).unwrap(),
+        None
+    );
+}
+
+pub fn an_expired_lease_passes_on_with_a_new_epoch<F: Fixture>(fixture: F)
+where
+    F::Store: Leases,
+{
+    let store = fixture.open();
+    let short = std::time::Duration::from_millis(300);
+    let first = store
+        .acquire_lease("sweeper", "node-a", short)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.acquire_lease("sweeper", "node-b", short).unwrap(),
+        None
+    );
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let taken = store
+        .acquire_lease("sweeper", "node-b", short)
+        .unwrap()
+        .unwrap();
+    assert!(taken.epoch > first.epoch);
+    // The first holder, back after a pause, no longer holds it.
+    assert_eq!(
+        store.acquire_lease("sweeper", "node-a", short).unwrap(),
+        None
+    );
+}
+
+pub fn of_racing_contenders_exactly_one_takes_a_lease<F: Fixture>(fixture: F)
+where
+    F::Store: Leases + Sized + 'static,
+{
+    let store = fixture.open();
+    let minute = std::time::Duration::from_secs(60);
+    let won: Vec<bool> = std::thread::scope(|scope| {
+        let contenders: Vec<_> = (0..8)
+            .map(|n| {
+                let store = &store;
+                scope.spawn(move || {
+                    store
+                        .acquire_lease("sweeper", &format!("node-{n}"), minute)
+                        .unwrap()
+                        .is_some()
+                })
+            })
+            .collect();
+        contenders.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
 }

@@ -469,6 +469,29 @@ pub trait Snapshots: Send + Sync {
     fn checkpoint(&self, dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError>;
 }
 
+/// Leases: which process runs a singleton job (the sweeper, an indexer of a partition) now.
+/// A lease has one holder until it expires or is released; its epoch grows each time it
+/// passes to a holder that did not hold it continuously, so work can be fenced by epoch.
+pub trait Leases: Send + Sync {
+    /// Takes lease `name` for `holder` for `ttl` (or renews it, when `holder` holds it) and
+    /// answers it; `None` while another holder has it.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives the lease up if `holder` holds it, so that another can take it at once.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
+/// A lease held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub epoch: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Everything the services need of a store; `RocksStore` (embedded) implements every seam.
 pub trait Store:
     Interactions
@@ -479,6 +502,7 @@ pub trait Store:
     + AuditTrail
     + TraceStates
     + Snapshots
+    + Leases
     + Send
     + Sync
     + 'static
@@ -494,6 +518,7 @@ impl<T> Store for T where
         + AuditTrail
         + TraceStates
         + Snapshots
+        + Leases
         + Send
         + Sync
         + 'static

@@ -14,13 +14,13 @@ use rocksdb::{
 use serde::Deserialize;
 
 use super::keys::{self, *};
-use super::Disposition;
 use super::{
     AuditTrail, Dispositions, IndexFeed, Interactions, ItemFacts, ItemStates, Metadata,
     NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem, Snapshots, StoreError,
     SweepApplied, SweepWrite, TraceStateWrite, TraceStates, WriteOutcome, FORGET_PER_WRITE,
     RECORD_VERSION,
 };
+use super::{Disposition, Lease, Leases};
 use crate::config::Compression;
 use crate::domain::{
     Annex, HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
@@ -77,6 +77,9 @@ pub struct RocksStore {
     trace_lock: Mutex<()>,
     /// Serialises audit appends, so that each checks the head it follows.
     audit_lock: Mutex<()>,
+    /// Leases by name: (holder, epoch, expiry). In memory: one process holds the store, so
+    /// leases only order its own threads, and a restart frees them all.
+    leases: Mutex<std::collections::HashMap<String, (String, u64, std::time::Instant)>>,
     /// Failpoint of the tests: how many more writes of retention rules, metadata and audit
     /// entries succeed before every later one fails as if the process had stopped there.
     #[cfg(test)]
@@ -164,6 +167,7 @@ impl RocksStore {
             forget_from: Mutex::new(Vec::new()),
             trace_lock: Mutex::new(()),
             audit_lock: Mutex::new(()),
+            leases: Mutex::new(std::collections::HashMap::new()),
             #[cfg(test)]
             writes_left: std::sync::atomic::AtomicI64::new(i64::MAX),
         };
@@ -1622,6 +1626,44 @@ impl TraceStates for RocksStore {
         self.write_with_index_work(batch, &grown)?;
         self.forgotten_to(next_from);
         Ok(grown)
+    }
+}
+
+impl Leases for RocksStore {
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = match leases.get(name) {
+            Some((current, epoch, expires)) if *expires > now => {
+                if current != holder {
+                    return Ok(None);
+                }
+                *epoch
+            }
+            Some((_, epoch, _)) => epoch + 1,
+            None => 1,
+        };
+        leases.insert(name.to_string(), (holder.to_string(), epoch, now + ttl));
+        Ok(Some(Lease {
+            epoch,
+            expires_at: Utc::now() + ttl,
+        }))
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let now = std::time::Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((current, _, expires)) = leases.get_mut(name) {
+            if current == holder {
+                *expires = now;
+            }
+        }
+        Ok(())
     }
 }
 

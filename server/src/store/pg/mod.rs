@@ -14,13 +14,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::keys::META_REPLAN;
-use super::{check_audit_chain, AuditTrail, Metadata, PolicyWrite, RulesWrite, StoreError};
+use super::{
+    check_audit_chain, AuditTrail, Lease, Leases, Metadata, PolicyWrite, RulesWrite, StoreError,
+};
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
 type Manager = PostgresConnectionManager<NoTls>;
 
 /// Schema versions in order; each is applied once, in one transaction with its version row.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("0001_metadata.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("0001_metadata.sql")),
+    (2, include_str!("0002_leases.sql")),
+];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).
 const MIGRATION_LOCK: i64 = 0x6866_0000_0001;
@@ -375,6 +380,47 @@ impl AuditTrail for PgStore {
     }
 }
 
+impl Leases for PgStore {
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let ttl_ms = bigint(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        // One statement: PostgreSQL locks the row, so of racing nodes exactly one wins.
+        let row = self.connection()?.query_opt(
+            "INSERT INTO leases AS l (name, holder, epoch, expires_at)
+             VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 millisecond')
+             ON CONFLICT (name) DO UPDATE SET
+                 holder = EXCLUDED.holder,
+                 epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                              THEN l.epoch ELSE l.epoch + 1 END,
+                 expires_at = EXCLUDED.expires_at
+             WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp()
+             RETURNING epoch, (extract(epoch FROM expires_at) * 1000000)::bigint",
+            &[&name, &holder, &ttl_ms],
+        )?;
+        row.map(|row| {
+            let (epoch, expires_us): (i64, i64) = (row.get(0), row.get(1));
+            Ok(Lease {
+                epoch: u64::try_from(epoch).map_err(|_| corrupt("leases", "negative epoch"))?,
+                expires_at: chrono::DateTime::from_timestamp_micros(expires_us)
+                    .ok_or_else(|| corrupt("leases", "expiry out of range"))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.connection()?.execute(
+            "UPDATE leases SET expires_at = '-infinity' WHERE name = $1 AND holder = $2",
+            &[&name, &holder],
+        )?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::sync::Arc;
@@ -445,7 +491,7 @@ pub(crate) mod tests {
         }
     }
 
-    conformance::metadata_and_audit_cases!(Postgres);
+    conformance::shared_state_cases!(Postgres);
 
     #[test]
     fn nodes_connecting_together_apply_the_schema_once_and_a_newer_schema_is_refused() {

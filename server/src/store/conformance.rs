@@ -190,7 +190,9 @@ where
     elsewhere.mailbox_id = MailboxId::parse("bob@contoso.com").unwrap();
     let elsewhere = new_item(elsewhere);
     assert_eq!(
-        store.write_interactions(&[elsewhere.clone()]).unwrap(),
+        store
+            .write_interactions(std::slice::from_ref(&elsewhere))
+            .unwrap(),
         [WriteOutcome::Created(elsewhere.id)]
     );
 }

@@ -16,7 +16,7 @@ bin=/usr/lib/postgresql/15/bin
 root=false
 [ "$(id -u)" = 0 ] && root=true
 as_pg() {
-    if $root; then runuser -u postgres -- "$@"; else "$@"; fi
+    if $root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 case $cmd in
 start)

@@ -54,6 +54,7 @@ JSON
         -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" \
         -filer -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" \
         -s3 -s3.port="${ports[6]}" -s3.port.grpc="${ports[7]}" -s3.config="$dir/identities.json" \
+        -s3.port.iceberg=0 -s3.port.lance=0 \
         -metricsPort="${ports[8]}" -master.volumeSizeLimitMB=64 -volume.max=0 -volume.minFreeSpace=512MiB \
         >"$dir/weed.log" 2>&1 &
     echo $! >"$dir/pid"

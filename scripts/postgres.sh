@@ -45,11 +45,12 @@ start)
     fi
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir" start >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -p $port -k '$dir'" start >/dev/null
     echo "$port" >"$dir/port"
     echo "postgres://holdfast:$(cat "$dir/password")@127.0.0.1:$port/postgres"
     ;;
 stop)
+    dir=$(cd "$dir" 2>/dev/null && pwd) || exit 0
     as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
     ;;
 *)

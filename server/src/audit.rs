@@ -98,6 +98,8 @@ const SCAN_CHUNK: usize = 1024;
 impl AuditLog {
     /// Opens the log and starts its writer thread (it stops when the log is dropped).
     pub fn open(store: Arc<dyn AuditTrail>) -> Result<AuditLog, StoreError> {
+        // An unreadable head stops the start here rather than failing every audited call.
+        store.last_audit_record()?;
         let (appends, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let writer_store = Arc::clone(&store);
         std::thread::Builder::new()

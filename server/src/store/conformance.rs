@@ -686,7 +686,8 @@ where
     F::Store: Leases,
 {
     let store = fixture.open();
-    let short = std::time::Duration::from_millis(300);
+    // Long enough that a paused test machine does not let it lapse between two steps.
+    let short = std::time::Duration::from_secs(2);
     let first = store
         .acquire_lease("sweeper", "node-a", short)
         .unwrap()
@@ -695,7 +696,7 @@ where
         store.acquire_lease("sweeper", "node-b", short).unwrap(),
         None
     );
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let taken = store
         .acquire_lease("sweeper", "node-b", short)
         .unwrap()
@@ -714,11 +715,13 @@ where
 {
     let store = fixture.open();
     let minute = std::time::Duration::from_secs(60);
+    let start = std::sync::Barrier::new(8);
     let won: Vec<bool> = std::thread::scope(|scope| {
         let contenders: Vec<_> = (0..8)
             .map(|n| {
-                let store = &store;
+                let (store, start) = (&store, &start);
                 scope.spawn(move || {
+                    start.wait();
                     store
                         .acquire_lease("sweeper", &format!("node-{n}"), minute)
                         .unwrap()

@@ -1450,6 +1450,9 @@ impl AuditTrail for RocksStore {
     }
 
     fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         self.append_audit_chained(&mut |_| records.to_vec())
             .map(drop)
     }
@@ -1648,11 +1651,14 @@ impl Leases for RocksStore {
             Some((_, epoch, _)) => epoch + 1,
             None => 1,
         };
-        leases.insert(name.to_string(), (holder.to_string(), epoch, now + ttl));
-        Ok(Some(Lease {
-            epoch,
-            expires_at: Utc::now() + ttl,
-        }))
+        let too_long = || StoreError::Engine(format!("lease time {ttl:?} is out of range"));
+        let expires = now.checked_add(ttl).ok_or_else(too_long)?;
+        let expires_at = chrono::TimeDelta::from_std(ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_add_signed(ttl))
+            .ok_or_else(too_long)?;
+        leases.insert(name.to_string(), (holder.to_string(), epoch, expires));
+        Ok(Some(Lease { epoch, expires_at }))
     }
 
     fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {

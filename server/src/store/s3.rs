@@ -95,9 +95,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let code = error.code().unwrap_or("no code").to_string();
-    if code == "AccessDenied" {
-        return StoreError::Locked(format!("{operation}: {LOCKED}"));
-    }
     let detail = match &error {
         aws_sdk_s3::error::SdkError::ServiceError(service) => {
             service.err().message().unwrap_or("no message").to_string()
@@ -172,16 +169,20 @@ impl ObjectLockStore {
                     .await
                     .map_err(|error| s3_error("CreateBucket", error))?;
             }
-            let lock = client
+            let enabled = match client
                 .get_object_lock_configuration()
                 .bucket(bucket)
                 .send()
                 .await
-                .map_err(|error| s3_error("GetObjectLockConfiguration", error))?;
-            let enabled = lock
-                .object_lock_configuration()
-                .and_then(|c| c.object_lock_enabled())
-                == Some(&ObjectLockEnabled::Enabled);
+            {
+                Ok(lock) => {
+                    lock.object_lock_configuration()
+                        .and_then(|c| c.object_lock_enabled())
+                        == Some(&ObjectLockEnabled::Enabled)
+                }
+                Err(error) if error.code() == Some("ObjectLockConfigurationNotFoundError") => false,
+                Err(error) => return Err(s3_error("GetObjectLockConfiguration", error)),
+            };
             if !enabled {
                 return Err(StoreError::Engine(format!(
                     "bucket {bucket} does not have Object Lock enabled; holdfast stores content \
@@ -236,6 +237,48 @@ impl ObjectLockStore {
         })
     }
 
+    /// Why the engine denied a change of `version`: `Locked` when its retention runs or its
+    /// legal hold is on (read back from the engine), otherwise the denial itself (missing
+    /// permissions or wrong credentials are not a lock).
+    async fn denied(
+        &self,
+        operation: &str,
+        version: &ObjectVersion,
+        denial: StoreError,
+    ) -> StoreError {
+        let retained = self
+            .client
+            .get_object_retention()
+            .bucket(&self.bucket)
+            .key(&version.key)
+            .version_id(&version.version_id)
+            .send()
+            .await
+            .ok()
+            .and_then(|output| output.retention()?.retain_until_date().cloned())
+            .is_some_and(|until| {
+                until
+                    .to_millis()
+                    .is_ok_and(|ms| ms > Utc::now().timestamp_millis())
+            });
+        let held = self
+            .client
+            .get_object_legal_hold()
+            .bucket(&self.bucket)
+            .key(&version.key)
+            .version_id(&version.version_id)
+            .send()
+            .await
+            .ok()
+            .and_then(|output| output.legal_hold()?.status().cloned())
+            == Some(ObjectLockLegalHoldStatus::On);
+        if retained || held {
+            StoreError::Locked(format!("{operation}: {LOCKED}"))
+        } else {
+            denial
+        }
+    }
+
     /// The bytes of a version; `None` when it does not exist.
     pub fn get(&self, version: &ObjectVersion) -> Result<Option<Vec<u8>>, StoreError> {
         self.runtime.block_on(async {
@@ -273,7 +316,8 @@ impl ObjectLockStore {
         bypass_governance: bool,
     ) -> Result<(), StoreError> {
         self.runtime.block_on(async {
-            self.client
+            match self
+                .client
                 .put_object_retention()
                 .bucket(&self.bucket)
                 .key(&version.key)
@@ -287,8 +331,14 @@ impl ObjectLockStore {
                 .bypass_governance_retention(bypass_governance)
                 .send()
                 .await
-                .map_err(|error| s3_error("PutObjectRetention", error))?;
-            Ok(())
+            {
+                Ok(_) => Ok(()),
+                Err(error) if error.code() == Some("AccessDenied") => {
+                    let denial = s3_error("PutObjectRetention", error);
+                    Err(self.denied("PutObjectRetention", version, denial).await)
+                }
+                Err(error) => Err(s3_error("PutObjectRetention", error)),
+            }
         })
     }
 
@@ -317,15 +367,22 @@ impl ObjectLockStore {
     /// retention runs or its legal hold is on.
     pub fn destroy(&self, version: &ObjectVersion) -> Result<(), StoreError> {
         self.runtime.block_on(async {
-            self.client
+            match self
+                .client
                 .delete_object()
                 .bucket(&self.bucket)
                 .key(&version.key)
                 .version_id(&version.version_id)
                 .send()
                 .await
-                .map_err(|error| s3_error("DeleteObject", error))?;
-            Ok(())
+            {
+                Ok(_) => Ok(()),
+                Err(error) if error.code() == Some("AccessDenied") => {
+                    let denial = s3_error("DeleteObject", error);
+                    Err(self.denied("DeleteObject", version, denial).await)
+                }
+                Err(error) => Err(s3_error("DeleteObject", error)),
+            }
         })
     }
 }
@@ -480,6 +537,11 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(!matches!(error, StoreError::Locked(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("does not have Object Lock enabled"),
+            "{error}"
+        );
     }
 }

@@ -75,7 +75,17 @@ fn bigint(value: u64) -> i64 {
 impl PgStore {
     /// Connects (at most `max_connections` at once) and brings the schema up to date.
     /// A database whose schema is newer than this binary knows is refused.
-    pub fn connect(config: postgres::Config, max_connections: u32) -> Result<PgStore, StoreError> {
+    pub fn connect(
+        mut config: postgres::Config,
+        max_connections: u32,
+    ) -> Result<PgStore, StoreError> {
+        // A peer that vanishes (a half-open connection) is noticed rather than waited for.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
         let pool = r2d2::Pool::builder()
             .max_size(max_connections.max(1))
             .min_idle(Some(1))
@@ -346,6 +356,11 @@ impl AuditTrail for PgStore {
         let mut transaction = connection.transaction()?;
         // One appender at a time across every node, so that the head read is the head the
         // entries follow when they commit.
+        // A node that stalls holding the lock must not stall every other node's audit log for
+        // ever: waiting and statements are bounded, and a timeout fails this group (retried
+        // by its callers) without storing any of it.
+        transaction
+            .batch_execute("SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '30s'")?;
         transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
         let head = last_audit_record(&mut transaction)?;
         let records = chain(head.as_ref());
@@ -387,7 +402,9 @@ impl Leases for PgStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let ttl_ms = bigint(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        // Whole milliseconds, rounded up: a lease shorter than that is never answered expired.
+        let ttl_ms =
+            bigint(u64::try_from(ttl.as_nanos().div_ceil(1_000_000).max(1)).unwrap_or(u64::MAX));
         // One statement: PostgreSQL locks the row, so of racing nodes exactly one wins.
         let row = self.connection()?.query_opt(
             "INSERT INTO leases AS l (name, holder, epoch, expires_at)

@@ -200,7 +200,17 @@ pub fn start(
     settings: IndexSettings,
     shutdown: CancellationToken,
 ) -> Result<(Arc<SearchIndex>, IndexerThread), IndexError> {
-    let (index, committed) = open_or_create(dir)?;
+    let (index, mut committed) = open_or_create(dir)?;
+    // Work this index has not read may be forgotten by a shared feed (this node was away
+    // too long): only a rebuild brings it back.
+    let trimmed = store.feed_trimmed_through()?;
+    if committed.is_some_and(|position| position < trimmed) {
+        tracing::warn!(
+            path = %dir.display(),
+            "the index feed has forgotten work this index has not read; rebuilding it"
+        );
+        committed = None;
+    }
     let writer: IndexWriter = index.writer_with_num_threads(INDEXING_THREADS, WRITER_MEMORY)?;
     let reader = index
         .reader_builder()

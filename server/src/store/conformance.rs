@@ -95,14 +95,22 @@ macro_rules! shared_state_cases {
 }
 pub(crate) use shared_state_cases;
 
+/// The cases of item content, state and the index feed.
+macro_rules! item_cases {
+    ($fixture:ty) => {
+        $crate::store::conformance::conformance_cases!($fixture;
+            records_round_trip_with_their_digest,
+            idempotency_holds_within_a_group_and_across_groups,
+            moving_hides_items_from_the_listing_only,
+            writes_and_moves_queue_index_work_in_order_and_survive_reopening,
+        );
+    };
+}
+pub(crate) use item_cases;
+
 mod rocks {
     super::shared_state_cases!(super::Rocks);
-    super::conformance_cases!(super::Rocks;
-        records_round_trip_with_their_digest,
-        idempotency_holds_within_a_group_and_across_groups,
-        moving_hides_items_from_the_listing_only,
-        writes_and_moves_queue_index_work_in_order_and_survive_reopening,
-    );
+    super::item_cases!(super::Rocks);
 }
 
 fn at(day: u32) -> DateTime<Utc> {

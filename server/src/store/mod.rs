@@ -2,6 +2,7 @@
 //! implementation. Nothing above this module depends on RocksDB.
 
 mod checkpoint;
+pub mod cluster;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod keys;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use holdfast_retention::{ItemLocation, MoveReason};
 use serde::{Deserialize, Serialize};
 
+pub use cluster::ClusterStore;
 pub use pg::PgStore;
 pub use rocks::RocksStore;
 
@@ -241,6 +243,49 @@ impl NewInteraction {
     }
 }
 
+/// The stored form of an interaction (after the version byte): JSON of this struct. It is
+/// written by `NewInteraction::new`, which splices in the canonical encoding of the content.
+#[derive(Deserialize)]
+struct InteractionRecord {
+    received_at: DateTime<Utc>,
+    content_sha256: String,
+    content: InteractionContent,
+}
+
+/// Decodes a stored record (`NewInteraction::record`) of item `id`.
+pub(crate) fn decode_record(
+    id: InteractionId,
+    bytes: &[u8],
+    location: ItemLocation,
+    annex: Option<Annex>,
+) -> Result<StoredInteraction, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        column_family: "interactions",
+        reason,
+    };
+    let (version, json) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt(format!("empty record for {id}")))?;
+    if *version != RECORD_VERSION {
+        return Err(corrupt(format!(
+            "record {id} has unknown version {version}"
+        )));
+    }
+    let record: InteractionRecord =
+        serde_json::from_slice(json).map_err(|error| corrupt(format!("record {id}: {error}")))?;
+    let mut content_sha256 = [0u8; 32];
+    hex::decode_to_slice(&record.content_sha256, &mut content_sha256)
+        .map_err(|_| corrupt(format!("record {id}: bad digest")))?;
+    Ok(StoredInteraction {
+        id,
+        received_at: record.received_at,
+        content_sha256,
+        content: record.content,
+        location,
+        annex,
+    })
+}
+
 /// What happened to one item of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -353,8 +398,14 @@ pub trait IndexFeed: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, InteractionId)>, StoreError>;
-    /// Forgets index work up to and including `sequence` (the index committed it).
+    /// Forgets index work up to and including `sequence` (the index committed it), once
+    /// every reader of the feed has (a shared feed has one reader per node).
     fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError>;
+    /// Index work up to here is forgotten although some reader may not have read it (a
+    /// reader gone too long): an index whose position is behind it must be rebuilt.
+    fn feed_trimmed_through(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     /// The last sequence handed out (0 when none).
     fn last_index_sequence(&self) -> u64;
 }

@@ -11,20 +11,17 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
-use serde::Deserialize;
 
 use super::keys::{self, *};
 use super::{
     AuditTrail, Dispositions, IndexFeed, Interactions, ItemFacts, ItemStates, Metadata,
     NewInteraction, PlannedItem, PolicyWrite, RulesWrite, ScannedItem, Snapshots, StoreError,
     SweepApplied, SweepWrite, TraceStateWrite, TraceStates, WriteOutcome, FORGET_PER_WRITE,
-    RECORD_VERSION,
 };
 use super::{Disposition, Lease, Leases};
 use crate::config::Compression;
 use crate::domain::{
-    Annex, HistorySelector, InteractionContent, InteractionId, ListCursor, ListQuery, MailboxId,
-    StoredInteraction,
+    Annex, HistorySelector, InteractionId, ListCursor, ListQuery, MailboxId, StoredInteraction,
 };
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
@@ -49,15 +46,6 @@ impl MoveValues {
             moved_micros: time_micros(now),
         }
     }
-}
-
-/// The stored form of an interaction (after the version byte): JSON of this struct. It is
-/// written by `NewInteraction::new`, which splices in the canonical encoding of the content.
-#[derive(Deserialize)]
-struct InteractionRecord {
-    received_at: DateTime<Utc>,
-    content_sha256: String,
-    content: InteractionContent,
 }
 
 pub struct RocksStore {
@@ -513,28 +501,7 @@ impl RocksStore {
         location: ItemLocation,
         annex: Option<Annex>,
     ) -> Result<StoredInteraction, StoreError> {
-        let (version, json) = bytes
-            .split_first()
-            .ok_or_else(|| corrupt(CF_INTERACTIONS, format!("empty record for {id}")))?;
-        if *version != RECORD_VERSION {
-            return Err(corrupt(
-                CF_INTERACTIONS,
-                format!("record {id} has unknown version {version}"),
-            ));
-        }
-        let record: InteractionRecord = serde_json::from_slice(json)
-            .map_err(|error| corrupt(CF_INTERACTIONS, format!("record {id}: {error}")))?;
-        let mut content_sha256 = [0u8; 32];
-        hex::decode_to_slice(&record.content_sha256, &mut content_sha256)
-            .map_err(|_| corrupt(CF_INTERACTIONS, format!("record {id}: bad digest")))?;
-        Ok(StoredInteraction {
-            id,
-            received_at: record.received_at,
-            content_sha256,
-            content: record.content,
-            location,
-            annex,
-        })
+        super::decode_record(id, bytes, location, annex)
     }
 
     fn decode_client_key_value(bytes: &[u8]) -> Result<(InteractionId, [u8; 32]), StoreError> {
@@ -1685,7 +1652,7 @@ mod tests {
     use ulid::Ulid;
 
     use super::*;
-    use crate::domain::{Model, Safety};
+    use crate::domain::{InteractionContent, Model, Safety};
 
     fn item(client_key: &str) -> NewInteraction {
         NewInteraction::new(

@@ -82,6 +82,9 @@ pub struct ObjectVersion {
 pub const LOCKED: &str =
     "the object is locked (its retention has not ended, or it is under legal hold)";
 
+/// Requests in flight at once for `put_many` and `get_many`.
+const PARALLEL: usize = 32;
+
 pub struct ObjectLockStore {
     client: aws_sdk_s3::Client,
     bucket: String,
@@ -202,7 +205,18 @@ impl ObjectLockStore {
         retention: Option<Retention>,
         legal_hold: bool,
     ) -> Result<ObjectVersion, StoreError> {
-        self.runtime.block_on(async {
+        self.runtime
+            .block_on(self.put_async(key, bytes, retention, legal_hold))
+    }
+
+    async fn put_async(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        retention: Option<Retention>,
+        legal_hold: bool,
+    ) -> Result<ObjectVersion, StoreError> {
+        {
             let mut put = self
                 .client
                 .put_object()
@@ -234,7 +248,7 @@ impl ObjectLockStore {
                 key: key.to_string(),
                 version_id: version_id.to_string(),
             })
-        })
+        }
     }
 
     /// Why the engine denied a change of `version`: `Locked` when its retention runs or its
@@ -279,9 +293,67 @@ impl ObjectLockStore {
         }
     }
 
+    /// Stores several objects at once (up to `PARALLEL` requests in flight), as `put` does
+    /// each, and answers their versions in order. The first failure fails the call; objects
+    /// already stored by then stay (the caller's janitor list names them).
+    pub fn put_many(
+        &self,
+        objects: Vec<(String, Vec<u8>, Option<Retention>)>,
+    ) -> Result<Vec<ObjectVersion>, StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        self.runtime.block_on(
+            futures::stream::iter(objects)
+                .map(|(key, bytes, retention)| async move {
+                    self.put_async(&key, bytes, retention, false).await
+                })
+                .buffered(PARALLEL)
+                .try_collect(),
+        )
+    }
+
+    /// The bytes of several versions at once, in order (`None`: no such version).
+    pub fn get_many(&self, versions: &[ObjectVersion]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        self.runtime.block_on(
+            futures::stream::iter(versions)
+                .map(|version| self.get_async(version))
+                .buffered(PARALLEL)
+                .try_collect(),
+        )
+    }
+
+    /// Every version of `key`.
+    pub fn versions_of(&self, key: &str) -> Result<Vec<ObjectVersion>, StoreError> {
+        self.runtime.block_on(async {
+            let output = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .send()
+                .await
+                .map_err(|error| s3_error("ListObjectVersions", error))?;
+            Ok(output
+                .versions()
+                .iter()
+                .filter(|v| v.key() == Some(key))
+                .filter_map(|v| {
+                    Some(ObjectVersion {
+                        key: key.to_string(),
+                        version_id: v.version_id()?.to_string(),
+                    })
+                })
+                .collect())
+        })
+    }
+
     /// The bytes of a version; `None` when it does not exist.
     pub fn get(&self, version: &ObjectVersion) -> Result<Option<Vec<u8>>, StoreError> {
-        self.runtime.block_on(async {
+        self.runtime.block_on(self.get_async(version))
+    }
+
+    async fn get_async(&self, version: &ObjectVersion) -> Result<Option<Vec<u8>>, StoreError> {
+        {
             let output = match self
                 .client
                 .get_object()
@@ -303,7 +375,7 @@ impl ObjectLockStore {
                 .await
                 .map_err(|error| StoreError::Engine(format!("S3 GetObject body: {error}")))?;
             Ok(Some(bytes.into_bytes().to_vec()))
-        })
+        }
     }
 
     /// Sets a version's retention. Lengthening is always allowed; shortening a GOVERNANCE
@@ -366,6 +438,17 @@ impl ObjectLockStore {
     /// Deletes a version for good; the engine refuses (`StoreError::Locked`) while its
     /// retention runs or its legal hold is on.
     pub fn destroy(&self, version: &ObjectVersion) -> Result<(), StoreError> {
+        self.destroy_with(version, false)
+    }
+
+    /// Deletes a version for good; with `bypass_governance` (holdfast's own permission) a
+    /// GOVERNANCE retention does not stand in the way, a COMPLIANCE retention or a legal
+    /// hold still does.
+    pub fn destroy_with(
+        &self,
+        version: &ObjectVersion,
+        bypass_governance: bool,
+    ) -> Result<(), StoreError> {
         self.runtime.block_on(async {
             match self
                 .client
@@ -373,6 +456,7 @@ impl ObjectLockStore {
                 .bucket(&self.bucket)
                 .key(&version.key)
                 .version_id(&version.version_id)
+                .bypass_governance_retention(bypass_governance)
                 .send()
                 .await
             {
@@ -388,7 +472,7 @@ impl ObjectLockStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeDelta;
 
     use super::*;
@@ -399,7 +483,7 @@ mod tests {
 
     /// A fresh bucket on the tests' S3 gateway; `None` (saying so) when there is none,
     /// which CI does not allow.
-    fn config() -> Option<S3Config> {
+    pub(crate) fn config() -> Option<S3Config> {
         let Some(line) = std::env::var_os(S3_VARIABLE) else {
             assert!(
                 std::env::var_os("CI").is_none(),

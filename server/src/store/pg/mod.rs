@@ -19,12 +19,13 @@ use super::{
 };
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
-type Manager = PostgresConnectionManager<NoTls>;
+pub(crate) type Manager = PostgresConnectionManager<NoTls>;
 
 /// Schema versions in order; each is applied once, in one transaction with its version row.
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("0001_metadata.sql")),
     (2, include_str!("0002_leases.sql")),
+    (3, include_str!("0003_items.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).
@@ -97,7 +98,7 @@ impl PgStore {
         Ok(store)
     }
 
-    fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+    pub(crate) fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
         self.pool.get().map_err(pool_error)
     }
 
@@ -494,6 +495,13 @@ pub(crate) mod tests {
 
         fn open(&self) -> Arc<PgStore> {
             Arc::new(PgStore::connect(self.config.clone(), 4).unwrap())
+        }
+    }
+
+    impl Postgres {
+        /// How to reach the fresh database.
+        pub fn config(&self) -> postgres::Config {
+            self.config.clone()
         }
     }
 

@@ -1,0 +1,1458 @@
+//! The cluster backend: every seam on shared engines, so that any number of stateless nodes
+//! serve one store. Rows (item state, the due queue, idempotency, the index feed,
+//! dispositions, trace states, metadata, the audit log, leases) are in PostgreSQL
+//! (`PgStore`, schema `pg/0003_items.sql`); the content of each interaction is an object in
+//! an S3 bucket with Object Lock (`ObjectLockStore`), whose retention the engine enforces.
+//!
+//! Order of writes, so that a crash never loses an acknowledged item nor leaves a row without
+//! its content: an ingest marks its object keys for the janitor, writes the objects, then
+//! commits the rows (clearing the marks) in one transaction; a destruction commits the row
+//! deletion, its disposition and a mark of the version in one transaction, then deletes the
+//! version. What a crash leaves marked is deleted by `collect_garbage` once the engine's lock
+//! allows.
+//!
+//! The seams are synchronous and both clients block on runtimes of their own; called from an
+//! async task, a call moves off the worker first (`off_async`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_retention::{ItemLocation, MoveReason};
+
+use super::pg::PgStore;
+use super::s3::{ObjectLockStore, ObjectVersion, Retention, S3Config};
+use super::{
+    decode_record, AuditTrail, Disposition, Dispositions, IndexFeed, Interactions, ItemFacts,
+    ItemStates, Lease, Leases, Metadata, NewInteraction, PlannedItem, RulesWrite, ScannedItem,
+    Snapshots, StoreError, SweepApplied, SweepWrite, TraceStateWrite, TraceStates, WriteOutcome,
+    FORGET_PER_WRITE,
+};
+use crate::domain::{
+    Annex, HistorySelector, InteractionId, ListCursor, ListQuery, MailboxId, StoredInteraction,
+};
+use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
+
+/// Items moved per transaction by `move_to_holds_area`.
+const MOVE_CHUNK: i64 = 10_000;
+/// A feed reader (a node's index) not seen for this long no longer holds the feed back.
+const READER_TIMEOUT_SECONDS: i64 = 24 * 3600;
+/// How often the cached head of the index feed is refreshed from PostgreSQL.
+const FEED_HEAD_REFRESH: Duration = Duration::from_millis(100);
+
+pub struct ClusterStore {
+    pg: PgStore,
+    objects: ObjectLockStore,
+    /// The last index-feed sequence seen (own writes, and a refresher thread for others'):
+    /// `last_index_sequence` is asked on every ingest and must not cost a round trip.
+    feed_head: Arc<AtomicU64>,
+    /// This node's name: its index's reader of the feed.
+    node: String,
+}
+
+/// Runs a blocking store call. Off an async worker thread it runs in place; on one, it moves
+/// off first (the PostgreSQL and S3 clients block on runtimes of their own, which a worker
+/// thread may not do).
+fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => call(),
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        Ok(_) => std::thread::scope(|scope| {
+            scope
+                .spawn(call)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
+}
+
+fn object_key(id: InteractionId) -> String {
+    format!("interactions/{id}")
+}
+
+fn id_of(table: &'static str, bytes: &[u8]) -> Result<InteractionId, StoreError> {
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        column_family: table,
+        reason: "id is not 16 bytes".into(),
+    })?;
+    Ok(InteractionId::from_bytes(bytes))
+}
+
+fn ids_bytes(ids: &[InteractionId]) -> Vec<Vec<u8>> {
+    ids.iter().map(|id| id.to_bytes().to_vec()).collect()
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn location_of(text: Option<&str>) -> Result<ItemLocation, StoreError> {
+    match text {
+        None => Ok(ItemLocation::Active),
+        Some(text) => serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
+            column_family: "items",
+            reason: format!("location: {error}"),
+        }),
+    }
+}
+
+fn annex_of(text: Option<&str>) -> Result<Option<Annex>, StoreError> {
+    text.map(|text| {
+        serde_json::from_str(text).map_err(|error| StoreError::Corrupt {
+            column_family: "items",
+            reason: format!("annex: {error}"),
+        })
+    })
+    .transpose()
+}
+
+fn moved_location(reason: MoveReason, now: DateTime<Utc>) -> String {
+    serde_json::to_string(&ItemLocation::Active.move_to_holds_area(reason, now))
+        .expect("locations serialise")
+}
+
+/// Appends index work for `ids` in `transaction`, holding the feed head's row lock until the
+/// transaction ends (so sequences commit in order). Answers the last sequence.
+fn append_feed(
+    transaction: &mut postgres::Transaction<'_>,
+    ids: &[InteractionId],
+) -> Result<Option<u64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let count = i64::try_from(ids.len()).expect("a write has fewer than 2^63 items");
+    let last: i64 = transaction
+        .query_one(
+            "UPDATE index_feed_head SET last = last + $1 RETURNING last",
+            &[&count],
+        )?
+        .get(0);
+    let sequences: Vec<i64> = (last - count + 1..=last).collect();
+    transaction.execute(
+        "INSERT INTO index_feed (sequence, id) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+        &[&sequences, &ids_bytes(ids)],
+    )?;
+    Ok(Some(last as u64))
+}
+
+/// An item row as read with its object's version.
+struct Row {
+    id: InteractionId,
+    version_id: String,
+    location: Option<String>,
+    annex: Option<String>,
+}
+
+impl ClusterStore {
+    /// Connects to both engines (checking the bucket's Object Lock and bringing the schema up
+    /// to date), as node `node` (unique in the cluster: its index reads the feed by it).
+    pub fn open(
+        postgres: postgres::Config,
+        max_connections: u32,
+        s3: &S3Config,
+        node: &str,
+    ) -> Result<ClusterStore, StoreError> {
+        let pg = PgStore::connect(postgres, max_connections)?;
+        let objects = ObjectLockStore::open(s3)?;
+        let store = ClusterStore {
+            pg,
+            objects,
+            feed_head: Arc::new(AtomicU64::new(0)),
+            node: node.to_string(),
+        };
+        store.refresh_feed_head()?;
+        Ok(store)
+    }
+
+    fn refresh_feed_head(&self) -> Result<u64, StoreError> {
+        let last: i64 = self
+            .pg
+            .connection()?
+            .query_one("SELECT last FROM index_feed_head", &[])?
+            .get(0);
+        let last = u64::try_from(last).unwrap_or(0);
+        Ok(self.feed_head.fetch_max(last, Ordering::AcqRel).max(last))
+    }
+
+    /// Keeps `last_index_sequence` current with other nodes' writes, until `stop` is
+    /// cancelled.
+    pub fn spawn_feed_head_refresher(
+        self: &Arc<ClusterStore>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::thread::JoinHandle<()> {
+        let store = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("holdfast-feed-head".into())
+            .spawn(move || {
+                while !stop.is_cancelled() {
+                    let Some(store) = store.upgrade() else { return };
+                    if let Err(error) = store.refresh_feed_head() {
+                        tracing::warn!(%error, "cannot read the index feed's head");
+                    }
+                    drop(store);
+                    std::thread::sleep(FEED_HEAD_REFRESH);
+                }
+            })
+            .expect("threads start")
+    }
+
+    fn advanced_feed(&self, last: Option<u64>) {
+        if let Some(last) = last {
+            self.feed_head.fetch_max(last, Ordering::AcqRel);
+        }
+    }
+
+    /// Rows of `ids` (absent ones left out).
+    fn rows(&self, ids: &[InteractionId]) -> Result<HashMap<InteractionId, Row>, StoreError> {
+        let rows = self.pg.connection()?.query(
+            "SELECT id, version_id, location, annex FROM items WHERE id = ANY($1)",
+            &[&ids_bytes(ids)],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let id = id_of("items", row.get(0))?;
+                Ok((
+                    id,
+                    Row {
+                        id,
+                        version_id: row.get(1),
+                        location: row.get(2),
+                        annex: row.get(3),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The stored interactions of `rows`, in order: their objects, read at once.
+    fn load(&self, rows: Vec<Row>) -> Result<Vec<Option<StoredInteraction>>, StoreError> {
+        let versions: Vec<ObjectVersion> = rows
+            .iter()
+            .map(|row| ObjectVersion {
+                key: object_key(row.id),
+                version_id: row.version_id.clone(),
+            })
+            .collect();
+        let bodies = self.objects.get_many(&versions)?;
+        let mut loaded = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for (row, body) in rows.iter().zip(bodies) {
+            match body {
+                Some(bytes) => loaded.push(Some(decode_record(
+                    row.id,
+                    &bytes,
+                    location_of(row.location.as_deref())?,
+                    annex_of(row.annex.as_deref())?,
+                )?)),
+                None => {
+                    missing.push(row.id);
+                    loaded.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Destroyed between reading the row and the object (the row goes first), or lost.
+            let still = self.rows(&missing)?;
+            if let Some(id) = missing.iter().find(|id| still.contains_key(id)) {
+                return Err(StoreError::Corrupt {
+                    column_family: "items",
+                    reason: format!("item {id} has a row but its object version is missing"),
+                });
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Deletes object versions marked for the janitor in `object_gc` whose mark is older
+    /// than `older_than` and that no item row names, as far as the engine's lock allows
+    /// (holdfast may bypass GOVERNANCE retention for an object no item owns). Answers
+    /// (versions deleted, marks still waiting on a lock).
+    pub fn collect_garbage(&self, older_than: Duration) -> Result<(u64, u64), StoreError> {
+        off_async(|| {
+            let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+            let marks = self.pg.connection()?.query(
+                "SELECT object_key, version_id FROM object_gc
+                 WHERE since < now() - $1::bigint * interval '1 millisecond'
+                 ORDER BY since LIMIT 1000",
+                &[&age],
+            )?;
+            let (mut deleted, mut waiting) = (0, 0);
+            for mark in &marks {
+                let (key, version_id): (String, String) = (mark.get(0), mark.get(1));
+                let owner = key
+                    .strip_prefix("interactions/")
+                    .and_then(|id| id.parse::<ulid::Ulid>().ok())
+                    .map(InteractionId);
+                let owned: HashSet<String> = match owner {
+                    Some(id) => self
+                        .rows(&[id])?
+                        .into_values()
+                        .map(|row| row.version_id)
+                        .collect(),
+                    None => HashSet::new(),
+                };
+                let versions = if version_id.is_empty() {
+                    self.objects.versions_of(&key)?
+                } else {
+                    vec![ObjectVersion {
+                        key: key.clone(),
+                        version_id: version_id.clone(),
+                    }]
+                };
+                let mut locked = false;
+                for version in versions {
+                    if owned.contains(&version.version_id) {
+                        continue;
+                    }
+                    match self.objects.destroy_with(&version, true) {
+                        Ok(()) => deleted += 1,
+                        Err(StoreError::Locked(_)) => locked = true,
+                        Err(error) => return Err(error),
+                    }
+                }
+                if locked {
+                    waiting += 1;
+                } else {
+                    self.pg.connection()?.execute(
+                        "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2",
+                        &[&key, &version_id],
+                    )?;
+                }
+            }
+            Ok((deleted, waiting))
+        })
+    }
+
+    /// Deletes destroyed items' versions right after their rows went; what the engine
+    /// refuses stays marked for `collect_garbage`.
+    fn delete_destroyed(&self, versions: &[ObjectVersion]) {
+        for version in versions {
+            match self.objects.destroy(version) {
+                Ok(()) => {
+                    let cleared = self.pg.connection().and_then(|mut c| {
+                        c.execute(
+                            "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2",
+                            &[&version.key, &version.version_id],
+                        )
+                        .map_err(StoreError::from)
+                    });
+                    if let Err(error) = cleared {
+                        tracing::warn!(%error, "a deleted object's janitor mark stays");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, key = %version.key, "a destroyed item's object is left to the janitor");
+                }
+            }
+        }
+    }
+}
+
+impl Interactions for ClusterStore {
+    fn write_interactions(
+        &self,
+        items: &[NewInteraction],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        off_async(|| {
+            // Stored already (by any node)?
+            let mailboxes: Vec<&str> = items
+                .iter()
+                .map(|i| i.content.mailbox_id.as_str())
+                .collect();
+            let client_keys: Vec<&str> = items
+                .iter()
+                .map(|i| i.content.client_key.as_str())
+                .collect();
+            let stored = self.pg.connection()?.query(
+                "SELECT i.mailbox, i.client_key, i.id, i.content_sha256
+                 FROM items i JOIN unnest($1::text[], $2::text[]) AS k(mailbox, client_key)
+                   ON i.mailbox = k.mailbox AND i.client_key = k.client_key",
+                &[&mailboxes, &client_keys],
+            )?;
+            let mut earlier: HashMap<(String, String), (InteractionId, Vec<u8>)> = HashMap::new();
+            for row in &stored {
+                let key: (String, String) = (row.get(0), row.get(1));
+                earlier.insert(key, (id_of("items", row.get(2))?, row.get(3)));
+            }
+            let decide = |earlier: &(InteractionId, Vec<u8>), item: &NewInteraction| {
+                if earlier.1 == item.content_sha256 {
+                    WriteOutcome::Duplicate(earlier.0)
+                } else {
+                    WriteOutcome::Conflict(earlier.0)
+                }
+            };
+            let mut outcomes: Vec<Option<WriteOutcome>> = Vec::with_capacity(items.len());
+            let mut fresh: Vec<&NewInteraction> = Vec::new();
+            for item in items {
+                let key = (
+                    item.content.mailbox_id.as_str().to_string(),
+                    item.content.client_key.clone(),
+                );
+                if let Some(found) = earlier.get(&key) {
+                    outcomes.push(Some(decide(found, item)));
+                    continue;
+                }
+                earlier.insert(key, (item.id, item.content_sha256.to_vec()));
+                outcomes.push(None);
+                fresh.push(item);
+            }
+            if fresh.is_empty() {
+                return Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect());
+            }
+
+            // 1. Mark the keys, so that objects of a write that never commits are found.
+            let keys: Vec<String> = fresh.iter().map(|item| object_key(item.id)).collect();
+            self.pg.connection()?.execute(
+                "INSERT INTO object_gc (object_key) SELECT unnest($1::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&keys],
+            )?;
+            // 2. The objects, durable (S3 acknowledges a PUT once stored), each retained by
+            //    the engine until the sweeper's first look at it.
+            let now = Utc::now();
+            let objects = fresh
+                .iter()
+                .zip(&keys)
+                .map(|(item, key)| {
+                    let retention = item
+                        .first_check
+                        .filter(|at| *at > now)
+                        .map(|until| Retention::Governance { until });
+                    (key.clone(), item.record.clone(), retention)
+                })
+                .collect();
+            let versions = self.objects.put_many(objects)?;
+
+            // 3. The rows, their due entries and index work, and the marks cleared: at once.
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            let ids: Vec<Vec<u8>> = fresh.iter().map(|i| i.id.to_bytes().to_vec()).collect();
+            let inserted = transaction.query(
+                "INSERT INTO items (id, mailbox, client_key, thread, created_us, content_sha256,
+                                    facts, version_id)
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[],
+                                      $5::bigint[], $6::bytea[], $7::bytea[], $8::text[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING id",
+                &[
+                    &ids,
+                    &fresh
+                        .iter()
+                        .map(|i| i.content.mailbox_id.as_str())
+                        .collect::<Vec<_>>(),
+                    &fresh
+                        .iter()
+                        .map(|i| i.content.client_key.as_str())
+                        .collect::<Vec<_>>(),
+                    &fresh
+                        .iter()
+                        .map(|i| i.content.thread_id.as_str())
+                        .collect::<Vec<_>>(),
+                    &fresh
+                        .iter()
+                        .map(|i| micros(i.content.created_at))
+                        .collect::<Vec<_>>(),
+                    &fresh
+                        .iter()
+                        .map(|i| i.content_sha256.to_vec())
+                        .collect::<Vec<_>>(),
+                    &fresh.iter().map(|i| i.facts().encode()).collect::<Vec<_>>(),
+                    &versions
+                        .iter()
+                        .map(|v| v.version_id.as_str())
+                        .collect::<Vec<_>>(),
+                ],
+            )?;
+            let created: HashSet<InteractionId> = inserted
+                .iter()
+                .map(|row| id_of("items", row.get(0)))
+                .collect::<Result<_, _>>()?;
+            let created_in_order: Vec<InteractionId> = fresh
+                .iter()
+                .map(|item| item.id)
+                .filter(|id| created.contains(id))
+                .collect();
+            let (due_at, due_ids): (Vec<i64>, Vec<Vec<u8>>) = fresh
+                .iter()
+                .filter(|item| created.contains(&item.id))
+                .filter_map(|item| Some((micros(item.first_check?), item.id.to_bytes().to_vec())))
+                .unzip();
+            if !due_at.is_empty() {
+                transaction.execute(
+                    "INSERT INTO due (at_us, id) SELECT * FROM unnest($1::bigint[], $2::bytea[])
+                     ON CONFLICT DO NOTHING",
+                    &[&due_at, &due_ids],
+                )?;
+            }
+            let created_keys: Vec<String> =
+                created_in_order.iter().map(|id| object_key(*id)).collect();
+            transaction.execute(
+                "DELETE FROM object_gc WHERE version_id = '' AND object_key = ANY($1)",
+                &[&created_keys],
+            )?;
+            let last = append_feed(&mut transaction, &created_in_order)?;
+            transaction.commit()?;
+            self.advanced_feed(last);
+
+            // Items another node stored first (between the check and the insert): theirs
+            // stands; this write's objects stay marked for the janitor.
+            let lost: Vec<&NewInteraction> = fresh
+                .iter()
+                .copied()
+                .filter(|item| !created.contains(&item.id))
+                .collect();
+            let mut winners = HashMap::new();
+            if !lost.is_empty() {
+                let rows = self.pg.connection()?.query(
+                    "SELECT i.mailbox, i.client_key, i.id, i.content_sha256
+                     FROM items i JOIN unnest($1::text[], $2::text[]) AS k(mailbox, client_key)
+                       ON i.mailbox = k.mailbox AND i.client_key = k.client_key",
+                    &[
+                        &lost
+                            .iter()
+                            .map(|i| i.content.mailbox_id.as_str())
+                            .collect::<Vec<_>>(),
+                        &lost
+                            .iter()
+                            .map(|i| i.content.client_key.as_str())
+                            .collect::<Vec<_>>(),
+                    ],
+                )?;
+                for row in &rows {
+                    let key: (String, String) = (row.get(0), row.get(1));
+                    winners.insert(key, (id_of("items", row.get(2))?, row.get::<_, Vec<u8>>(3)));
+                }
+            }
+            items
+                .iter()
+                .zip(outcomes)
+                .map(|(item, outcome)| match outcome {
+                    Some(outcome) => Ok(outcome),
+                    None if created.contains(&item.id) => Ok(WriteOutcome::Created(item.id)),
+                    None => {
+                        let key = (
+                            item.content.mailbox_id.as_str().to_string(),
+                            item.content.client_key.clone(),
+                        );
+                        winners.get(&key).map(|w| decide(w, item)).ok_or_else(|| {
+                            StoreError::Engine(format!(
+                                "item {} was neither stored nor found stored by another node",
+                                item.id
+                            ))
+                        })
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn get_interaction(&self, id: InteractionId) -> Result<Option<StoredInteraction>, StoreError> {
+        Ok(self.get_interactions(&[id])?.pop().flatten())
+    }
+
+    fn list_active(
+        &self,
+        query: &ListQuery,
+        cursor: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<(Vec<StoredInteraction>, Option<ListCursor>), StoreError> {
+        off_async(|| {
+            // An empty thread id lists every thread.
+            let mut sql = String::from(if query.thread_id.is_empty() {
+                "SELECT id, created_us, version_id, annex FROM items
+                 WHERE mailbox = $1 AND location IS NULL AND $2::text = ''"
+            } else {
+                "SELECT id, created_us, version_id, annex FROM items
+                 WHERE mailbox = $1 AND location IS NULL AND thread = $2"
+            });
+            let from = query.created_from.map(micros);
+            let (to_micros, to_id) = match (cursor, query.created_to) {
+                (Some(cursor), _) => (
+                    Some(cursor.created_micros),
+                    Some(cursor.id.to_bytes().to_vec()),
+                ),
+                (None, Some(to)) => (Some(micros(to)), None),
+                (None, None) => (None, None),
+            };
+            sql.push_str(" AND ($3::bigint IS NULL OR created_us >= $3)");
+            sql.push_str(
+                " AND ($4::bigint IS NULL OR created_us < $4
+                       OR ($5::bytea IS NOT NULL AND created_us = $4 AND id < $5))",
+            );
+            sql.push_str(" ORDER BY created_us DESC, id DESC LIMIT $6");
+            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let rows = self.pg.connection()?.query(
+                &sql,
+                &[
+                    &query.mailbox_id.as_str(),
+                    &query.thread_id,
+                    &from,
+                    &to_micros,
+                    &to_id,
+                    &fetch,
+                ],
+            )?;
+            let mut page: Vec<(ListCursor, Row)> = rows
+                .iter()
+                .map(|row| {
+                    let id = id_of("items", row.get(0))?;
+                    Ok((
+                        ListCursor {
+                            created_micros: row.get(1),
+                            id,
+                        },
+                        Row {
+                            id,
+                            version_id: row.get(2),
+                            location: None,
+                            annex: row.get(3),
+                        },
+                    ))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let next = if page.len() > limit {
+                page.truncate(limit);
+                page.last().map(|(cursor, _)| *cursor)
+            } else {
+                None
+            };
+            let loaded = self.load(page.into_iter().map(|(_, row)| row).collect())?;
+            // An item destroyed while the page was read is left out.
+            Ok((loaded.into_iter().flatten().collect(), next))
+        })
+    }
+
+    fn scan_interactions(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<StoredInteraction>, StoreError> {
+        off_async(|| {
+            let after = after.map_or_else(Vec::new, |id| id.to_bytes().to_vec());
+            let rows = self.pg.connection()?.query(
+                "SELECT id, version_id, location, annex FROM items WHERE id > $1
+                 ORDER BY id LIMIT $2",
+                &[&after, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    Ok(Row {
+                        id: id_of("items", row.get(0))?,
+                        version_id: row.get(1),
+                        location: row.get(2),
+                        annex: row.get(3),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(self.load(rows)?.into_iter().flatten().collect())
+        })
+    }
+
+    fn get_interactions(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Option<StoredInteraction>>, StoreError> {
+        off_async(|| {
+            let mut rows = self.rows(ids)?;
+            let found: Vec<Row> = ids.iter().filter_map(|id| rows.remove(id)).collect();
+            let mut loaded: HashMap<InteractionId, StoredInteraction> = self
+                .load(found)?
+                .into_iter()
+                .flatten()
+                .map(|item| (item.id, item))
+                .collect();
+            Ok(ids.iter().map(|id| loaded.remove(id)).collect())
+        })
+    }
+
+    fn count_mailbox(&self, mailbox: &MailboxId) -> Result<(u64, u64), StoreError> {
+        off_async(|| {
+            let row = self.pg.connection()?.query_one(
+                "SELECT count(*) FILTER (WHERE location IS NULL),
+                        count(*) FILTER (WHERE location IS NOT NULL)
+                 FROM items WHERE mailbox = $1",
+                &[&mailbox.as_str()],
+            )?;
+            let (active, held): (i64, i64) = (row.get(0), row.get(1));
+            Ok((active as u64, held as u64))
+        })
+    }
+}
+
+impl ItemStates for ClusterStore {
+    fn move_to_holds_area(
+        &self,
+        selector: &HistorySelector,
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        off_async(|| {
+            let location = moved_location(reason, now);
+            let before = selector.before.map(micros);
+            let mut moved = 0u64;
+            loop {
+                let mut connection = self.pg.connection()?;
+                let mut transaction = connection.transaction()?;
+                let rows = transaction.query(
+                    "WITH chosen AS (
+                         SELECT id FROM items
+                         WHERE mailbox = $1 AND location IS NULL
+                           AND ($2 = '' OR thread = $2)
+                           AND ($3::bigint IS NULL OR created_us < $3)
+                         ORDER BY created_us, id LIMIT $4 FOR UPDATE)
+                     UPDATE items SET location = $5 FROM chosen WHERE items.id = chosen.id
+                     RETURNING items.id",
+                    &[
+                        &selector.mailbox_id.as_str(),
+                        &selector.thread_id,
+                        &before,
+                        &MOVE_CHUNK,
+                        &location,
+                    ],
+                )?;
+                let ids: Vec<InteractionId> = rows
+                    .iter()
+                    .map(|row| id_of("items", row.get(0)))
+                    .collect::<Result<_, _>>()?;
+                if ids.is_empty() {
+                    break;
+                }
+                transaction.execute(
+                    "INSERT INTO due (at_us, id) SELECT $1, unnest($2::bytea[])
+                     ON CONFLICT DO NOTHING",
+                    &[&micros(now), &ids_bytes(&ids)],
+                )?;
+                let last = append_feed(&mut transaction, &ids)?;
+                transaction.commit()?;
+                self.advanced_feed(last);
+                moved += ids.len() as u64;
+                if (ids.len() as i64) < MOVE_CHUNK {
+                    break;
+                }
+            }
+            Ok(moved)
+        })
+    }
+
+    fn move_ids_to_holds_area(
+        &self,
+        ids: &[InteractionId],
+        reason: MoveReason,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InteractionId>, StoreError> {
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            let rows = transaction.query(
+                "UPDATE items SET location = $2 WHERE id = ANY($1) AND location IS NULL
+                 RETURNING id",
+                &[&ids_bytes(ids), &moved_location(reason, now)],
+            )?;
+            let moved: HashSet<InteractionId> = rows
+                .iter()
+                .map(|row| id_of("items", row.get(0)))
+                .collect::<Result<_, _>>()?;
+            let mut in_order: Vec<InteractionId> = ids
+                .iter()
+                .copied()
+                .filter(|id| moved.contains(id))
+                .collect();
+            in_order.dedup();
+            if in_order.is_empty() {
+                return Ok(in_order);
+            }
+            transaction.execute(
+                "INSERT INTO due (at_us, id) SELECT $1, unnest($2::bytea[])
+                 ON CONFLICT DO NOTHING",
+                &[&micros(now), &ids_bytes(&in_order)],
+            )?;
+            let last = append_feed(&mut transaction, &in_order)?;
+            transaction.commit()?;
+            self.advanced_feed(last);
+            Ok(in_order)
+        })
+    }
+
+    fn due_until(
+        &self,
+        after: Option<(i64, InteractionId)>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError> {
+        off_async(|| {
+            let (after_at, after_id) = match after {
+                Some((at, id)) => (at, id.to_bytes().to_vec()),
+                None => (i64::MIN, Vec::new()),
+            };
+            self.pg
+                .connection()?
+                .query(
+                    "SELECT at_us, id FROM due WHERE at_us <= $1 AND (at_us, id) > ($2, $3)
+                     ORDER BY at_us, id LIMIT $4",
+                    &[
+                        &micros(until),
+                        &after_at,
+                        &after_id,
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
+                    ],
+                )?
+                .iter()
+                .map(|row| Ok((row.get(0), id_of("due", row.get(1))?)))
+                .collect()
+        })
+    }
+
+    fn planned_items_each(
+        &self,
+        ids: &[InteractionId],
+    ) -> Result<Vec<Result<Option<PlannedItem>, StoreError>>, StoreError> {
+        off_async(|| {
+            let rows = self.pg.connection()?.query(
+                "SELECT id, facts, location FROM items WHERE id = ANY($1)",
+                &[&ids_bytes(ids)],
+            )?;
+            let mut found: HashMap<InteractionId, Result<PlannedItem, StoreError>> = HashMap::new();
+            for row in &rows {
+                let id = id_of("items", row.get(0))?;
+                found.insert(id, planned(id, row.get(1), row.get(2)));
+            }
+            Ok(ids.iter().map(|id| found.remove(id).transpose()).collect())
+        })
+    }
+
+    fn scan_planned_items(
+        &self,
+        after: Option<InteractionId>,
+        limit: usize,
+    ) -> Result<Vec<ScannedItem>, StoreError> {
+        off_async(|| {
+            let after = after.map_or_else(Vec::new, |id| id.to_bytes().to_vec());
+            self.pg
+                .connection()?
+                .query(
+                    "SELECT id, facts, location FROM items WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &i64::try_from(limit).unwrap_or(i64::MAX)],
+                )?
+                .iter()
+                .map(|row| {
+                    let id = id_of("items", row.get(0))?;
+                    Ok(planned(id, row.get(1), row.get(2)).map_err(|error| (id, error)))
+                })
+                .collect()
+        })
+    }
+
+    fn schedule(&self, entries: &[(DateTime<Utc>, InteractionId)]) -> Result<(), StoreError> {
+        off_async(|| {
+            let at: Vec<i64> = entries.iter().map(|(at, _)| micros(*at)).collect();
+            let ids: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|(_, id)| id.to_bytes().to_vec())
+                .collect();
+            self.pg.connection()?.execute(
+                "INSERT INTO due (at_us, id) SELECT * FROM unnest($1::bigint[], $2::bytea[])
+                 ON CONFLICT DO NOTHING",
+                &[&at, &ids],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn apply_sweep(
+        &self,
+        write: &SweepWrite,
+        now: DateTime<Utc>,
+    ) -> Result<SweepApplied, StoreError> {
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            if !write.consumed.is_empty() {
+                let at: Vec<i64> = write.consumed.iter().map(|(at, _)| *at).collect();
+                let ids: Vec<Vec<u8>> = write
+                    .consumed
+                    .iter()
+                    .map(|(_, id)| id.to_bytes().to_vec())
+                    .collect();
+                transaction.execute(
+                    "DELETE FROM due WHERE (at_us, id) IN
+                         (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
+                    &[&at, &ids],
+                )?;
+            }
+            if !write.schedule.is_empty() {
+                let at: Vec<i64> = write.schedule.iter().map(|(at, _)| micros(*at)).collect();
+                let ids: Vec<Vec<u8>> = write
+                    .schedule
+                    .iter()
+                    .map(|(_, id)| id.to_bytes().to_vec())
+                    .collect();
+                transaction.execute(
+                    "INSERT INTO due (at_us, id) SELECT * FROM unnest($1::bigint[], $2::bytea[])
+                     ON CONFLICT DO NOTHING",
+                    &[&at, &ids],
+                )?;
+            }
+            // Where the items are now, locked until commit: a user deletion or another
+            // node's move may have changed them since the sweeper looked.
+            let all: Vec<InteractionId> = write
+                .moves
+                .iter()
+                .map(|m| m.id)
+                .chain(write.destroys.iter().map(|(d, _)| d.id))
+                .collect();
+            let mut current: HashMap<InteractionId, (Option<String>, String)> = HashMap::new();
+            for row in transaction.query(
+                "SELECT id, location, version_id FROM items WHERE id = ANY($1) ORDER BY id
+                 FOR UPDATE",
+                &[&ids_bytes(&all)],
+            )? {
+                current.insert(id_of("items", row.get(0))?, (row.get(1), row.get(2)));
+            }
+            let mut applied = SweepApplied::default();
+            let mut changed = Vec::new();
+            let moves: Vec<InteractionId> = write
+                .moves
+                .iter()
+                .map(|m| m.id)
+                .filter(|id| matches!(current.get(id), Some((None, _))))
+                .collect();
+            if !moves.is_empty() {
+                transaction.execute(
+                    "UPDATE items SET location = $2 WHERE id = ANY($1)",
+                    &[
+                        &ids_bytes(&moves),
+                        &moved_location(MoveReason::Expired, now),
+                    ],
+                )?;
+                applied.moved = moves.len() as u64;
+                changed.extend(&moves);
+            }
+            let mut destroyed: Vec<(&PlannedItem, &Disposition, String)> = Vec::new();
+            for (item, disposition) in &write.destroys {
+                let Some((Some(location), version_id)) = current.get(&item.id) else {
+                    continue;
+                };
+                let location = location_of(Some(location))?;
+                if location != item.location || location == ItemLocation::Active {
+                    continue;
+                }
+                destroyed.push((item, disposition, version_id.clone()));
+            }
+            if !destroyed.is_empty() {
+                let ids: Vec<InteractionId> = destroyed.iter().map(|(i, _, _)| i.id).collect();
+                transaction.execute("DELETE FROM items WHERE id = ANY($1)", &[&ids_bytes(&ids)])?;
+                let purged: Vec<i64> = destroyed
+                    .iter()
+                    .map(|(_, d, _)| micros(d.purged_at))
+                    .collect();
+                let mailboxes: Vec<&str> = destroyed
+                    .iter()
+                    .map(|(_, d, _)| d.mailbox.as_str())
+                    .collect();
+                let records: Vec<String> = destroyed
+                    .iter()
+                    .map(|(_, d, _)| serde_json::to_string(d).expect("dispositions serialise"))
+                    .collect();
+                transaction.execute(
+                    "INSERT INTO dispositions (purged_us, id, mailbox, record)
+                     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[])",
+                    &[&purged, &ids_bytes(&ids), &mailboxes, &records],
+                )?;
+                transaction.execute(
+                    "INSERT INTO erasure (destroyed_us, id)
+                     SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT DO NOTHING",
+                    &[&purged, &ids_bytes(&ids)],
+                )?;
+                let keys: Vec<String> = ids.iter().map(|id| object_key(*id)).collect();
+                let versions: Vec<&str> = destroyed.iter().map(|(_, _, v)| v.as_str()).collect();
+                transaction.execute(
+                    "INSERT INTO object_gc (object_key, version_id)
+                     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                    &[&keys, &versions],
+                )?;
+                applied.destroyed = ids.len() as u64;
+                changed.extend(&ids);
+            }
+            let last = append_feed(&mut transaction, &changed)?;
+            transaction.commit()?;
+            self.advanced_feed(last);
+            let versions: Vec<ObjectVersion> = destroyed
+                .iter()
+                .map(|(item, _, version_id)| ObjectVersion {
+                    key: object_key(item.id),
+                    version_id: version_id.clone(),
+                })
+                .collect();
+            self.delete_destroyed(&versions);
+            Ok(applied)
+        })
+    }
+
+    fn compact_due(&self) -> Result<(), StoreError> {
+        // PostgreSQL's autovacuum reclaims consumed entries; a range scan steps over dead
+        // index tuples without a pass of ours.
+        Ok(())
+    }
+}
+
+/// An item as planning sees it, from its row.
+fn planned(
+    id: InteractionId,
+    facts: &[u8],
+    location: Option<&str>,
+) -> Result<PlannedItem, StoreError> {
+    Ok(PlannedItem {
+        id,
+        facts: ItemFacts::decode(facts).map_err(|error| StoreError::Corrupt {
+            column_family: "items",
+            reason: format!("facts of {id}: {error}"),
+        })?,
+        location: location_of(location)?,
+    })
+}
+
+impl IndexFeed for ClusterStore {
+    fn index_queue_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, InteractionId)>, StoreError> {
+        off_async(|| {
+            self.pg
+                .connection()?
+                .query(
+                    "SELECT sequence, id FROM index_feed WHERE sequence > $1
+                     ORDER BY sequence LIMIT $2",
+                    &[
+                        &i64::try_from(after).unwrap_or(i64::MAX),
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
+                    ],
+                )?
+                .iter()
+                .map(|row| {
+                    let sequence: i64 = row.get(0);
+                    Ok((sequence as u64, id_of("index_feed", row.get(1))?))
+                })
+                .collect()
+        })
+    }
+
+    fn trim_index_queue(&self, sequence: u64) -> Result<(), StoreError> {
+        // Every node indexes the whole feed from its own position (kept with its index): an
+        // entry goes once every reader seen lately has read it.
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            transaction.execute(
+                "INSERT INTO feed_readers (reader, position, seen_at) VALUES ($1, $2, now())
+                 ON CONFLICT (reader) DO UPDATE
+                     SET position = EXCLUDED.position, seen_at = EXCLUDED.seen_at",
+                &[&self.node, &i64::try_from(sequence).unwrap_or(i64::MAX)],
+            )?;
+            transaction.execute(
+                "DELETE FROM feed_readers WHERE seen_at < now() - $1::bigint * interval '1 second'",
+                &[&READER_TIMEOUT_SECONDS],
+            )?;
+            let through: Option<i64> = transaction
+                .query_one("SELECT min(position) FROM feed_readers", &[])?
+                .get(0);
+            if let Some(through) = through {
+                let trimmed: i64 = transaction
+                    .query_one("SELECT trimmed FROM index_feed_head", &[])?
+                    .get(0);
+                if through > trimmed {
+                    transaction
+                        .execute("DELETE FROM index_feed WHERE sequence <= $1", &[&through])?;
+                    transaction.execute(
+                        "UPDATE index_feed_head SET trimmed = greatest(trimmed, $1)",
+                        &[&through],
+                    )?;
+                }
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+    }
+
+    fn feed_trimmed_through(&self) -> Result<u64, StoreError> {
+        off_async(|| {
+            let trimmed: i64 = self
+                .pg
+                .connection()?
+                .query_one("SELECT trimmed FROM index_feed_head", &[])?
+                .get(0);
+            Ok(u64::try_from(trimmed).unwrap_or(0))
+        })
+    }
+
+    fn last_index_sequence(&self) -> u64 {
+        self.feed_head.load(Ordering::Acquire)
+    }
+}
+
+impl Dispositions for ClusterStore {
+    fn list_dispositions(
+        &self,
+        mailbox: Option<&MailboxId>,
+        after: Option<(i64, InteractionId)>,
+        limit: usize,
+    ) -> Result<Vec<Disposition>, StoreError> {
+        off_async(|| {
+            let (after_at, after_id) = match after {
+                Some((at, id)) => (at, id.to_bytes().to_vec()),
+                None => (i64::MIN, Vec::new()),
+            };
+            self.pg
+                .connection()?
+                .query(
+                    "SELECT record FROM dispositions
+                     WHERE ($1::text IS NULL OR mailbox = $1) AND (purged_us, id) > ($2, $3)
+                     ORDER BY purged_us, id LIMIT $4",
+                    &[
+                        &mailbox.map(MailboxId::as_str),
+                        &after_at,
+                        &after_id,
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
+                    ],
+                )?
+                .iter()
+                .map(|row| {
+                    serde_json::from_str(row.get(0)).map_err(|error| StoreError::Corrupt {
+                        column_family: "dispositions",
+                        reason: error.to_string(),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn erasure_pending(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(i64, InteractionId)>, StoreError> {
+        off_async(|| {
+            self.pg
+                .connection()?
+                .query(
+                    "SELECT destroyed_us, id FROM erasure WHERE destroyed_us <= $1
+                     ORDER BY destroyed_us, id LIMIT $2",
+                    &[&micros(until), &i64::try_from(limit).unwrap_or(i64::MAX)],
+                )?
+                .iter()
+                .map(|row| Ok((row.get(0), id_of("erasure", row.get(1))?)))
+                .collect()
+        })
+    }
+
+    fn erasure_status(&self) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+        off_async(|| {
+            let row = self
+                .pg
+                .connection()?
+                .query_one("SELECT count(*), min(destroyed_us) FROM erasure", &[])?;
+            let (count, oldest): (i64, Option<i64>) = (row.get(0), row.get(1));
+            Ok((
+                count as u64,
+                oldest.and_then(DateTime::from_timestamp_micros),
+            ))
+        })
+    }
+
+    fn erase_from_disk(&self, ids: &[InteractionId]) -> Result<(), StoreError> {
+        off_async(|| {
+            // The text was in the objects: each destroyed version must be gone from the
+            // engine (a version it still refuses to delete keeps the erasure pending).
+            let keys: Vec<String> = ids.iter().map(|id| object_key(*id)).collect();
+            let marks = self.pg.connection()?.query(
+                "SELECT object_key, version_id FROM object_gc
+                 WHERE object_key = ANY($1) AND version_id <> ''",
+                &[&keys],
+            )?;
+            let versions: Vec<ObjectVersion> = marks
+                .iter()
+                .map(|row| ObjectVersion {
+                    key: row.get(0),
+                    version_id: row.get(1),
+                })
+                .collect();
+            self.delete_destroyed(&versions);
+            let left: i64 = self
+                .pg
+                .connection()?
+                .query_one(
+                    "SELECT count(*) FROM object_gc WHERE object_key = ANY($1) AND version_id <> ''",
+                    &[&keys],
+                )?
+                .get(0);
+            if left > 0 {
+                return Err(StoreError::Locked(format!(
+                    "{left} destroyed items' objects are not deleted yet"
+                )));
+            }
+            // Thread ids, client keys and annexes were in the rows: vacuum makes the space of
+            // the deleted rows reusable and drops their index entries.
+            self.pg
+                .connection()?
+                .batch_execute("VACUUM items, trace_states")?;
+            Ok(())
+        })
+    }
+
+    fn finish_erasure(&self, entries: &[(i64, InteractionId)]) -> Result<(), StoreError> {
+        off_async(|| {
+            let at: Vec<i64> = entries.iter().map(|(at, _)| *at).collect();
+            let ids: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|(_, id)| id.to_bytes().to_vec())
+                .collect();
+            self.pg.connection()?.execute(
+                "DELETE FROM erasure WHERE (destroyed_us, id) IN
+                     (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
+                &[&at, &ids],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+impl TraceStates for ClusterStore {
+    fn get_trace_states(
+        &self,
+        keys: &[Vec<u8>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        off_async(|| {
+            let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+            for row in self.pg.connection()?.query(
+                "SELECT key, value FROM trace_states WHERE key = ANY($1) AND forget_us > $2",
+                &[&keys, &micros(now)],
+            )? {
+                found.insert(row.get(0), row.get(1));
+            }
+            Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+        })
+    }
+
+    fn write_trace_states(
+        &self,
+        write: &TraceStateWrite,
+    ) -> Result<Vec<InteractionId>, StoreError> {
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            let forget = i64::try_from(FORGET_PER_WRITE.max(write.states.len().saturating_mul(2)))
+                .unwrap_or(i64::MAX);
+            transaction.execute(
+                "DELETE FROM trace_states WHERE key IN (
+                     SELECT key FROM trace_states WHERE forget_us <= $1
+                     ORDER BY forget_us LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&micros(write.now), &forget],
+            )?;
+            if !write.states.is_empty() {
+                let keys: Vec<&[u8]> = write.states.iter().map(|(k, _)| k.as_slice()).collect();
+                let values: Vec<&[u8]> = write.states.iter().map(|(_, v)| v.as_slice()).collect();
+                transaction.execute(
+                    "INSERT INTO trace_states (key, value, forget_us)
+                     SELECT k, v, $3 FROM unnest($1::bytea[], $2::bytea[]) AS s(k, v)
+                     ON CONFLICT (key) DO UPDATE
+                         SET value = EXCLUDED.value, forget_us = EXCLUDED.forget_us",
+                    &[&keys, &values, &micros(write.forget_at)],
+                )?;
+            }
+            let mut grown = Vec::new();
+            if !write.annexes.is_empty() {
+                let ids: Vec<InteractionId> = write.annexes.iter().map(|(id, _)| *id).collect();
+                // Locked until commit: a destruction of the same item waits, or went first
+                // (and the item gets nothing).
+                let mut annexes: HashMap<InteractionId, Annex> = HashMap::new();
+                let mut exists = HashSet::new();
+                for row in transaction.query(
+                    "SELECT id, annex FROM items WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    &[&ids_bytes(&ids)],
+                )? {
+                    let id = id_of("items", row.get(0))?;
+                    exists.insert(id);
+                    if let Some(annex) = annex_of(row.get(1))? {
+                        annexes.insert(id, annex);
+                    }
+                }
+                for (id, added) in &write.annexes {
+                    if !exists.contains(id) {
+                        continue;
+                    }
+                    let annex = annexes.entry(*id).or_default();
+                    if annex.add(added, write.max_entries) {
+                        annex.updated_at = write.now;
+                        if !grown.contains(id) {
+                            grown.push(*id);
+                        }
+                    }
+                }
+                if !grown.is_empty() {
+                    let values: Vec<String> = grown
+                        .iter()
+                        .map(|id| serde_json::to_string(&annexes[id]).expect("annexes serialise"))
+                        .collect();
+                    transaction.execute(
+                        "UPDATE items SET annex = u.annex
+                         FROM unnest($1::bytea[], $2::text[]) AS u(id, annex)
+                         WHERE items.id = u.id",
+                        &[&ids_bytes(&grown), &values],
+                    )?;
+                }
+            }
+            let last = append_feed(&mut transaction, &grown)?;
+            transaction.commit()?;
+            self.advanced_feed(last);
+            Ok(grown)
+        })
+    }
+}
+
+impl Snapshots for ClusterStore {
+    fn checkpoint(&self, _dir: &std::path::Path) -> Result<Option<AuditRecord>, StoreError> {
+        Err(StoreError::Engine(
+            "a cluster is backed up by its engines (PostgreSQL base backups with WAL \
+             archiving; the bucket's versions under Object Lock), not by holdfast backup"
+                .into(),
+        ))
+    }
+}
+
+impl Metadata for ClusterStore {
+    fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        off_async(|| self.pg.get_meta(name))
+    }
+    fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        off_async(|| self.pg.put_meta(name, value))
+    }
+    fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
+        off_async(|| self.pg.write_rules(write))
+    }
+    fn audit_intents(&self) -> Result<Vec<AuditIntent>, StoreError> {
+        off_async(|| self.pg.audit_intents())
+    }
+    fn clear_audit_intent(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        off_async(|| self.pg.clear_audit_intent(id))
+    }
+    fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
+        off_async(|| self.pg.put_policy(policy))
+    }
+    fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError> {
+        off_async(|| self.pg.delete_policy(id))
+    }
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        off_async(|| self.pg.list_policies())
+    }
+    fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError> {
+        off_async(|| self.pg.put_hold(hold))
+    }
+    fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
+        off_async(|| self.pg.list_holds())
+    }
+    fn put_case(&self, case: &CaseRecord) -> Result<(), StoreError> {
+        off_async(|| self.pg.put_case(case))
+    }
+    fn get_case(&self, id: ulid::Ulid) -> Result<Option<CaseRecord>, StoreError> {
+        off_async(|| self.pg.get_case(id))
+    }
+    fn list_cases(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        off_async(|| self.pg.list_cases())
+    }
+    fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
+        off_async(|| self.pg.put_token(token_sha256, record))
+    }
+    fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError> {
+        off_async(|| self.pg.delete_token(token_sha256))
+    }
+    fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {
+        off_async(|| self.pg.list_tokens())
+    }
+}
+
+impl AuditTrail for ClusterStore {
+    fn last_audit_record(&self) -> Result<Option<AuditRecord>, StoreError> {
+        off_async(|| self.pg.last_audit_record())
+    }
+    fn append_audit_records(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        off_async(|| self.pg.append_audit_records(records))
+    }
+    fn append_audit_chained(
+        &self,
+        chain: &mut dyn FnMut(Option<&AuditRecord>) -> Vec<AuditRecord>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        // `chain` need not be Send: PostgreSQL's client is called on this thread; only a
+        // caller on an async worker is moved off it (by block_in_place, which keeps the
+        // thread).
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.pg.append_audit_chained(chain))
+            }
+            _ => self.pg.append_audit_chained(chain),
+        }
+    }
+    fn scan_audit_records(
+        &self,
+        from_sequence: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        off_async(|| self.pg.scan_audit_records(from_sequence, limit))
+    }
+}
+
+impl Leases for ClusterStore {
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        off_async(|| self.pg.acquire_lease(name, holder, ttl))
+    }
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        off_async(|| self.pg.release_lease(name, holder))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::{self, Fixture};
+    use crate::store::pg::tests::Postgres;
+
+    /// A fresh database and a fresh bucket.
+    pub struct Cluster {
+        postgres: Postgres,
+        s3: S3Config,
+    }
+
+    impl Fixture for Cluster {
+        type Store = ClusterStore;
+
+        fn available() -> bool {
+            Postgres::available() && crate::store::s3::tests::config().is_some()
+        }
+
+        fn new() -> Cluster {
+            Cluster {
+                postgres: Postgres::new(),
+                s3: crate::store::s3::tests::config().unwrap(),
+            }
+        }
+
+        fn open(&self) -> Arc<ClusterStore> {
+            Arc::new(ClusterStore::open(self.postgres.config(), 4, &self.s3, "test-node").unwrap())
+        }
+    }
+
+    conformance::shared_state_cases!(Cluster);
+    conformance::item_cases!(Cluster);
+}

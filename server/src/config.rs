@@ -175,6 +175,104 @@ pub struct StorageConfig {
     pub compression: Compression,
 }
 
+/// Cluster mode (docs/cluster.md): the store on PostgreSQL and an S3 bucket with Object Lock
+/// instead of the embedded RocksDB, so that any number of nodes serve it. Secrets are not
+/// written here: the PostgreSQL URL comes from `HOLDFAST_POSTGRES_URL` or `postgres_url_file`,
+/// the S3 keys from `HOLDFAST_S3_ACCESS_KEY` / `HOLDFAST_S3_SECRET_KEY` or `s3_credentials_file`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (its index reads the shared feed by it).
+    pub node: String,
+    /// A file holding the PostgreSQL URL (`postgres://user:password@host:port/db`).
+    #[serde(default)]
+    pub postgres_url_file: Option<PathBuf>,
+    /// Most PostgreSQL connections this node opens.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// The S3 endpoint, e.g. `https://s3.eu-west-1.amazonaws.com`.
+    pub s3_endpoint: String,
+    #[serde(default = "default_region")]
+    pub s3_region: String,
+    /// The bucket; created with Object Lock when missing, refused when it has none.
+    pub s3_bucket: String,
+    /// A file of two lines: the access key id, then the secret key.
+    #[serde(default)]
+    pub s3_credentials_file: Option<PathBuf>,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// The secrets of cluster mode, read from the environment or the files the config names.
+pub struct ClusterSecrets {
+    pub postgres_url: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+}
+
+impl ClusterConfig {
+    pub fn secrets(&self) -> Result<ClusterSecrets, ConfigError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let postgres_url = match (
+            std::env::var("HOLDFAST_POSTGRES_URL"),
+            &self.postgres_url_file,
+        ) {
+            (Ok(url), _) => url,
+            (Err(_), Some(path)) => read(path)?.trim().to_string(),
+            (Err(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "cluster mode needs the PostgreSQL URL: set HOLDFAST_POSTGRES_URL or \
+                     cluster.postgres_url_file"
+                        .into(),
+                ))
+            }
+        };
+        let (s3_access_key, s3_secret_key) = match (
+            std::env::var("HOLDFAST_S3_ACCESS_KEY"),
+            std::env::var("HOLDFAST_S3_SECRET_KEY"),
+            &self.s3_credentials_file,
+        ) {
+            (Ok(access), Ok(secret), _) => (access, secret),
+            (_, _, Some(path)) => {
+                let text = read(path)?;
+                let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+                match (lines.next(), lines.next()) {
+                    (Some(access), Some(secret)) => (access.to_string(), secret.to_string()),
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{} must hold two lines: the S3 access key id, then the secret key",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "cluster mode needs S3 credentials: set HOLDFAST_S3_ACCESS_KEY and \
+                     HOLDFAST_S3_SECRET_KEY, or cluster.s3_credentials_file"
+                        .into(),
+                ))
+            }
+        };
+        Ok(ClusterSecrets {
+            postgres_url,
+            s3_access_key,
+            s3_secret_key,
+        })
+    }
+}
+
 /// OTLP trace ingest (OpenTelemetry GenAI spans; docs/otlp.md).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -267,6 +365,8 @@ pub struct Config {
     pub concurrency: ConcurrencyConfig,
     pub storage: StorageConfig,
     pub otlp: OtlpConfig,
+    /// Set: cluster mode (the store on PostgreSQL and S3); unset: the embedded store.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -288,6 +388,7 @@ impl Default for Config {
             concurrency: ConcurrencyConfig::default(),
             storage: StorageConfig::default(),
             otlp: OtlpConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -401,6 +502,29 @@ impl Config {
                      tokens would cross the network in plain text (set \
                      allow_plaintext_non_loopback = true to accept that)",
                 ));
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            let node_ok = !cluster.node.is_empty()
+                && cluster.node.len() <= 64
+                && cluster
+                    .node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !node_ok {
+                return invalid(format!(
+                    "cluster.node must be 1 to 64 letters, digits, '.', '_' or '-', not {:?}",
+                    cluster.node
+                ));
+            }
+            check_range(
+                "cluster.max_connections",
+                cluster.max_connections.into(),
+                1,
+                1000,
+            )?;
+            if cluster.s3_bucket.is_empty() || cluster.s3_endpoint.is_empty() {
+                return invalid("cluster.s3_endpoint and cluster.s3_bucket must be set".into());
             }
         }
         check_range(

@@ -33,7 +33,8 @@ use crate::search::searcher::Snapshots;
 use crate::service::{
     AdminApi, AuditApi, DiscoveryApi, InteractionApi, OtlpTraceApi, RetentionApi,
 };
-use crate::store::{RocksStore, Store};
+use crate::store::s3::S3Config;
+use crate::store::{ClusterStore, RocksStore, Store};
 use crate::sweeper::{self, Sweeper};
 use crate::workers::WorkerPool;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
@@ -88,13 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     create_data_dir(&config.data_dir)?;
     crate::backup::check_not_half_restored(&config.data_dir)?;
-    let store_path = config.data_dir.join("store");
-    // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
-    let data_dir_is_new = !store_path.join("CURRENT").exists();
-    let store: Arc<dyn Store> = Arc::new(
-        RocksStore::open_with(&store_path, config.storage.compression)
-            .with_context(|| format!("cannot open the store at {}", store_path.display()))?,
-    );
+    let (store, data_dir_is_new) = open_store(&config)?;
     let tokens = Arc::new(TokenRegistry::load(store.clone(), &config.tokens)?);
     if let Some(path) = bootstrap_admin_token(
         &tokens,
@@ -105,6 +100,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tracing::warn!(
             path = %path.display(),
             "no tokens were configured: generated an admin token (mode 0600)"
+        );
+    } else if tokens.is_empty() && config.cluster.is_some() {
+        tracing::error!(
+            "no token can call this cluster: add one to every node's config file ([[tokens]], \
+             `holdfast token hash` prints its sha256) and restart"
         );
     } else if tokens.is_empty() {
         tracing::error!(
@@ -146,16 +146,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.max_group_commit_items,
     );
     let sweep_interval = Duration::from_secs(config.retention.sweep_interval_seconds);
-    let sweeper = Arc::new(
-        Sweeper::new(
-            Arc::clone(&store),
-            Arc::clone(&lifecycle),
-            Arc::clone(&index),
-            Arc::clone(&audit),
-            sweep_interval,
-        )
-        .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds)),
-    );
+    let mut sweeper = Sweeper::new(
+        Arc::clone(&store),
+        Arc::clone(&lifecycle),
+        Arc::clone(&index),
+        Arc::clone(&audit),
+        sweep_interval,
+    )
+    .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds));
+    if let Some(cluster) = &config.cluster {
+        // One sweeper across the cluster: the holder of the lease. A restarted node is a new
+        // holder (its predecessor's lease expires rather than passing on silently).
+        sweeper = sweeper.with_lease(format!("{}/{}", cluster.node, ulid::Ulid::new()));
+    }
+    let sweeper = Arc::new(sweeper);
     let (sweep_requests, sweeper_thread) = sweeper::start(Arc::clone(&sweeper), sweep_interval);
     let refusals = Refusals::new(&config.concurrency);
     let flusher_stop = CancellationToken::new();
@@ -365,6 +369,40 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         shutdown,
         task,
     })
+}
+
+/// The store the configuration asks for, and whether it is new (a new embedded data
+/// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
+/// config files).
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+    let Some(cluster) = &config.cluster else {
+        let store_path = config.data_dir.join("store");
+        // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
+        let data_dir_is_new = !store_path.join("CURRENT").exists();
+        let store = RocksStore::open_with(&store_path, config.storage.compression)
+            .with_context(|| format!("cannot open the store at {}", store_path.display()))?;
+        return Ok((Arc::new(store), data_dir_is_new));
+    };
+    let secrets = cluster.secrets()?;
+    // The URL holds a password: the error names neither.
+    let postgres: postgres::Config = secrets
+        .postgres_url
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the PostgreSQL URL of [cluster] is not a valid URL"))?;
+    let s3 = S3Config {
+        endpoint: cluster.s3_endpoint.clone(),
+        region: cluster.s3_region.clone(),
+        bucket: cluster.s3_bucket.clone(),
+        access_key: secrets.s3_access_key,
+        secret_key: secrets.s3_secret_key,
+    };
+    let store = Arc::new(
+        ClusterStore::open(postgres, cluster.max_connections, &s3, &cluster.node)
+            .context("cannot open the cluster store (PostgreSQL and S3)")?,
+    );
+    store.spawn_feed_head_refresher();
+    tracing::info!(node = %cluster.node, bucket = %cluster.s3_bucket, "cluster mode");
+    Ok((store, false))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -61,6 +61,11 @@ const ERASE_CHUNK: usize = 100_000;
 const ERASE_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait after repeated errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The lease that makes one node of a cluster the sweeping node.
+pub const SWEEPER_LEASE: &str = "sweeper";
+/// How long the lease lasts unless renewed (each chunk and each turn of the loop renews it):
+/// how long retention pauses when the sweeping node dies.
+const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -125,6 +130,9 @@ pub struct Sweeper {
     /// a policy there to show that the re-check sees it).
     #[cfg(test)]
     before_recheck: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// In a cluster, who this sweeper is to the `sweeper` lease: only its holder sweeps.
+    /// `None` (embedded): this is the only sweeper.
+    lease_holder: Option<String>,
 }
 
 /// The active holds at some time, by mailbox (a hold on several mailboxes is under each).
@@ -192,6 +200,49 @@ impl Sweeper {
             erasure_bound: Duration::from_secs(86_400),
             #[cfg(test)]
             before_recheck: Mutex::new(None),
+            lease_holder: None,
+        }
+    }
+
+    /// Makes passes, re-plans and erasure run only while this sweeper holds the cluster's
+    /// sweeper lease as `holder` (unique per process).
+    pub fn with_lease(mut self, holder: String) -> Sweeper {
+        self.lease_holder = Some(holder);
+        self
+    }
+
+    /// Whether this sweeper may sweep now: always when it is the only one; in a cluster,
+    /// while it holds (and has just renewed) the lease.
+    pub fn holds_lease(&self) -> Result<bool, Error> {
+        let Some(holder) = &self.lease_holder else {
+            return Ok(true);
+        };
+        let held = self
+            .store
+            .acquire_lease(SWEEPER_LEASE, holder, LEASE_TTL)?
+            .is_some();
+        metrics::gauge!("holdfast_sweeper_lease_held").set(if held { 1.0 } else { 0.0 });
+        Ok(held)
+    }
+
+    fn require_lease(&self) -> Result<(), Error> {
+        if self.holds_lease()? {
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(
+                "another node of the cluster holds the sweeper's lease: retention runs there \
+                 (RunSweep on that node runs a pass now)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Gives the lease up (at shutdown), so that another node sweeps at once.
+    fn release_lease(&self) {
+        if let Some(holder) = &self.lease_holder {
+            if let Err(error) = self.store.release_lease(SWEEPER_LEASE, holder) {
+                tracing::warn!(%error, "cannot release the sweeper lease; it expires on its own");
+            }
         }
     }
 
@@ -293,6 +344,9 @@ impl Sweeper {
     /// the next look.
     fn erase_step(&self) {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if !self.holds_lease()? {
+                return Ok(0);
+            }
             self.erase_if_due(Utc::now())
         }))
         .unwrap_or_else(|_| Err(Error::Internal("the eraser panicked".into())));
@@ -439,6 +493,7 @@ impl Sweeper {
     /// written stays written; the rest is still due) and are counted.
     pub fn run_once(&self, now: DateTime<Utc>) -> Result<SweepStats, Error> {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.require_lease()?;
         self.set_running(true);
         let started = Instant::now();
         let mut stats = SweepStats {
@@ -483,6 +538,9 @@ impl Sweeper {
                 }
             }
             chunk_started = Instant::now();
+            // A pass longer than the lease renews it; a pass that lost it ends (another node
+            // sweeps now, and sees what this one wrote).
+            self.require_lease()?;
             let due = self.store.due_until(cursor, now, CHUNK)?;
             let Some(last) = due.last().copied() else {
                 if cursor.take().is_some() {
@@ -735,6 +793,9 @@ impl Sweeper {
 
     fn replan_chunk(&self, now: DateTime<Utc>) -> Result<bool, Error> {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.holds_lease()? {
+            return Ok(false);
+        }
         let Some(job) = self.lifecycle.replan_job()? else {
             return Ok(false);
         };
@@ -953,13 +1014,18 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
                 false
             }
         };
-        let wait = if replanning {
+        let mut wait = if replanning {
             Duration::ZERO
         } else {
             next_pass
                 .saturating_duration_since(Instant::now())
                 .min(sweeper.erasure_poll())
         };
+        if sweeper.lease_holder.is_some() {
+            // Often enough that the holder keeps the lease between passes, and that a
+            // survivor takes it soon after the holder dies.
+            wait = wait.min(LEASE_TTL / 3);
+        }
         match requests.recv_timeout(wait) {
             Ok(request) => {
                 // A requested pass first finishes any pending re-plan, so that it acts on
@@ -980,6 +1046,15 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
                     }
                     continue;
                 }
+                match sweeper.holds_lease() {
+                    Ok(true) => {}
+                    // Another node sweeps; this one looks again at the next turn.
+                    Ok(false) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot renew the sweeper lease");
+                        continue;
+                    }
+                }
                 match sweeper.run_once(Utc::now()) {
                     Ok(_) => {
                         backoff = Duration::from_secs(1);
@@ -991,7 +1066,10 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
                     }
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                sweeper.release_lease();
+                return;
+            }
         }
     }
 }

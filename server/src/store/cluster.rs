@@ -156,15 +156,19 @@ impl ClusterStore {
         s3: &S3Config,
         node: &str,
     ) -> Result<ClusterStore, StoreError> {
-        let pg = PgStore::connect(postgres, max_connections)?;
-        let objects = ObjectLockStore::open(s3)?;
+        let (pg, objects) = off_async(|| {
+            Ok::<_, StoreError>((
+                PgStore::connect(postgres, max_connections)?,
+                ObjectLockStore::open(s3)?,
+            ))
+        })?;
         let store = ClusterStore {
             pg,
             objects,
             feed_head: Arc::new(AtomicU64::new(0)),
             node: node.to_string(),
         };
-        store.refresh_feed_head()?;
+        off_async(|| store.refresh_feed_head())?;
         Ok(store)
     }
 
@@ -178,24 +182,19 @@ impl ClusterStore {
         Ok(self.feed_head.fetch_max(last, Ordering::AcqRel).max(last))
     }
 
-    /// Keeps `last_index_sequence` current with other nodes' writes, until `stop` is
-    /// cancelled.
-    pub fn spawn_feed_head_refresher(
-        self: &Arc<ClusterStore>,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> std::thread::JoinHandle<()> {
+    /// Keeps `last_index_sequence` current with other nodes' writes, until the store is
+    /// dropped.
+    pub fn spawn_feed_head_refresher(self: &Arc<ClusterStore>) -> std::thread::JoinHandle<()> {
         let store = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("holdfast-feed-head".into())
-            .spawn(move || {
-                while !stop.is_cancelled() {
-                    let Some(store) = store.upgrade() else { return };
-                    if let Err(error) = store.refresh_feed_head() {
-                        tracing::warn!(%error, "cannot read the index feed's head");
-                    }
-                    drop(store);
-                    std::thread::sleep(FEED_HEAD_REFRESH);
+            .spawn(move || loop {
+                let Some(store) = store.upgrade() else { return };
+                if let Err(error) = store.refresh_feed_head() {
+                    tracing::warn!(%error, "cannot read the index feed's head");
                 }
+                drop(store);
+                std::thread::sleep(FEED_HEAD_REFRESH);
             })
             .expect("threads start")
     }

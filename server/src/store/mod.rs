@@ -576,6 +576,16 @@ impl<T> Store for T where
 {
 }
 
+/// Drops `value` where blocking is allowed: on a thread of its own when called on an async
+/// worker (a client that owns a runtime panics when dropped there), in place otherwise.
+pub(crate) fn drop_off_async<T: Send + 'static>(value: T) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::spawn(move || drop(value));
+    } else {
+        drop(value);
+    }
+}
+
 /// Whether `records` may be appended after `head` (see `AuditTrail::append_audit_records`).
 pub fn check_audit_chain(
     head: Option<&AuditRecord>,

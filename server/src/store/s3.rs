@@ -88,7 +88,17 @@ const PARALLEL: usize = 32;
 pub struct ObjectLockStore {
     client: aws_sdk_s3::Client,
     bucket: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectLockStore {
+    fn drop(&mut self) {
+        // Without waiting: a runtime dropped the usual way panics in an async context.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// An S3 error as a store error. The message names the operation and the engine's error
@@ -146,16 +156,22 @@ impl ObjectLockStore {
         let store = ObjectLockStore {
             client: aws_sdk_s3::Client::from_conf(s3_config),
             bucket: config.bucket.clone(),
-            runtime,
+            runtime: Some(runtime),
         };
         store.ensure_bucket()?;
         Ok(store)
     }
 
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the store is dropped")
+    }
+
     fn ensure_bucket(&self) -> Result<(), StoreError> {
         let client = &self.client;
         let bucket = &self.bucket;
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             let exists = match client.head_bucket().bucket(bucket).send().await {
                 Ok(_) => true,
                 Err(error) if error.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
@@ -205,7 +221,7 @@ impl ObjectLockStore {
         retention: Option<Retention>,
         legal_hold: bool,
     ) -> Result<ObjectVersion, StoreError> {
-        self.runtime
+        self.runtime()
             .block_on(self.put_async(key, bytes, retention, legal_hold))
     }
 
@@ -301,7 +317,7 @@ impl ObjectLockStore {
         objects: Vec<(String, Vec<u8>, Option<Retention>)>,
     ) -> Result<Vec<ObjectVersion>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
-        self.runtime.block_on(
+        self.runtime().block_on(
             futures::stream::iter(objects)
                 .map(|(key, bytes, retention)| async move {
                     self.put_async(&key, bytes, retention, false).await
@@ -314,7 +330,7 @@ impl ObjectLockStore {
     /// The bytes of several versions at once, in order (`None`: no such version).
     pub fn get_many(&self, versions: &[ObjectVersion]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
-        self.runtime.block_on(
+        self.runtime().block_on(
             futures::stream::iter(versions)
                 .map(|version| self.get_async(version))
                 .buffered(PARALLEL)
@@ -324,7 +340,7 @@ impl ObjectLockStore {
 
     /// Every version of `key`.
     pub fn versions_of(&self, key: &str) -> Result<Vec<ObjectVersion>, StoreError> {
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             let output = self
                 .client
                 .list_object_versions()
@@ -349,7 +365,7 @@ impl ObjectLockStore {
 
     /// The bytes of a version; `None` when it does not exist.
     pub fn get(&self, version: &ObjectVersion) -> Result<Option<Vec<u8>>, StoreError> {
-        self.runtime.block_on(self.get_async(version))
+        self.runtime().block_on(self.get_async(version))
     }
 
     async fn get_async(&self, version: &ObjectVersion) -> Result<Option<Vec<u8>>, StoreError> {
@@ -387,7 +403,7 @@ impl ObjectLockStore {
         retention: Retention,
         bypass_governance: bool,
     ) -> Result<(), StoreError> {
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             match self
                 .client
                 .put_object_retention()
@@ -416,7 +432,7 @@ impl ObjectLockStore {
 
     /// Sets or clears a version's legal hold.
     pub fn set_legal_hold(&self, version: &ObjectVersion, on: bool) -> Result<(), StoreError> {
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             let status = if on {
                 ObjectLockLegalHoldStatus::On
             } else {
@@ -449,7 +465,7 @@ impl ObjectLockStore {
         version: &ObjectVersion,
         bypass_governance: bool,
     ) -> Result<(), StoreError> {
-        self.runtime.block_on(async {
+        self.runtime().block_on(async {
             match self
                 .client
                 .delete_object()
@@ -612,7 +628,7 @@ pub(crate) mod tests {
         let locked = ObjectLockStore::open(&config).unwrap();
         let plain = format!("{}-plain", config.bucket);
         locked
-            .runtime
+            .runtime()
             .block_on(locked.client.create_bucket().bucket(&plain).send())
             .unwrap();
         let error = ObjectLockStore::open(&S3Config {

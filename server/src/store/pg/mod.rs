@@ -36,7 +36,17 @@ const AUDIT_LOCK: i64 = 0x6866_0000_0002;
 const CONNECTION_WAIT: Duration = Duration::from_secs(10);
 
 pub struct PgStore {
-    pool: r2d2::Pool<Manager>,
+    /// Always `Some` until dropped.
+    pool: Option<r2d2::Pool<Manager>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Each pooled client owns a runtime, which must not be dropped on an async worker.
+        if let Some(pool) = self.pool.take() {
+            super::drop_off_async(pool);
+        }
+    }
 }
 
 impl From<postgres::Error> for StoreError {
@@ -93,13 +103,17 @@ impl PgStore {
             .connection_timeout(CONNECTION_WAIT)
             .build(PostgresConnectionManager::new(config, NoTls))
             .map_err(pool_error)?;
-        let store = PgStore { pool };
+        let store = PgStore { pool: Some(pool) };
         store.migrate()?;
         Ok(store)
     }
 
     pub(crate) fn connection(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        self.pool.get().map_err(pool_error)
+        self.pool
+            .as_ref()
+            .expect("the pool lives until the store is dropped")
+            .get()
+            .map_err(pool_error)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

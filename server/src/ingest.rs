@@ -160,7 +160,7 @@ pub fn write_planned(
     lifecycle.with_policies(|policies| {
         for item in items.iter_mut() {
             let content = &item.content;
-            item.first_check = lifecycle.first_check(
+            (item.first_check, item.retention) = lifecycle.plan_new(
                 policies,
                 &content.mailbox_id,
                 &content.app,

@@ -25,7 +25,10 @@ use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
 use crate::search::kql;
 use crate::store::keys::META_REPLAN;
-use crate::store::{PolicyWrite, RulesWrite, Store, StoreError};
+use crate::store::{ItemRetention, PolicyWrite, RulesWrite, Store, StoreError};
+
+/// What "retained forever" locks content for in a storage engine that needs a date.
+const FOREVER_YEARS: i64 = 100;
 
 pub use crate::records::{HoldKind, HoldRecord, PolicyRecord};
 
@@ -309,13 +312,43 @@ impl Lifecycle {
         app: &str,
         created_at: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
+        self.plan_new(policies, mailbox, app, created_at).0
+    }
+
+    /// An item just written: its `delete_at`, and its retention (`retain_until`, and whether
+    /// the longest retention is a preservation-locked policy's). Retention "forever" is a
+    /// date `FOREVER_YEARS` after creation: storage engines lock until a date.
+    pub fn plan_new(
+        &self,
+        policies: &[Policy],
+        mailbox: &MailboxId,
+        app: &str,
+        created_at: DateTime<Utc>,
+    ) -> (Option<DateTime<Utc>>, Option<ItemRetention>) {
         let item = Item {
             mailbox: mailbox.as_str(),
             app,
             created_at,
             location: ItemLocation::Active,
         };
-        decide::decide(&item, policies, &[], &self.settings, created_at).delete_at
+        let decision = decide::decide(&item, policies, &[], &self.settings, created_at);
+        let (until, by_end) = match decision.retain_until {
+            decide::RetainUntil::Nothing => return (decision.delete_at, None),
+            decide::RetainUntil::Date(date) => (date, Some(date)),
+            decide::RetainUntil::Forever => (
+                created_at
+                    .checked_add_signed(chrono::TimeDelta::days(365 * FOREVER_YEARS))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+                None,
+            ),
+        };
+        let locked = decision.reasons.iter().any(|reason| match reason {
+            decide::Reason::RetainedBy { policy, until } => {
+                *until == by_end && policies.iter().any(|p| p.id == *policy && p.locked)
+            }
+            _ => false,
+        });
+        (decision.delete_at, Some(ItemRetention { until, locked }))
     }
 
     /// Stores a policy change and puts it in force. Ingest waits meanwhile, so every item is

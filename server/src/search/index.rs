@@ -312,7 +312,13 @@ impl Indexer {
 
     /// Applies queued work and commits when due. Returns whether there was work.
     fn step(&mut self) -> Result<bool, IndexError> {
-        let work = self.store.index_queue_after(self.position, WORK_CHUNK)?;
+        // The head is kept in memory (a shared feed's by a refresher): an idle indexer polls
+        // it, not the feed.
+        let work = if self.store.last_index_sequence() > self.position {
+            self.store.index_queue_after(self.position, WORK_CHUNK)?
+        } else {
+            Vec::new()
+        };
         if let Some(&(last, _)) = work.last() {
             let mut ids: Vec<InteractionId> = work.iter().map(|(_, id)| *id).collect();
             ids.sort();

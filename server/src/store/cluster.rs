@@ -330,7 +330,9 @@ impl ClusterStore {
     /// refuses stays marked for `collect_garbage`.
     fn delete_destroyed(&self, versions: &[ObjectVersion]) {
         for version in versions {
-            match self.objects.destroy(version) {
+            // Holdfast decided this destruction (no retention or hold stands in its way), so
+            // a GOVERNANCE retention is its own to bypass; COMPLIANCE still refuses.
+            match self.objects.destroy_with(version, true) {
                 Ok(()) => {
                     let cleared = self.pg.connection().and_then(|mut c| {
                         c.execute(
@@ -411,16 +413,21 @@ impl Interactions for ClusterStore {
                 &[&keys],
             )?;
             // 2. The objects, durable (S3 acknowledges a PUT once stored), each retained by
-            //    the engine until the sweeper's first look at it.
+            //    the engine as the policies retain the item: COMPLIANCE when the longest
+            //    retention is a preservation-locked policy's (nobody can shorten it), else
+            //    GOVERNANCE (holdfast alone may shorten it, when a policy is shortened).
             let now = Utc::now();
             let objects = fresh
                 .iter()
                 .zip(&keys)
                 .map(|(item, key)| {
-                    let retention = item
-                        .first_check
-                        .filter(|at| *at > now)
-                        .map(|until| Retention::Governance { until });
+                    let retention = item.retention.filter(|r| r.until > now).map(|r| {
+                        if r.locked {
+                            Retention::Compliance { until: r.until }
+                        } else {
+                            Retention::Governance { until: r.until }
+                        }
+                    });
                     (key.clone(), item.record.clone(), retention)
                 })
                 .collect();
@@ -1454,4 +1461,205 @@ pub(crate) mod tests {
 
     conformance::shared_state_cases!(Cluster);
     conformance::item_cases!(Cluster);
+
+    use chrono::TimeDelta;
+
+    use crate::store::conformance::{content, new_item};
+    use crate::store::{Disposition, ItemRetention};
+
+    fn items(prefix: &str, n: usize) -> Vec<NewInteraction> {
+        (0..n)
+            .map(|i| new_item(content(&format!("{prefix}-{i}"), 1, "t")))
+            .collect()
+    }
+
+    /// The bucket as an administrator holding its credentials sees it, not through holdfast.
+    fn bucket(fixture: &Cluster) -> ObjectLockStore {
+        ObjectLockStore::open(&fixture.s3).unwrap()
+    }
+
+    #[test]
+    fn nodes_racing_on_the_same_client_keys_store_each_item_once() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let (a, b) = (fixture.open(), fixture.open());
+        // Same keys, different ids (each node assigns its own); half the contents differ.
+        let first = items("race", 40);
+        let mut second = items("race", 40);
+        for item in second.iter_mut().skip(20) {
+            item.content.prompt = "other".into();
+            *item = NewInteraction::new(item.id, item.received_at, item.content.clone());
+        }
+        let start = std::sync::Barrier::new(2);
+        let (from_a, from_b) = std::thread::scope(|scope| {
+            let one = scope.spawn(|| {
+                start.wait();
+                a.write_interactions(&first).unwrap()
+            });
+            let two = scope.spawn(|| {
+                start.wait();
+                b.write_interactions(&second).unwrap()
+            });
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        let mut stored = 0;
+        for (i, (x, y)) in from_a.iter().zip(&from_b).enumerate() {
+            let winner = match (x, y) {
+                (WriteOutcome::Created(id), other) | (other, WriteOutcome::Created(id)) => {
+                    let expected = if i < 20 {
+                        WriteOutcome::Duplicate(*id)
+                    } else {
+                        WriteOutcome::Conflict(*id)
+                    };
+                    assert_eq!(*other, expected, "item {i}");
+                    *id
+                }
+                other => panic!("item {i}: nobody stored it: {other:?}"),
+            };
+            assert!(a.get_interaction(winner).unwrap().is_some());
+            stored += 1;
+        }
+        assert_eq!(stored, 40);
+        let (active, _) = a
+            .count_mailbox(&crate::domain::MailboxId::parse("alice@contoso.com").unwrap())
+            .unwrap();
+        assert_eq!(active, 40);
+        // The loser's objects have no row: the janitor deletes them, and no stored item's.
+        let (deleted, waiting) = a.collect_garbage(Duration::ZERO).unwrap();
+        assert_eq!(waiting, 0);
+        assert!(deleted <= 40, "{deleted}");
+        let winners: Vec<InteractionId> = from_a
+            .iter()
+            .zip(&from_b)
+            .map(|(x, y)| match (x, y) {
+                (WriteOutcome::Created(id), _) | (_, WriteOutcome::Created(id)) => *id,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(a
+            .get_interactions(&winners)
+            .unwrap()
+            .iter()
+            .all(Option::is_some));
+        let losers: Vec<&NewInteraction> = first
+            .iter()
+            .chain(&second)
+            .filter(|item| !winners.contains(&item.id))
+            .collect();
+        let engine = bucket(&fixture);
+        for loser in losers {
+            assert!(engine
+                .versions_of(&object_key(loser.id))
+                .unwrap()
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn retained_content_cannot_be_deleted_with_the_bucket_credentials() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let mut written = items("kept", 2);
+        let until = Utc::now() + TimeDelta::days(30);
+        written[0].retention = Some(ItemRetention {
+            until,
+            locked: true,
+        });
+        written[1].retention = Some(ItemRetention {
+            until,
+            locked: false,
+        });
+        store.write_interactions(&written).unwrap();
+        let engine = bucket(&fixture);
+        for item in &written {
+            let versions = engine.versions_of(&object_key(item.id)).unwrap();
+            assert_eq!(versions.len(), 1);
+            assert!(
+                matches!(engine.destroy(&versions[0]), Err(StoreError::Locked(_))),
+                "the engine let an administrator delete retained content"
+            );
+            assert_eq!(
+                store.get_interaction(item.id).unwrap().unwrap().content,
+                item.content
+            );
+        }
+        // A locked policy's retention cannot be shortened even with holdfast's bypass.
+        let locked = &engine.versions_of(&object_key(written[0].id)).unwrap()[0];
+        assert!(matches!(
+            engine.destroy_with(locked, true),
+            Err(StoreError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn a_destruction_deletes_the_object_and_keeps_a_disposition() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let written = items("gone", 3);
+        store.write_interactions(&written).unwrap();
+        let now = Utc::now();
+        let ids: Vec<InteractionId> = written.iter().map(|i| i.id).collect();
+        store
+            .move_ids_to_holds_area(&ids[..2], MoveReason::UserDeleted, now)
+            .unwrap();
+        let planned = store.planned_items(&ids).unwrap();
+        let destroys: Vec<(PlannedItem, Disposition)> = planned
+            .iter()
+            .flatten()
+            .map(|item| {
+                (
+                    item.clone(),
+                    Disposition {
+                        id: item.id,
+                        mailbox: item.facts.mailbox.clone(),
+                        content_sha256: item.facts.content_sha256.clone(),
+                        created_at: item.facts.created_at,
+                        moved_at: now,
+                        purged_at: now,
+                        reason: MoveReason::UserDeleted,
+                        policies: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        // The ACTIVE one is not where the sweeper thinks (it planned it as moved): skipped.
+        let applied = store
+            .apply_sweep(
+                &SweepWrite {
+                    destroys,
+                    ..SweepWrite::default()
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(applied.destroyed, 2);
+        let got = store.get_interactions(&ids).unwrap();
+        assert!(got[0].is_none() && got[1].is_none() && got[2].is_some());
+        let engine = bucket(&fixture);
+        assert!(engine.versions_of(&object_key(ids[0])).unwrap().is_empty());
+        assert_eq!(engine.versions_of(&object_key(ids[2])).unwrap().len(), 1);
+        let dispositions = store.list_dispositions(None, None, 10).unwrap();
+        let mut disposed: Vec<InteractionId> = dispositions.iter().map(|d| d.id).collect();
+        disposed.sort();
+        let mut expected = ids[..2].to_vec();
+        expected.sort();
+        assert_eq!(disposed, expected);
+        // Erasure: nothing left in the engine, so it completes.
+        let pending = store.erasure_pending(now, 10).unwrap();
+        assert_eq!(pending.len(), 2);
+        store.erase_from_disk(&ids[..2]).unwrap();
+        store.finish_erasure(&pending).unwrap();
+        assert_eq!(store.erasure_status().unwrap(), (0, None));
+        // The destroyed items' client keys are free again, as in the embedded store.
+        let again = store.write_interactions(&written[..1]).unwrap();
+        assert!(matches!(again[0], WriteOutcome::Created(_)));
+    }
 }

@@ -117,7 +117,7 @@ fn at(day: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, day, 0, 0, 0).unwrap()
 }
 
-fn content(client_key: &str, day: u32, thread: &str) -> InteractionContent {
+pub(crate) fn content(client_key: &str, day: u32, thread: &str) -> InteractionContent {
     InteractionContent {
         client_key: client_key.into(),
         mailbox_id: MailboxId::parse("alice@contoso.com").unwrap(),
@@ -136,7 +136,7 @@ fn content(client_key: &str, day: u32, thread: &str) -> InteractionContent {
     }
 }
 
-fn new_item(content: InteractionContent) -> NewInteraction {
+pub(crate) fn new_item(content: InteractionContent) -> NewInteraction {
     NewInteraction::new(InteractionId(Ulid::new()), Utc::now(), content)
 }
 

@@ -68,6 +68,17 @@ pub struct NewInteraction {
     /// When the sweeper should first look at the item (its `delete_at`), set by the writer
     /// from the policies in force when it is written; `None`: nothing will happen by time.
     pub first_check: Option<DateTime<Utc>>,
+    /// How long the policies in force retain it, set with `first_check`: a storage engine
+    /// that enforces retention itself (S3 Object Lock) locks the content until then.
+    pub retention: Option<ItemRetention>,
+}
+
+/// An item's retention when it is written: until when, and whether by a policy under a
+/// preservation lock (which nobody may shorten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRetention {
+    pub until: DateTime<Utc>,
+    pub locked: bool,
 }
 
 impl NewInteraction {
@@ -239,6 +250,7 @@ impl NewInteraction {
             content,
             record,
             first_check: None,
+            retention: None,
         }
     }
 }

@@ -83,7 +83,7 @@ pub const LOCKED: &str =
     "the object is locked (its retention has not ended, or it is under legal hold)";
 
 /// Requests in flight at once for `put_many` and `get_many`.
-const PARALLEL: usize = 32;
+const PARALLEL: usize = 64;
 
 pub struct ObjectLockStore {
     client: aws_sdk_s3::Client,

@@ -9,7 +9,7 @@
 #
 # DIR's parent must be traversable by the postgres user (e.g. `mktemp -d` then `chmod 755`).
 set -euo pipefail
-usage="usage: scripts/postgres.sh start|stop DIR"
+usage="usage: scripts/postgres.sh start|stop|restart DIR"
 cmd=${1:?$usage}
 dir=${2:?$usage}
 bin=/usr/lib/postgresql/15/bin
@@ -52,6 +52,12 @@ start)
 stop)
     dir=$(cd "$dir" 2>/dev/null && pwd) || exit 0
     as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
+    ;;
+restart)
+    # Same port and data; every open connection is cut (tests of clients' recovery).
+    dir=$(cd "$dir" && pwd)
+    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -m fast -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $(cat "$dir/port") -k '$dir'" restart >/dev/null
     ;;
 *)
     echo "$usage" >&2

@@ -15,7 +15,9 @@ chmod 755 "$services"
 trap 'scripts/postgres.sh stop "$services/pg"; scripts/seaweedfs.sh stop "$services/s3"; rm -rf "$services"' EXIT
 if [ -z "${HOLDFAST_TEST_POSTGRES_URL:-}" ]; then
     HOLDFAST_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$services/pg")
-    export HOLDFAST_TEST_POSTGRES_URL
+    # The cluster tests restart it (scripts/postgres.sh restart) to show that nodes recover.
+    HOLDFAST_TEST_POSTGRES_DIR="$services/pg"
+    export HOLDFAST_TEST_POSTGRES_URL HOLDFAST_TEST_POSTGRES_DIR
 fi
 if [ -z "${HOLDFAST_TEST_S3:-}" ]; then
     HOLDFAST_TEST_S3=$(scripts/seaweedfs.sh start "$services/s3")

@@ -401,6 +401,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
             .context("cannot open the cluster store (PostgreSQL and S3)")?,
     );
     store.spawn_feed_head_refresher();
+    store.spawn_janitor(format!("{}/{}", cluster.node, ulid::Ulid::new()));
     tracing::info!(node = %cluster.node, bucket = %cluster.s3_bucket, "cluster mode");
     Ok((store, false))
 }

@@ -39,6 +39,10 @@ use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRec
 const MOVE_CHUNK: i64 = 10_000;
 /// A feed reader (a node's index) not seen for this long no longer holds the feed back.
 const READER_TIMEOUT_SECONDS: i64 = 24 * 3600;
+/// How long an object may stay marked before the janitor may delete it: longer than any
+/// ingest takes from marking to commit (S3 operations time out after a minute).
+const JANITOR_GRACE: Duration = Duration::from_secs(600);
+const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the cached head of the index feed is refreshed from PostgreSQL.
 const FEED_HEAD_REFRESH: Duration = Duration::from_millis(100);
 
@@ -282,6 +286,16 @@ impl ClusterStore {
             let (mut deleted, mut waiting) = (0, 0);
             for mark in &marks {
                 let (key, version_id): (String, String) = (mark.get(0), mark.get(1));
+                // Claim the mark first: an ingest still writing rows for it deletes the same
+                // mark in its transaction, so exactly one of the two goes on (the ingest
+                // fails if the janitor claimed first).
+                let claimed = self.pg.connection()?.query_opt(
+                    "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2
+                     RETURNING since",
+                    &[&key, &version_id],
+                )?;
+                let Some(claimed) = claimed else { continue };
+                let since: std::time::SystemTime = claimed.get(0);
                 let owner = key
                     .strip_prefix("interactions/")
                     .and_then(|id| id.parse::<ulid::Ulid>().ok())
@@ -302,28 +316,60 @@ impl ClusterStore {
                         version_id: version_id.clone(),
                     }]
                 };
-                let mut locked = false;
+                let mut outcome = Ok(());
                 for version in versions {
                     if owned.contains(&version.version_id) {
                         continue;
                     }
                     match self.objects.destroy_with(&version, true) {
                         Ok(()) => deleted += 1,
-                        Err(StoreError::Locked(_)) => locked = true,
-                        Err(error) => return Err(error),
+                        Err(error) => {
+                            outcome = Err(error);
+                            break;
+                        }
                     }
                 }
-                if locked {
-                    waiting += 1;
-                } else {
+                if let Err(error) = outcome {
+                    // Marked again as it was, for a later round.
                     self.pg.connection()?.execute(
-                        "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2",
-                        &[&key, &version_id],
+                        "INSERT INTO object_gc (object_key, version_id, since) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[&key, &version_id, &since],
                     )?;
+                    match error {
+                        StoreError::Locked(_) => waiting += 1,
+                        error => return Err(error),
+                    }
                 }
             }
             Ok((deleted, waiting))
         })
+    }
+
+    /// Runs `collect_garbage` on marks older than `JANITOR_GRACE` every `JANITOR_INTERVAL` while
+    /// this node holds the janitor lease as `holder`, until the store is dropped.
+    pub fn spawn_janitor(self: &Arc<ClusterStore>, holder: String) -> std::thread::JoinHandle<()> {
+        let store = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("holdfast-janitor".into())
+            .spawn(move || loop {
+                std::thread::sleep(JANITOR_INTERVAL);
+                let Some(store) = store.upgrade() else { return };
+                let round = store
+                    .acquire_lease("janitor", &holder, JANITOR_INTERVAL * 2)
+                    .and_then(|lease| match lease {
+                        Some(_) => store.collect_garbage(JANITOR_GRACE).map(Some),
+                        None => Ok(None),
+                    });
+                match round {
+                    Ok(Some((deleted, waiting))) if deleted + waiting > 0 => {
+                        tracing::info!(deleted, waiting, "janitor: object versions no item owns");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "janitor round failed; it runs again"),
+                }
+            })
+            .expect("threads start")
     }
 
     /// Deletes destroyed items' versions right after their rows went; what the engine
@@ -496,10 +542,19 @@ impl Interactions for ClusterStore {
             }
             let created_keys: Vec<String> =
                 created_in_order.iter().map(|id| object_key(*id)).collect();
-            transaction.execute(
+            let cleared = transaction.execute(
                 "DELETE FROM object_gc WHERE version_id = '' AND object_key = ANY($1)",
                 &[&created_keys],
             )?;
+            if cleared != created_keys.len() as u64 {
+                // The janitor claimed a mark (this write took longer than JANITOR_GRACE) and
+                // may be deleting its object: nothing of this write is stored.
+                return Err(StoreError::Engine(
+                    "the write took so long that the janitor claimed its objects; nothing \
+                     was stored, write again"
+                        .into(),
+                ));
+            }
             let last = append_feed(&mut transaction, &created_in_order)?;
             transaction.commit()?;
             self.advanced_feed(last);

@@ -25,10 +25,14 @@ stop_nodes() {
         # Only our own server: the pid file may be stale.
         if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "holdfast-server" ]; then
             kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 100); do
+            for _ in $(seq 1 150); do
                 kill -0 "$pid" 2>/dev/null || break
                 sleep 0.2
             done
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "node$n did not stop in 30 s; killing it" >&2
+                kill -9 "$pid" 2>/dev/null || true
+            fi
         fi
         rm -f "$pidfile"
     done
@@ -36,8 +40,11 @@ stop_nodes() {
 
 case $cmd in
 start)
-    mkdir -p "$dir"
-    chmod 755 "$dir"
+    if [ ! -d "$dir" ]; then
+        mkdir -p "$dir"
+        # PostgreSQL runs as the postgres user under it.
+        chmod 755 "$dir"
+    fi
     dir=$(cd "$dir" && pwd)
     scripts/ensure-build-deps.sh
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/holdfast-target}"
@@ -46,7 +53,8 @@ start)
 
     mkdir -p "$dir/secrets"
     chmod 700 "$dir/secrets"
-    scripts/postgres.sh start "$dir/pg" >"$dir/secrets/postgres.url"
+    (umask 077 && scripts/postgres.sh start "$dir/pg" >"$dir/secrets/postgres.url.new")
+    mv "$dir/secrets/postgres.url.new" "$dir/secrets/postgres.url"
     s3=$(scripts/seaweedfs.sh start "$dir/s3")
     field() { tr ' ' '\n' <<<"$s3" | sed -n "s/^$1=//p"; }
     endpoint=$(field endpoint)
@@ -60,7 +68,7 @@ start)
     for n in $(seq 1 $nodes); do
         node="$dir/node$n"
         mkdir -p "$node"
-        if [ -f "$node/pid" ] && kill -0 "$(cat "$node/pid")" 2>/dev/null; then
+        if [ -f "$node/pid" ] && [ "$(cat "/proc/$(cat "$node/pid")/comm" 2>/dev/null)" = "holdfast-server" ]; then
             echo "node$n is running already" >&2
             continue
         fi
@@ -104,7 +112,7 @@ EOF
         done
     done
     echo "holdfast dev cluster in $dir:"
-    echo "  PostgreSQL: $(sed 's#//holdfast:[^@]*@#//holdfast:***@#' "$dir/secrets/postgres.url")"
+    echo "  PostgreSQL: $(sed 's#://[^:]*:[^@]*@#://***:***@#' "$dir/secrets/postgres.url")"
     echo "  S3 (SeaweedFS, Object Lock): $endpoint, bucket holdfast-dev"
     for n in $(seq 1 $nodes); do
         echo "  node$n: gRPC 127.0.0.1:$(cat "$dir/node$n/grpc.port")," \

@@ -92,8 +92,27 @@ pub const INTERRUPTED_RESULT: &str = "interrupted (audited at start: the server 
 /// removes the intents. Returns how many entries were appended. Runs at start, before any
 /// request is served.
 pub fn recover(store: &dyn Store, audit: &AuditLog, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    recover_older_than(store, audit, now, chrono::TimeDelta::zero())
+}
+
+/// `recover`, for the intents saved at least `age` before `now` only. In a cluster another
+/// live node may be between saving a change and appending its entry: only intents older than
+/// any such step are a stopped process's.
+pub fn recover_older_than(
+    store: &dyn Store,
+    audit: &AuditLog,
+    now: DateTime<Utc>,
+    age: chrono::TimeDelta,
+) -> Result<u64, StoreError> {
     let mut appended = 0;
+    let saved_before = (now - age).timestamp_millis();
     for intent in store.audit_intents()? {
+        // An intent's id is a ULID made when it was saved.
+        if age > chrono::TimeDelta::zero()
+            && i64::try_from(intent.id.timestamp_ms()).unwrap_or(i64::MAX) > saved_before
+        {
+            continue;
+        }
         if !already_audited(store, &intent)? {
             // `AuditEvent::action` is a static name: the intents' actions are the services'.
             let action: &'static str = Box::leak(intent.action.clone().into_boxed_str());

@@ -154,6 +154,25 @@ impl TokenRegistry {
         })
     }
 
+    /// Reads the API tokens again (config tokens stay): in a cluster, tokens are created and
+    /// revoked on any node, and each node refreshes its registry every `TOKEN_REFRESH`.
+    pub fn refresh(&self) -> Result<(), Error> {
+        let stored = self.store.list_tokens()?;
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        tokens.retain(|_, principal| principal.source == TokenSource::Config);
+        for (hash, record) in stored {
+            tokens.entry(hash).or_insert(Principal {
+                name: record.name,
+                roles: record.roles,
+                source: TokenSource::Api,
+                created_at: Some(record.created_at),
+                created_by: record.created_by,
+                token_sha256: hash,
+            });
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens
             .read()

@@ -64,9 +64,9 @@ impl From<Error> for tonic::Status {
                 }
                 StoreError::NoSpace(_) => tonic::Status::resource_exhausted(message),
                 StoreError::Corrupt { .. } => tonic::Status::data_loss(message),
-                StoreError::UnsupportedFormat { .. } | StoreError::Locked(_) => {
-                    tonic::Status::failed_precondition(message)
-                }
+                StoreError::UnsupportedFormat { .. }
+                | StoreError::Locked(_)
+                | StoreError::Fenced(_) => tonic::Status::failed_precondition(message),
             },
         }
     }

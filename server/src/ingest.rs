@@ -157,6 +157,8 @@ pub fn write_planned(
     lifecycle: &Lifecycle,
     items: &mut [NewInteraction],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
+    // Another node may have changed a policy: plan by the current ones.
+    lifecycle.refresh()?;
     lifecycle.with_policies(|policies| {
         for item in items.iter_mut() {
             let content = &item.content;

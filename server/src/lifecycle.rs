@@ -240,10 +240,14 @@ pub struct Lifecycle {
     /// When ingest last wrote (ms after `started`): the sweeper yields to ingest.
     last_ingest_ms: AtomicU64,
     started: Instant,
+    /// The store's `rules_generation` the policies were loaded at: in a cluster, another
+    /// node's change moves it, and `refresh` loads the policies again.
+    generation: AtomicU64,
 }
 
 impl Lifecycle {
     pub fn load(store: Arc<dyn Store>, config: &RetentionConfig) -> Result<Lifecycle, StoreError> {
+        let generation = store.rules_generation()?;
         let policies = store
             .list_policies()?
             .into_iter()
@@ -257,6 +261,7 @@ impl Lifecycle {
             replan_guard: Mutex::new(()),
             last_ingest_ms: AtomicU64::new(0),
             started: Instant::now(),
+            generation: AtomicU64::new(generation),
         };
         // Items were planned with the settings of their time: re-plan if they changed.
         let recorded = lifecycle
@@ -277,6 +282,29 @@ impl Lifecycle {
                 .put_meta(crate::store::keys::META_RETENTION_SETTINGS, Some(&current))?;
         }
         Ok(lifecycle)
+    }
+
+    /// Loads the policies again if another process sharing the store changed the rules since
+    /// they were loaded, and answers the generation they are now current at. Called before
+    /// planning new items and before each sweeper step (whose write is fenced on it).
+    pub fn refresh(&self) -> Result<u64, StoreError> {
+        let generation = self.store.rules_generation()?;
+        if generation != self.generation.load(Ordering::Acquire) {
+            let mut policies: Vec<Policy> = self
+                .store
+                .list_policies()?
+                .into_iter()
+                .map(|r| r.policy)
+                .collect();
+            policies.sort_by(|a, b| a.id.cmp(&b.id));
+            *self.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policies);
+            self.generation.store(generation, Ordering::Release);
+            tracing::info!(
+                generation,
+                "retention rules changed elsewhere: policies reloaded"
+            );
+        }
+        Ok(generation)
     }
 
     /// The policies in force now.
@@ -315,9 +343,12 @@ impl Lifecycle {
         self.plan_new(policies, mailbox, app, created_at).0
     }
 
-    /// An item just written: its `delete_at`, and its retention (`retain_until`, and whether
-    /// the longest retention is a preservation-locked policy's). Retention "forever" is a
-    /// date `FOREVER_YEARS` after creation: storage engines lock until a date.
+    /// An item just written: its `delete_at`, and the retention a storage engine that
+    /// enforces retention locks it with. When a preservation-locked policy retains it, that
+    /// is the latest end of such a policy's retention, `locked` (nobody may shorten it; the
+    /// rest of a longer unlocked retention is holdfast's to enforce); otherwise its
+    /// `retain_until`. Retention "forever" is a date `FOREVER_YEARS` after creation: storage
+    /// engines lock until a date.
     pub fn plan_new(
         &self,
         policies: &[Policy],
@@ -332,23 +363,37 @@ impl Lifecycle {
             location: ItemLocation::Active,
         };
         let decision = decide::decide(&item, policies, &[], &self.settings, created_at);
-        let (until, by_end) = match decision.retain_until {
-            decide::RetainUntil::Nothing => return (decision.delete_at, None),
-            decide::RetainUntil::Date(date) => (date, Some(date)),
-            decide::RetainUntil::Forever => (
-                created_at
-                    .checked_add_signed(chrono::TimeDelta::days(365 * FOREVER_YEARS))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                None,
-            ),
+        let forever = created_at
+            .checked_add_signed(chrono::TimeDelta::days(365 * FOREVER_YEARS))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let locked_until = decision
+            .reasons
+            .iter()
+            .filter_map(|reason| match reason {
+                decide::Reason::RetainedBy { policy, until }
+                    if policies.iter().any(|p| p.id == *policy && p.locked) =>
+                {
+                    Some(until.unwrap_or(forever))
+                }
+                _ => None,
+            })
+            .max();
+        let retention = match (locked_until, decision.retain_until) {
+            (Some(until), _) => Some(ItemRetention {
+                until,
+                locked: true,
+            }),
+            (None, decide::RetainUntil::Nothing) => None,
+            (None, decide::RetainUntil::Date(until)) => Some(ItemRetention {
+                until,
+                locked: false,
+            }),
+            (None, decide::RetainUntil::Forever) => Some(ItemRetention {
+                until: forever,
+                locked: false,
+            }),
         };
-        let locked = decision.reasons.iter().any(|reason| match reason {
-            decide::Reason::RetainedBy { policy, until } => {
-                *until == by_end && policies.iter().any(|p| p.id == *policy && p.locked)
-            }
-            _ => false,
-        });
-        (decision.delete_at, Some(ItemRetention { until, locked }))
+        (decision.delete_at, retention)
     }
 
     /// Stores a policy change and puts it in force. Ingest waits meanwhile, so every item is

@@ -317,3 +317,52 @@ fn a_hold_range_with_nanoseconds_matches_what_it_covers() {
         }]
     );
 }
+
+fn keep(id: &str, days: u32, locked: bool) -> Policy {
+    Policy {
+        id: id.into(),
+        name: id.into(),
+        scope: Scope::OrgWide {
+            exclude: BTreeSet::new(),
+        },
+        apps: None,
+        action: holdfast_retention::policy::Action::RetainOnly,
+        period: Period::Days(days),
+        enabled: true,
+        locked,
+    }
+}
+
+/// What a storage engine that enforces retention (S3 Object Lock) locks new content with.
+#[test]
+fn new_items_are_locked_by_the_longest_preservation_locked_retention_else_the_longest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lifecycle) = open(&dir.path().join("store"));
+    let created = Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap();
+    let alice = MailboxId::parse("alice@contoso.com").unwrap();
+    let plan = |policies: &[Policy]| lifecycle.plan_new(policies, &alice, "Word", created).1;
+    assert_eq!(plan(&[]), None);
+    let day = |n: i64| created + TimeDelta::days(n);
+    assert_eq!(
+        plan(&[keep("a", 30, false), keep("b", 365, false)]),
+        Some(ItemRetention {
+            until: day(365),
+            locked: false
+        })
+    );
+    // The locked part is what nobody may shorten; a longer unlocked one is holdfast's.
+    assert_eq!(
+        plan(&[keep("a", 30, true), keep("b", 365, false)]),
+        Some(ItemRetention {
+            until: day(30),
+            locked: true
+        })
+    );
+    assert_eq!(
+        plan(&[keep("a", 30, true), keep("b", 90, true)]),
+        Some(ItemRetention {
+            until: day(90),
+            locked: true
+        })
+    );
+}

@@ -91,6 +91,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::backup::check_not_half_restored(&config.data_dir)?;
     let (store, data_dir_is_new) = open_store(&config)?;
     let tokens = Arc::new(TokenRegistry::load(store.clone(), &config.tokens)?);
+    if config.cluster.is_some() {
+        spawn_token_refresher(&tokens);
+    }
     if let Some(path) = bootstrap_admin_token(
         &tokens,
         &config.data_dir,
@@ -115,8 +118,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     let audit = Arc::new(AuditLog::open(store.clone())?);
     // Changes saved just before a crash get the audit entries they still owe.
-    let recovered = crate::audit_intent::recover(store.as_ref(), &audit, chrono::Utc::now())
-        .context("cannot append the audit entries owed by changes saved before a crash")?;
+    // In a cluster, only intents a stopped node left: one hour is longer than any action
+    // takes between saving its change and appending its entry.
+    let intent_age = if config.cluster.is_some() {
+        chrono::TimeDelta::hours(1)
+    } else {
+        chrono::TimeDelta::zero()
+    };
+    let recovered = crate::audit_intent::recover_older_than(
+        store.as_ref(),
+        &audit,
+        chrono::Utc::now(),
+        intent_age,
+    )
+    .context("cannot append the audit entries owed by changes saved before a crash")?;
     if recovered > 0 {
         tracing::warn!(recovered, "audited changes saved before the last stop");
     }
@@ -370,6 +385,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         task,
     })
 }
+
+/// In a cluster, tokens are created and revoked on any node: each node reads them again
+/// every `TOKEN_REFRESH`, so a revocation takes effect everywhere within it.
+fn spawn_token_refresher(tokens: &Arc<TokenRegistry>) {
+    let tokens = Arc::downgrade(tokens);
+    std::thread::Builder::new()
+        .name("holdfast-tokens".into())
+        .spawn(move || loop {
+            std::thread::sleep(TOKEN_REFRESH);
+            let Some(tokens) = tokens.upgrade() else {
+                return;
+            };
+            if let Err(error) = tokens.refresh() {
+                tracing::warn!(%error, "cannot read the tokens again; the known ones stay");
+            }
+        })
+        .expect("threads start");
+}
+
+/// How soon a token created or revoked on one node of a cluster counts on the others.
+const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
 /// The store the configuration asks for, and whether it is new (a new embedded data
 /// directory gets a bootstrap admin token; a cluster never does: its tokens come from the

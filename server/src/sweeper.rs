@@ -133,6 +133,8 @@ pub struct Sweeper {
     /// In a cluster, who this sweeper is to the `sweeper` lease: only its holder sweeps.
     /// `None` (embedded): this is the only sweeper.
     lease_holder: Option<String>,
+    /// The epoch of the lease when last taken or renewed.
+    lease_epoch: Mutex<Option<u64>>,
 }
 
 /// The active holds at some time, by mailbox (a hold on several mailboxes is under each).
@@ -201,7 +203,15 @@ impl Sweeper {
             #[cfg(test)]
             before_recheck: Mutex::new(None),
             lease_holder: None,
+            lease_epoch: Mutex::new(None),
         }
+    }
+
+    /// The lease this sweeper's writes are fenced on (none when it is the only sweeper).
+    fn lease_fence(&self) -> Option<(String, u64)> {
+        let holder = self.lease_holder.clone()?;
+        let epoch = (*self.lease_epoch.lock().unwrap_or_else(|e| e.into_inner()))?;
+        Some((holder, epoch))
     }
 
     /// Makes passes, re-plans and erasure run only while this sweeper holds the cluster's
@@ -217,10 +227,9 @@ impl Sweeper {
         let Some(holder) = &self.lease_holder else {
             return Ok(true);
         };
-        let held = self
-            .store
-            .acquire_lease(SWEEPER_LEASE, holder, LEASE_TTL)?
-            .is_some();
+        let lease = self.store.acquire_lease(SWEEPER_LEASE, holder, LEASE_TTL)?;
+        let held = lease.is_some();
+        *self.lease_epoch.lock().unwrap_or_else(|e| e.into_inner()) = lease.map(|l| l.epoch);
         metrics::gauge!("holdfast_sweeper_lease_held").set(if held { 1.0 } else { 0.0 });
         Ok(held)
     }
@@ -527,7 +536,12 @@ impl Sweeper {
             // While ingest is busy, the sweeper takes about a tenth of the time: on a small
             // machine ingest and indexing need the cores more than a pass does.
             if self.lifecycle.ingest_active(INGEST_WINDOW) {
-                std::thread::sleep(chunk_started.elapsed() * YIELD_FACTOR);
+                let mut pause = chunk_started.elapsed() * YIELD_FACTOR;
+                if self.lease_holder.is_some() {
+                    // Never so long that the lease lapses between two chunks.
+                    pause = pause.min(LEASE_TTL / 3);
+                }
+                std::thread::sleep(pause);
                 // Moves and destructions are index work too: leave the index's headroom to
                 // ingest, whose backpressure starts at `max_lag`.
                 let headroom = self.index.settings.max_lag / 2;
@@ -567,6 +581,7 @@ impl Sweeper {
                     Err(error) => self.item_failed(*id, &error.to_string(), now, &mut write, stats),
                 }
             }
+            self.lifecycle.refresh()?;
             let policies = self.lifecycle.policies();
             let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
             let held_items: Vec<&PlannedItem> = items
@@ -618,6 +633,10 @@ impl Sweeper {
                 .change_guard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            // In a cluster other nodes change rules too: the store writes this step only if
+            // the rules are still those read here (and this node still sweeps).
+            write.rules_generation = Some(self.lifecycle.refresh()?);
+            write.lease = self.lease_fence();
             let fresh_policies = self.lifecycle.policies();
             if !Arc::ptr_eq(&fresh_policies, &policies) {
                 // A policy changed during the chunk: only moves it still wants are made. An
@@ -796,6 +815,7 @@ impl Sweeper {
         if !self.holds_lease()? {
             return Ok(false);
         }
+        self.lifecycle.refresh()?;
         let Some(job) = self.lifecycle.replan_job()? else {
             return Ok(false);
         };
@@ -1048,10 +1068,14 @@ fn run_loop(sweeper: &Sweeper, requests: &mpsc::Receiver<SweepRequest>, interval
                 }
                 match sweeper.holds_lease() {
                     Ok(true) => {}
-                    // Another node sweeps; this one looks again at the next turn.
-                    Ok(false) => continue,
+                    // Another node sweeps; this one asks again a third of a lease later.
+                    Ok(false) => {
+                        next_pass = Instant::now() + LEASE_TTL / 3;
+                        continue;
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "cannot renew the sweeper lease");
+                        next_pass = Instant::now() + LEASE_TTL / 3;
                         continue;
                     }
                 }

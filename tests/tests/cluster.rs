@@ -14,23 +14,23 @@ use holdfast_client::{pb, HoldfastClient, InteractionBuilder};
 /// The tests' engines, as `scripts/test.sh` sets them.
 struct Engines {
     postgres_url: String,
-    /// To restart PostgreSQL (`scripts/postgres.sh restart`).
-    postgres_dir: String,
+    /// To restart PostgreSQL (`scripts/postgres.sh restart`); absent when the tests were
+    /// given a PostgreSQL of someone else's, which they do not restart.
+    postgres_dir: Option<String>,
     s3_endpoint: String,
     s3_access_key: String,
     s3_secret_key: String,
 }
 
 fn engines() -> Option<Engines> {
-    let (Ok(url), Ok(dir), Ok(s3)) = (
+    let (Ok(url), Ok(s3)) = (
         std::env::var("HOLDFAST_TEST_POSTGRES_URL"),
-        std::env::var("HOLDFAST_TEST_POSTGRES_DIR"),
         std::env::var("HOLDFAST_TEST_S3"),
     ) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "the cluster tests must run in CI: scripts/test.sh starts PostgreSQL and SeaweedFS \
-             and sets HOLDFAST_TEST_POSTGRES_URL, HOLDFAST_TEST_POSTGRES_DIR and HOLDFAST_TEST_S3"
+             and sets HOLDFAST_TEST_POSTGRES_URL and HOLDFAST_TEST_S3"
         );
         eprintln!("skipped: run through scripts/test.sh (it starts the engines)");
         return None;
@@ -43,7 +43,7 @@ fn engines() -> Option<Engines> {
     };
     Some(Engines {
         postgres_url: url,
-        postgres_dir: dir,
+        postgres_dir: std::env::var("HOLDFAST_TEST_POSTGRES_DIR").ok(),
         s3_endpoint: field("endpoint"),
         s3_access_key: field("access_key"),
         s3_secret_key: field("secret_key"),
@@ -201,13 +201,17 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
     );
 
     // PostgreSQL restarts under the survivors: every pooled connection is cut.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
-    let restarted = std::process::Command::new(script)
-        .arg("restart")
-        .arg(&engines.postgres_dir)
-        .status()
-        .unwrap();
-    assert!(restarted.success(), "PostgreSQL did not restart");
+    if let Some(dir) = &engines.postgres_dir {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/postgres.sh");
+        let restarted = std::process::Command::new(script)
+            .arg("restart")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(restarted.success(), "PostgreSQL did not restart");
+    } else {
+        eprintln!("PostgreSQL not restarted: HOLDFAST_TEST_POSTGRES_DIR is not set");
+    }
     // Survivors take writes again (a call on a cut connection may fail once: retried).
     for (n, node) in nodes.iter().enumerate() {
         let client = node.client(INGEST_TOKEN).await;
@@ -256,7 +260,9 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
                 .await
                 .map(|r| r.total)
                 .unwrap_or(0);
-            if found == acked.len() as u64 {
+            // The killed node may have stored a batch whose answer never came: more may be
+            // found than were acknowledged, never fewer.
+            if found >= acked.len() as u64 {
                 break;
             }
             assert!(
@@ -308,7 +314,8 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
         .await
         .unwrap();
     let of = |mailbox: &str| acked.iter().filter(move |(_, m)| *m == mailbox).count() as u64;
-    assert_eq!(stats.destroyed, of("m1@contoso.com"), "{stats:?}");
+    assert!(stats.destroyed >= of("m1@contoso.com"), "{stats:?}");
+    assert!(of("m1@contoso.com") > 0);
     for node in &nodes {
         let reader = node.client(ADMIN_TOKEN).await;
         for (id, mailbox) in &acked {

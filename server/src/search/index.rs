@@ -39,6 +39,9 @@ pub enum IndexError {
     Store(#[from] StoreError),
     #[error("the indexer panicked: {0}")]
     Panicked(String),
+    /// The shared feed forgot work this index had not read: only a rebuild catches up.
+    #[error("the index feed has forgotten work this index has not read")]
+    FeedTrimmed,
     #[error("search index directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -288,6 +291,18 @@ impl Indexer {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
+                Err(IndexError::FeedTrimmed) => {
+                    tracing::warn!(
+                        "the index feed has forgotten work this index has not read; rebuilding"
+                    );
+                    let _ = self.writer.rollback();
+                    self.dirty = false;
+                    rebuild = true;
+                    self.search
+                        .progress
+                        .rebuilding
+                        .store(true, Ordering::Release);
+                }
                 Err(error) => {
                     // Never die: log, back off, retry from the last commit.
                     tracing::error!(%error, "indexing failed; retrying");
@@ -319,6 +334,15 @@ impl Indexer {
         } else {
             Vec::new()
         };
+        // Sequences have no gaps: a first entry past the next one means entries were
+        // forgotten (a shared feed trims what its readers seen lately have read).
+        if work
+            .first()
+            .is_some_and(|&(first, _)| first > self.position + 1)
+            && self.position < self.store.feed_trimmed_through()?
+        {
+            return Err(IndexError::FeedTrimmed);
+        }
         if let Some(&(last, _)) = work.last() {
             let mut ids: Vec<InteractionId> = work.iter().map(|(_, id)| *id).collect();
             ids.sort();
@@ -413,6 +437,8 @@ impl Indexer {
     /// before the scan: anything written during the scan is queued after it.
     fn rebuild(&mut self, shutdown: &CancellationToken) -> Result<(), IndexError> {
         let target = self.store.last_index_sequence();
+        // A shared feed keeps what this reader has not read from `target` on.
+        self.store.register_feed_reader(target)?;
         tracing::info!(
             queue_position = target,
             "rebuilding the search index from the store"

@@ -43,6 +43,8 @@ const READER_TIMEOUT_SECONDS: i64 = 24 * 3600;
 /// ingest takes from marking to commit (S3 operations time out after a minute).
 const JANITOR_GRACE: Duration = Duration::from_secs(600);
 const JANITOR_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a node says it still reads the feed.
+const READER_HEARTBEAT: Duration = Duration::from_secs(60);
 /// How often the cached head of the index feed is refreshed from PostgreSQL.
 const FEED_HEAD_REFRESH: Duration = Duration::from_millis(100);
 
@@ -192,15 +194,34 @@ impl ClusterStore {
         let store = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("holdfast-feed-head".into())
-            .spawn(move || loop {
-                let Some(store) = store.upgrade() else { return };
-                if let Err(error) = store.refresh_feed_head() {
-                    tracing::warn!(%error, "cannot read the index feed's head");
+            .spawn(move || {
+                let mut last_seen = std::time::Instant::now();
+                loop {
+                    let Some(store) = store.upgrade() else { return };
+                    if let Err(error) = store.refresh_feed_head() {
+                        tracing::warn!(%error, "cannot read the index feed's head");
+                    }
+                    // A live reader keeps the feed from being trimmed past it, even while
+                    // its index has nothing to commit.
+                    if last_seen.elapsed() >= READER_HEARTBEAT {
+                        last_seen = std::time::Instant::now();
+                        if let Err(error) = store.reader_heartbeat() {
+                            tracing::warn!(%error, "cannot say this node still reads the feed");
+                        }
+                    }
+                    drop(store);
+                    std::thread::sleep(FEED_HEAD_REFRESH);
                 }
-                drop(store);
-                std::thread::sleep(FEED_HEAD_REFRESH);
             })
             .expect("threads start")
+    }
+
+    fn reader_heartbeat(&self) -> Result<(), StoreError> {
+        self.pg.connection()?.execute(
+            "UPDATE feed_readers SET seen_at = now() WHERE reader = $1",
+            &[&self.node],
+        )?;
+        Ok(())
     }
 
     fn advanced_feed(&self, last: Option<u64>) {
@@ -277,34 +298,32 @@ impl ClusterStore {
     pub fn collect_garbage(&self, older_than: Duration) -> Result<(u64, u64), StoreError> {
         off_async(|| {
             let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-            let marks = self.pg.connection()?.query(
+            // The marks stay locked (not deleted) while their versions are deleted: an ingest
+            // still committing rows for one waits for this transaction, then finds its mark
+            // gone and fails; a failure here leaves every mark as it was.
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            let marks = transaction.query(
                 "SELECT object_key, version_id FROM object_gc
                  WHERE since < now() - $1::bigint * interval '1 millisecond'
-                 ORDER BY since LIMIT 1000",
+                 ORDER BY since LIMIT 200 FOR UPDATE SKIP LOCKED",
                 &[&age],
             )?;
             let (mut deleted, mut waiting) = (0, 0);
             for mark in &marks {
                 let (key, version_id): (String, String) = (mark.get(0), mark.get(1));
-                // Claim the mark first: an ingest still writing rows for it deletes the same
-                // mark in its transaction, so exactly one of the two goes on (the ingest
-                // fails if the janitor claimed first).
-                let claimed = self.pg.connection()?.query_opt(
-                    "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2
-                     RETURNING since",
-                    &[&key, &version_id],
-                )?;
-                let Some(claimed) = claimed else { continue };
-                let since: std::time::SystemTime = claimed.get(0);
                 let owner = key
                     .strip_prefix("interactions/")
                     .and_then(|id| id.parse::<ulid::Ulid>().ok())
                     .map(InteractionId);
                 let owned: HashSet<String> = match owner {
-                    Some(id) => self
-                        .rows(&[id])?
-                        .into_values()
-                        .map(|row| row.version_id)
+                    Some(id) => transaction
+                        .query(
+                            "SELECT version_id FROM items WHERE id = $1",
+                            &[&id.to_bytes().to_vec()],
+                        )?
+                        .iter()
+                        .map(|row| row.get(0))
                         .collect(),
                     None => HashSet::new(),
                 };
@@ -316,32 +335,33 @@ impl ClusterStore {
                         version_id: version_id.clone(),
                     }]
                 };
-                let mut outcome = Ok(());
+                let mut locked = false;
                 for version in versions {
                     if owned.contains(&version.version_id) {
                         continue;
                     }
                     match self.objects.destroy_with(&version, true) {
                         Ok(()) => deleted += 1,
-                        Err(error) => {
-                            outcome = Err(error);
-                            break;
-                        }
+                        Err(StoreError::Locked(_)) => locked = true,
+                        Err(error) => return Err(error),
                     }
                 }
-                if let Err(error) = outcome {
-                    // Marked again as it was, for a later round.
-                    self.pg.connection()?.execute(
-                        "INSERT INTO object_gc (object_key, version_id, since) VALUES ($1, $2, $3)
-                         ON CONFLICT DO NOTHING",
-                        &[&key, &version_id, &since],
+                if locked {
+                    // The engine keeps it (COMPLIANCE retention or a legal hold): looked at
+                    // again after another grace period, behind newer marks.
+                    waiting += 1;
+                    transaction.execute(
+                        "UPDATE object_gc SET since = now() WHERE object_key = $1 AND version_id = $2",
+                        &[&key, &version_id],
                     )?;
-                    match error {
-                        StoreError::Locked(_) => waiting += 1,
-                        error => return Err(error),
-                    }
+                } else {
+                    transaction.execute(
+                        "DELETE FROM object_gc WHERE object_key = $1 AND version_id = $2",
+                        &[&key, &version_id],
+                    )?;
                 }
             }
+            transaction.commit()?;
             Ok((deleted, waiting))
         })
     }
@@ -433,8 +453,12 @@ impl Interactions for ClusterStore {
                 }
             };
             let mut outcomes: Vec<Option<WriteOutcome>> = Vec::with_capacity(items.len());
+            // An item whose key an earlier item of this group has: answered after the write,
+            // by what became of that earlier item (stored, or another node's stands).
+            let mut same_as: Vec<Option<usize>> = vec![None; items.len()];
+            let mut first_of_key: HashMap<(String, String), usize> = HashMap::new();
             let mut fresh: Vec<&NewInteraction> = Vec::new();
-            for item in items {
+            for (index, item) in items.iter().enumerate() {
                 let key = (
                     item.content.mailbox_id.as_str().to_string(),
                     item.content.client_key.clone(),
@@ -443,13 +467,24 @@ impl Interactions for ClusterStore {
                     outcomes.push(Some(decide(found, item)));
                     continue;
                 }
-                earlier.insert(key, (item.id, item.content_sha256.to_vec()));
                 outcomes.push(None);
-                fresh.push(item);
+                match first_of_key.get(&key) {
+                    Some(first) => same_as[index] = Some(*first),
+                    None => {
+                        first_of_key.insert(key, index);
+                        fresh.push(item);
+                    }
+                }
             }
             if fresh.is_empty() {
                 return Ok(outcomes.into_iter().map(|o| o.expect("decided")).collect());
             }
+            // Rows inserted in key order: two nodes writing the same keys lock them in the
+            // same order (no deadlock).
+            fresh.sort_by(|a, b| {
+                (a.content.mailbox_id.as_str(), &a.content.client_key)
+                    .cmp(&(b.content.mailbox_id.as_str(), &b.content.client_key))
+            });
 
             // 1. Mark the keys, so that objects of a write that never commits are found.
             let keys: Vec<String> = fresh.iter().map(|item| object_key(item.id)).collect();
@@ -557,6 +592,8 @@ impl Interactions for ClusterStore {
             }
             let last = append_feed(&mut transaction, &created_in_order)?;
             transaction.commit()?;
+            // Back to the pool before taking another (a pool of n never waits on itself).
+            drop(connection);
             self.advanced_feed(last);
 
             // Items another node stored first (between the check and the insert): theirs
@@ -588,24 +625,32 @@ impl Interactions for ClusterStore {
                     winners.insert(key, (id_of("items", row.get(2))?, row.get::<_, Vec<u8>>(3)));
                 }
             }
+            let resolve = |item: &NewInteraction| {
+                if created.contains(&item.id) {
+                    return Ok((item.id, item.content_sha256.to_vec()));
+                }
+                let key = (
+                    item.content.mailbox_id.as_str().to_string(),
+                    item.content.client_key.clone(),
+                );
+                winners.get(&key).cloned().ok_or_else(|| {
+                    StoreError::Engine(format!(
+                        "item {} was neither stored nor found stored by another node",
+                        item.id
+                    ))
+                })
+            };
             items
                 .iter()
                 .zip(outcomes)
-                .map(|(item, outcome)| match outcome {
-                    Some(outcome) => Ok(outcome),
-                    None if created.contains(&item.id) => Ok(WriteOutcome::Created(item.id)),
-                    None => {
-                        let key = (
-                            item.content.mailbox_id.as_str().to_string(),
-                            item.content.client_key.clone(),
-                        );
-                        winners.get(&key).map(|w| decide(w, item)).ok_or_else(|| {
-                            StoreError::Engine(format!(
-                                "item {} was neither stored nor found stored by another node",
-                                item.id
-                            ))
-                        })
+                .zip(same_as)
+                .map(|((item, outcome), same_as)| match (outcome, same_as) {
+                    (Some(outcome), _) => Ok(outcome),
+                    (None, Some(first)) => Ok(decide(&resolve(&items[first])?, item)),
+                    (None, None) if created.contains(&item.id) => {
+                        Ok(WriteOutcome::Created(item.id))
                     }
+                    (None, None) => Ok(decide(&resolve(item)?, item)),
                 })
                 .collect()
         })
@@ -932,6 +977,31 @@ impl ItemStates for ClusterStore {
         off_async(|| {
             let mut connection = self.pg.connection()?;
             let mut transaction = connection.transaction()?;
+            // Fencing: a policy or hold change by any node, or the lease passing to another
+            // node, since this step was decided makes it write nothing. The rows read FOR
+            // SHARE make such a change wait until this step commits.
+            if let Some(decided_by) = write.rules_generation {
+                let generation: i64 = transaction
+                    .query_one("SELECT generation FROM rules_head FOR SHARE", &[])?
+                    .get(0);
+                if u64::try_from(generation).ok() != Some(decided_by) {
+                    return Err(StoreError::Fenced(
+                        "a retention policy or hold changed during the sweeper step".into(),
+                    ));
+                }
+            }
+            if let Some((holder, epoch)) = &write.lease {
+                let held = transaction.query_opt(
+                    "SELECT 1 FROM leases WHERE name = 'sweeper' AND holder = $1 AND epoch = $2
+                       AND expires_at > clock_timestamp() FOR SHARE",
+                    &[holder, &i64::try_from(*epoch).unwrap_or(i64::MAX)],
+                )?;
+                if held.is_none() {
+                    return Err(StoreError::Fenced(
+                        "this node no longer holds the sweeper lease".into(),
+                    ));
+                }
+            }
             if !write.consumed.is_empty() {
                 let at: Vec<i64> = write.consumed.iter().map(|(at, _)| *at).collect();
                 let ids: Vec<Vec<u8>> = write
@@ -1041,6 +1111,7 @@ impl ItemStates for ClusterStore {
             }
             let last = append_feed(&mut transaction, &changed)?;
             transaction.commit()?;
+            drop(connection);
             self.advanced_feed(last);
             let versions: Vec<ObjectVersion> = destroyed
                 .iter()
@@ -1136,6 +1207,18 @@ impl IndexFeed for ClusterStore {
                 }
             }
             transaction.commit()?;
+            Ok(())
+        })
+    }
+
+    fn register_feed_reader(&self, position: u64) -> Result<(), StoreError> {
+        off_async(|| {
+            self.pg.connection()?.execute(
+                "INSERT INTO feed_readers (reader, position, seen_at) VALUES ($1, $2, now())
+                 ON CONFLICT (reader) DO UPDATE
+                     SET position = EXCLUDED.position, seen_at = EXCLUDED.seen_at",
+                &[&self.node, &i64::try_from(position).unwrap_or(i64::MAX)],
+            )?;
             Ok(())
         })
     }
@@ -1434,6 +1517,9 @@ impl Metadata for ClusterStore {
     }
     fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {
         off_async(|| self.pg.list_tokens())
+    }
+    fn rules_generation(&self) -> Result<u64, StoreError> {
+        off_async(|| self.pg.rules_generation())
     }
 }
 

@@ -49,6 +49,10 @@ pub enum StoreError {
         "the audit log's head is now entry {head_sequence}; the append must be chained after it"
     )]
     AuditHeadMoved { head_sequence: u64 },
+    /// A sweeper step decided under rules or a lease that changed before it was written
+    /// (another node changed a policy or a hold, or took the lease); nothing was written.
+    #[error("nothing was written: {0}")]
+    Fenced(String),
 }
 
 /// First byte of every `interactions` value: the record format version.
@@ -194,6 +198,12 @@ pub struct SweepWrite {
     pub moves: Vec<PlannedItem>,
     pub destroys: Vec<(PlannedItem, Disposition)>,
     pub schedule: Vec<(DateTime<Utc>, InteractionId)>,
+    /// The `Metadata::rules_generation` the step was decided by: a store shared by several
+    /// processes writes nothing (`Fenced`) once it has moved.
+    pub rules_generation: Option<u64>,
+    /// The sweeper lease (holder, epoch) the step runs under: a shared store writes nothing
+    /// (`Fenced`) unless it is still held.
+    pub lease: Option<(String, u64)>,
 }
 
 /// A policy stored or removed.
@@ -418,6 +428,12 @@ pub trait IndexFeed: Send + Sync {
     fn feed_trimmed_through(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+    /// Says this process's index reads the feed from `position` on (a rebuild starting), so
+    /// that a shared feed keeps what comes after it. The one reader of an embedded store
+    /// needs no saying.
+    fn register_feed_reader(&self, _position: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The last sequence handed out (0 when none).
     fn last_index_sequence(&self) -> u64;
 }
@@ -471,6 +487,11 @@ pub trait Metadata: Send + Sync {
     fn put_token(&self, token_sha256: [u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError>;
     fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError>;
+    /// Grows with every change of policies or holds, by any process sharing the store (0,
+    /// unchanging: only this process writes them, and it knows its own changes).
+    fn rules_generation(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// The audit log's entries (the hash chain is built by `crate::audit`; a store keeps them in

@@ -56,6 +56,9 @@ pub struct RocksStore {
     /// The last index-queue sequence handed out. Held while a write that appends to the
     /// queue is built and committed, so that sequences commit in order.
     index_sequence: Mutex<u64>,
+    /// The same, once its write is committed: read without waiting for a write in progress
+    /// (the indexer polls it).
+    committed_sequence: std::sync::atomic::AtomicU64,
     /// Where the next pass over `trace_forget` starts: every key before it is deleted (keys
     /// are written with a time a day ahead, so none is written behind it), and starting there
     /// skips the deletion markers of the keys already forgotten.
@@ -152,6 +155,7 @@ impl RocksStore {
             sync_write,
             move_lock: Mutex::new(()),
             index_sequence: Mutex::new(0),
+            committed_sequence: std::sync::atomic::AtomicU64::new(0),
             forget_from: Mutex::new(Vec::new()),
             trace_lock: Mutex::new(()),
             audit_lock: Mutex::new(()),
@@ -165,6 +169,9 @@ impl RocksStore {
             .index_sequence
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = last;
+        store
+            .committed_sequence
+            .store(last, std::sync::atomic::Ordering::Release);
         Ok(store)
     }
 
@@ -407,6 +414,8 @@ impl RocksStore {
         }
         self.db.write_opt(batch, &self.sync_write)?;
         *last = sequence;
+        self.committed_sequence
+            .store(sequence, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -1140,10 +1149,8 @@ impl IndexFeed for RocksStore {
     }
 
     fn last_index_sequence(&self) -> u64 {
-        *self
-            .index_sequence
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.committed_sequence
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -3,12 +3,12 @@
 //! compromised node nor an administrator holding the bucket's credentials can destroy what
 //! a policy retains or a hold preserves.
 //!
-//! How SPEC's retention maps onto Object Lock: an item's `retain_until` from a
-//! preservation-locked policy is a COMPLIANCE retention (nobody can shorten it); from an
-//! unlocked policy a GOVERNANCE retention (only a caller allowed to bypass governance, which
-//! holdfast is, can shorten it, when an administrator shortens or removes that policy);
-//! a litigation, case or delay hold is the object's legal hold flag. Destruction deletes the
-//! object's version, which the engine refuses while either applies.
+//! How retention maps onto Object Lock (chosen in `Lifecycle::plan_new`): retention by a
+//! preservation-locked policy is a COMPLIANCE retention (nobody can shorten it); by unlocked
+//! policies only, a GOVERNANCE retention (only a caller allowed to bypass governance, which
+//! holdfast is, can shorten or pass it). This layer can also set an object's legal hold flag
+//! (for litigation, case and delay holds); the cluster store does not set it yet. Deleting a
+//! version is refused by the engine while its retention runs or its hold is on.
 //!
 //! The seams are synchronous; this module owns a small runtime and blocks on it, so its
 //! calls must run on blocking threads, never on an async worker.
@@ -43,7 +43,6 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("bucket", &self.bucket)
-            .field("access_key", &self.access_key)
             .finish_non_exhaustive()
     }
 }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("0001_metadata.sql")),
     (2, include_str!("0002_leases.sql")),
     (3, include_str!("0003_items.sql")),
+    (4, include_str!("0004_rules_head.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).
@@ -228,6 +229,13 @@ fn last_audit_record(
         .transpose()
 }
 
+/// Counts a change of the retention rules in `transaction` (its row lock is held until the
+/// transaction ends: a sweeper step that read the old value FOR SHARE finishes first).
+fn bump_rules(transaction: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    transaction.execute("UPDATE rules_head SET generation = generation + 1", &[])?;
+    Ok(())
+}
+
 impl Metadata for PgStore {
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -247,6 +255,7 @@ impl Metadata for PgStore {
     fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
         let mut connection = self.connection()?;
         let mut transaction = connection.transaction()?;
+        bump_rules(&mut transaction)?;
         for hold in &write.holds {
             upsert(
                 &mut transaction,
@@ -293,11 +302,24 @@ impl Metadata for PgStore {
     }
 
     fn put_policy(&self, policy: &PolicyRecord) -> Result<(), StoreError> {
-        self.upsert("policies", &policy.id.to_bytes(), &to_json(policy))
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        bump_rules(&mut transaction)?;
+        upsert(
+            &mut transaction,
+            "policies",
+            &policy.id.to_bytes(),
+            &to_json(policy),
+        )?;
+        Ok(transaction.commit()?)
     }
 
     fn delete_policy(&self, id: ulid::Ulid) -> Result<(), StoreError> {
-        self.delete("policies", &id.to_bytes())
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        bump_rules(&mut transaction)?;
+        delete(&mut transaction, "policies", &id.to_bytes())?;
+        Ok(transaction.commit()?)
     }
 
     fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
@@ -305,7 +327,16 @@ impl Metadata for PgStore {
     }
 
     fn put_hold(&self, hold: &HoldRecord) -> Result<(), StoreError> {
-        self.upsert("holds", &hold.id.to_bytes(), &to_json(hold))
+        let mut connection = self.connection()?;
+        let mut transaction = connection.transaction()?;
+        bump_rules(&mut transaction)?;
+        upsert(
+            &mut transaction,
+            "holds",
+            &hold.id.to_bytes(),
+            &to_json(hold),
+        )?;
+        Ok(transaction.commit()?)
     }
 
     fn list_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
@@ -336,6 +367,14 @@ impl Metadata for PgStore {
 
     fn delete_token(&self, token_sha256: [u8; 32]) -> Result<(), StoreError> {
         self.delete("tokens", &token_sha256)
+    }
+
+    fn rules_generation(&self) -> Result<u64, StoreError> {
+        let generation: i64 = self
+            .connection()?
+            .query_one("SELECT generation FROM rules_head", &[])?
+            .get(0);
+        Ok(u64::try_from(generation).unwrap_or(0))
     }
 
     fn list_tokens(&self) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {

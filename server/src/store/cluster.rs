@@ -1699,6 +1699,80 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_sweep_step_decided_before_a_rules_change_or_without_the_lease_writes_nothing() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let (a, b) = (fixture.open(), fixture.open());
+        let written = items("fenced", 1);
+        a.write_interactions(&written).unwrap();
+        let id = written[0].id;
+        let moving = |generation: u64, lease: Option<(String, u64)>| SweepWrite {
+            moves: a
+                .planned_items(&[id])
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .collect(),
+            rules_generation: Some(generation),
+            lease,
+            ..SweepWrite::default()
+        };
+        let decided_at = a.rules_generation().unwrap();
+        // Another node places a hold meanwhile: the step writes nothing.
+        b.put_hold(&crate::records::HoldRecord {
+            id: ulid::Ulid::new(),
+            mailboxes: [crate::domain::MailboxId::parse("alice@contoso.com").unwrap()].into(),
+            kind: crate::records::HoldKind::Litigation { days: None },
+            created_at: Utc::now(),
+            created_by: "test".into(),
+            released_at: None,
+            released_by: None,
+        })
+        .unwrap();
+        assert!(matches!(
+            a.apply_sweep(&moving(decided_at, None), Utc::now()),
+            Err(StoreError::Fenced(_))
+        ));
+        let now_at = a.rules_generation().unwrap();
+        assert!(now_at > decided_at);
+        // Under a lease another node took over: nothing either.
+        let minute = Duration::from_secs(60);
+        let mine = a
+            .acquire_lease("sweeper", "node-a", minute)
+            .unwrap()
+            .unwrap();
+        a.release_lease("sweeper", "node-a").unwrap();
+        b.acquire_lease("sweeper", "node-b", minute)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            a.apply_sweep(
+                &moving(now_at, Some(("node-a".into(), mine.epoch))),
+                Utc::now()
+            ),
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(
+            a.get_interaction(id).unwrap().unwrap().location,
+            ItemLocation::Active
+        );
+        // Current rules and the lease held: the step is written.
+        let theirs = b
+            .acquire_lease("sweeper", "node-b", minute)
+            .unwrap()
+            .unwrap();
+        let applied = a
+            .apply_sweep(
+                &moving(now_at, Some(("node-b".into(), theirs.epoch))),
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(applied.moved, 1);
+    }
+
+    #[test]
     fn retained_content_cannot_be_deleted_with_the_bucket_credentials() {
         if !Cluster::available() {
             return;

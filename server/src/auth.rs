@@ -105,6 +105,18 @@ pub fn validate_principal_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The principal of a token created through the API.
+fn api_principal(hash: [u8; 32], record: TokenRecord) -> Principal {
+    Principal {
+        name: record.name,
+        roles: record.roles,
+        source: TokenSource::Api,
+        created_at: Some(record.created_at),
+        created_by: record.created_by,
+        token_sha256: hash,
+    }
+}
+
 /// Every known token, by hash. Config tokens are fixed; API tokens live in the store.
 pub struct TokenRegistry {
     store: Arc<dyn Metadata>,
@@ -136,17 +148,7 @@ impl TokenRegistry {
             );
         }
         for (hash, record) in store.list_tokens()? {
-            tokens.insert(
-                hash,
-                Principal {
-                    name: record.name,
-                    roles: record.roles,
-                    source: TokenSource::Api,
-                    created_at: Some(record.created_at),
-                    created_by: record.created_by,
-                    token_sha256: hash,
-                },
-            );
+            tokens.insert(hash, api_principal(hash, record));
         }
         Ok(TokenRegistry {
             store,
@@ -161,14 +163,7 @@ impl TokenRegistry {
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
         tokens.retain(|_, principal| principal.source == TokenSource::Config);
         for (hash, record) in stored {
-            tokens.entry(hash).or_insert(Principal {
-                name: record.name,
-                roles: record.roles,
-                source: TokenSource::Api,
-                created_at: Some(record.created_at),
-                created_by: record.created_by,
-                token_sha256: hash,
-            });
+            tokens.entry(hash).or_insert(api_principal(hash, record));
         }
         Ok(())
     }

@@ -1614,6 +1614,11 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A fresh cluster store's fixture, or `None` (saying so) without the engines.
+    fn cluster() -> Option<Cluster> {
+        Cluster::available().then(Cluster::new)
+    }
+
     /// The bucket as an administrator holding its credentials sees it, not through holdfast.
     fn bucket(fixture: &Cluster) -> ObjectLockStore {
         ObjectLockStore::open(&fixture.s3).unwrap()
@@ -1621,10 +1626,7 @@ pub(crate) mod tests {
 
     #[test]
     fn nodes_racing_on_the_same_client_keys_store_each_item_once() {
-        if !Cluster::available() {
-            return;
-        }
-        let fixture = Cluster::new();
+        let Some(fixture) = cluster() else { return };
         let (a, b) = (fixture.open(), fixture.open());
         // Same keys, different ids (each node assigns its own); half the contents differ.
         let first = items("race", 40);
@@ -1700,10 +1702,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_sweep_step_decided_before_a_rules_change_or_without_the_lease_writes_nothing() {
-        if !Cluster::available() {
-            return;
-        }
-        let fixture = Cluster::new();
+        let Some(fixture) = cluster() else { return };
         let (a, b) = (fixture.open(), fixture.open());
         let written = items("fenced", 1);
         a.write_interactions(&written).unwrap();
@@ -1774,10 +1773,7 @@ pub(crate) mod tests {
 
     #[test]
     fn retained_content_cannot_be_deleted_with_the_bucket_credentials() {
-        if !Cluster::available() {
-            return;
-        }
-        let fixture = Cluster::new();
+        let Some(fixture) = cluster() else { return };
         let store = fixture.open();
         let mut written = items("kept", 2);
         let until = Utc::now() + TimeDelta::days(30);
@@ -1813,10 +1809,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_destruction_deletes_the_object_and_keeps_a_disposition() {
-        if !Cluster::available() {
-            return;
-        }
-        let fixture = Cluster::new();
+        let Some(fixture) = cluster() else { return };
         let store = fixture.open();
         let written = items("gone", 3);
         store.write_interactions(&written).unwrap();

@@ -104,8 +104,8 @@ fn batch(node: usize, round: usize) -> Vec<pb::InteractionInput> {
     (0..20)
         .map(|i| {
             InteractionBuilder::new(
-                &format!("m{}@contoso.com", i % 4),
-                &format!("n{node}-{round}-{i}"),
+                format!("m{}@contoso.com", i % 4),
+                format!("n{node}-{round}-{i}"),
             )
             .app("Copilot")
             .prompt(format!("clusterword round {round} item {i}"))

@@ -145,6 +145,9 @@ fn append_feed(
     Ok(Some(last as u64))
 }
 
+/// Stored items by (mailbox, client_key): their id and content digest.
+type StoredKeys = HashMap<(String, String), (InteractionId, Vec<u8>)>;
+
 /// An item row as read with its object's version.
 struct Row {
     id: InteractionId,
@@ -228,6 +231,31 @@ impl ClusterStore {
         if let Some(last) = last {
             self.feed_head.fetch_max(last, Ordering::AcqRel);
         }
+    }
+
+    /// The stored items (by any node) with the (mailbox, client_key) of `items`: their id and
+    /// content digest.
+    fn stored_keys<'a>(
+        &self,
+        items: impl Iterator<Item = &'a NewInteraction>,
+    ) -> Result<StoredKeys, StoreError> {
+        let (mailboxes, client_keys): (Vec<&str>, Vec<&str>) = items
+            .map(|i| (i.content.mailbox_id.as_str(), i.content.client_key.as_str()))
+            .unzip();
+        let rows = self.pg.connection()?.query(
+            "SELECT i.mailbox, i.client_key, i.id, i.content_sha256
+             FROM items i JOIN unnest($1::text[], $2::text[]) AS k(mailbox, client_key)
+               ON i.mailbox = k.mailbox AND i.client_key = k.client_key",
+            &[&mailboxes, &client_keys],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    (row.get(0), row.get(1)),
+                    (id_of("items", row.get(2))?, row.get(3)),
+                ))
+            })
+            .collect()
     }
 
     /// Rows of `ids` (absent ones left out).
@@ -426,25 +454,7 @@ impl Interactions for ClusterStore {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         off_async(|| {
             // Stored already (by any node)?
-            let mailboxes: Vec<&str> = items
-                .iter()
-                .map(|i| i.content.mailbox_id.as_str())
-                .collect();
-            let client_keys: Vec<&str> = items
-                .iter()
-                .map(|i| i.content.client_key.as_str())
-                .collect();
-            let stored = self.pg.connection()?.query(
-                "SELECT i.mailbox, i.client_key, i.id, i.content_sha256
-                 FROM items i JOIN unnest($1::text[], $2::text[]) AS k(mailbox, client_key)
-                   ON i.mailbox = k.mailbox AND i.client_key = k.client_key",
-                &[&mailboxes, &client_keys],
-            )?;
-            let mut earlier: HashMap<(String, String), (InteractionId, Vec<u8>)> = HashMap::new();
-            for row in &stored {
-                let key: (String, String) = (row.get(0), row.get(1));
-                earlier.insert(key, (id_of("items", row.get(2))?, row.get(3)));
-            }
+            let earlier = self.stored_keys(items.iter())?;
             let decide = |earlier: &(InteractionId, Vec<u8>), item: &NewInteraction| {
                 if earlier.1 == item.content_sha256 {
                     WriteOutcome::Duplicate(earlier.0)
@@ -603,28 +613,11 @@ impl Interactions for ClusterStore {
                 .copied()
                 .filter(|item| !created.contains(&item.id))
                 .collect();
-            let mut winners = HashMap::new();
-            if !lost.is_empty() {
-                let rows = self.pg.connection()?.query(
-                    "SELECT i.mailbox, i.client_key, i.id, i.content_sha256
-                     FROM items i JOIN unnest($1::text[], $2::text[]) AS k(mailbox, client_key)
-                       ON i.mailbox = k.mailbox AND i.client_key = k.client_key",
-                    &[
-                        &lost
-                            .iter()
-                            .map(|i| i.content.mailbox_id.as_str())
-                            .collect::<Vec<_>>(),
-                        &lost
-                            .iter()
-                            .map(|i| i.content.client_key.as_str())
-                            .collect::<Vec<_>>(),
-                    ],
-                )?;
-                for row in &rows {
-                    let key: (String, String) = (row.get(0), row.get(1));
-                    winners.insert(key, (id_of("items", row.get(2))?, row.get::<_, Vec<u8>>(3)));
-                }
-            }
+            let winners = if lost.is_empty() {
+                HashMap::new()
+            } else {
+                self.stored_keys(lost.iter().copied())?
+            };
             let resolve = |item: &NewInteraction| {
                 if created.contains(&item.id) {
                     return Ok((item.id, item.content_sha256.to_vec()));

@@ -18,7 +18,7 @@ use ulid::Ulid;
 use crate::config::Limits;
 use crate::domain::InteractionId;
 use crate::error::Error;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, ReplanScope};
 use crate::store::{NewInteraction, Store, StoreError, WriteOutcome};
 use crate::validate::{self, UnvalidatedContent};
 
@@ -158,8 +158,17 @@ pub fn write_planned(
     items: &mut [NewInteraction],
 ) -> Result<Vec<WriteOutcome>, StoreError> {
     // Another node may have changed a policy: plan by the current ones.
-    lifecycle.refresh()?;
-    lifecycle.with_policies(|policies| {
+    let generation = lifecycle.refresh()?;
+    // A store that enforces locks writes the content of an item a hold covers under legal
+    // hold. A case hold's query cannot be evaluated before the item is indexed: it counts as
+    // covering (the re-plan of its mailboxes settles it).
+    let holds = if store.enforces_locks() {
+        Some(lifecycle.holds()?)
+    } else {
+        None
+    };
+    let now = Utc::now();
+    let outcomes = lifecycle.with_policies(|policies| {
         for item in items.iter_mut() {
             let content = &item.content;
             (item.first_check, item.retention) = lifecycle.plan_new(
@@ -168,9 +177,21 @@ pub fn write_planned(
                 &content.app,
                 content.created_at,
             );
+            if let Some(holds) = &holds {
+                item.legal_hold = holds
+                    .iter()
+                    .any(|hold| hold.covers(&content.mailbox_id, content.created_at, now, || true));
+            }
         }
         store.write_interactions(items)
-    })
+    })?;
+    // Another node changed the rules while this group was written: its re-plan may have
+    // passed these items already, so they are re-planned (their locks included) once more.
+    if holds.is_some() && store.rules_generation()? != generation {
+        let mailboxes = items.iter().map(|i| i.content.mailbox_id.clone()).collect();
+        lifecycle.request_replan(ReplanScope::Mailboxes(mailboxes), now)?;
+    }
+    Ok(outcomes)
 }
 
 /// Why an item of an ingest request was refused before it was written.

@@ -243,6 +243,9 @@ pub struct Lifecycle {
     /// The store's `rules_generation` the policies were loaded at: in a cluster, another
     /// node's change moves it, and `refresh` loads the policies again.
     generation: AtomicU64,
+    /// The holds as last loaded and the rules generation they were loaded at, for ingest into
+    /// a store that enforces locks (`holds`); `None`: load again.
+    holds: Mutex<Option<(u64, Arc<Vec<HoldRecord>>)>>,
 }
 
 impl Lifecycle {
@@ -262,6 +265,7 @@ impl Lifecycle {
             last_ingest_ms: AtomicU64::new(0),
             started: Instant::now(),
             generation: AtomicU64::new(generation),
+            holds: Mutex::new(None),
         };
         // Items were planned with the settings of their time: re-plan if they changed.
         let recorded = lifecycle
@@ -440,7 +444,9 @@ impl Lifecycle {
     /// Stores hold records (new, released or cleared) while the sweeper cannot be between its
     /// re-check and a destruction, with the re-plan of `replan` (a release or a cleared delay
     /// hold lets items go sooner) and the audit intent, in one atomic write: a crash cannot
-    /// leave a released hold whose items were never re-planned.
+    /// leave a released hold whose items were never re-planned. In a store that enforces
+    /// locks every hold change re-plans its mailboxes: the re-plan sets and clears the legal
+    /// holds of their items' content.
     pub fn save_holds(
         &self,
         holds: Vec<HoldRecord>,
@@ -449,7 +455,14 @@ impl Lifecycle {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let _guard = self.change_guard.lock().unwrap_or_else(|e| e.into_inner());
-        self.write_with_replan(
+        let replan = if self.store.enforces_locks() {
+            let covered =
+                ReplanScope::Mailboxes(holds.iter().flat_map(|h| h.mailboxes.clone()).collect());
+            Some(replan.map_or(covered.clone(), |scope| scope.union(covered)))
+        } else {
+            replan
+        };
+        let written = self.write_with_replan(
             replan,
             now,
             RulesWrite {
@@ -457,7 +470,24 @@ impl Lifecycle {
                 audit_intent: intent,
                 ..RulesWrite::default()
             },
-        )
+        );
+        *self.holds.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        written
+    }
+
+    /// Every stored hold (active or not), as of the rules generation of the last `refresh`:
+    /// loaded again only when the rules changed since.
+    pub fn holds(&self) -> Result<Arc<Vec<HoldRecord>>, StoreError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cached = self.holds.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((at, holds)) if *at == generation => Ok(Arc::clone(holds)),
+            _ => {
+                let holds = Arc::new(self.store.list_holds()?);
+                *cached = Some((generation, Arc::clone(&holds)));
+                Ok(holds)
+            }
+        }
     }
 
     /// Releases `hold` as `by` at `now`: each of its mailboxes gets a delay hold of

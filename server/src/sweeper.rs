@@ -13,7 +13,7 @@
 //! policy, a released hold) request a re-plan: a resumable scan of the affected items'
 //! retention facts, run by the same thread between passes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,10 +29,11 @@ use tokio::sync::oneshot;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
-use crate::lifecycle::{HoldRecord, Lifecycle};
+use crate::lifecycle::{HoldKind, HoldRecord, Lifecycle, ReplanScope};
 use crate::search::index::SearchIndex;
 use crate::search::searcher;
-use crate::store::{Disposition, PlannedItem, Store, StoreError, SweepWrite};
+use crate::store::keys::META_LOCKS_DELAYS_ENDED;
+use crate::store::{Disposition, LockWant, PlannedItem, Store, StoreError, SweepWrite};
 
 /// Due entries handled per atomic write.
 const CHUNK: usize = 10_000;
@@ -159,6 +160,22 @@ impl HoldsByMailbox {
     fn on(&self, mailbox: &MailboxId) -> &[HoldRecord] {
         self.by_mailbox.get(mailbox).map_or(&[], Vec::as_slice)
     }
+}
+
+/// The holds of `holds` that cover `item` at `now`, query-based case holds resolved by
+/// `case_matches`.
+fn covering<'a>(
+    item: &'a PlannedItem,
+    holds: &'a [HoldRecord],
+    case_matches: &'a CaseMatches,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'a HoldRecord> + 'a {
+    let matched = case_matches.holds.get(&item.id);
+    holds.iter().filter(move |hold| {
+        hold.covers(&item.facts.mailbox, item.facts.created_at, now, || {
+            matched.is_some_and(|ids| ids.contains(&hold.id.to_string()))
+        })
+    })
 }
 
 /// Policy ids named by a decision (what a disposition record keeps).
@@ -388,14 +405,7 @@ impl Sweeper {
         case_matches: &CaseMatches,
         now: DateTime<Utc>,
     ) -> Decision {
-        let matched = case_matches.holds.get(&item.id);
-        let covering: Vec<Hold> = holds
-            .iter()
-            .filter(|hold| {
-                hold.covers(&item.facts.mailbox, item.facts.created_at, now, || {
-                    matched.is_some_and(|ids| ids.contains(&hold.id.to_string()))
-                })
-            })
+        let covering: Vec<Hold> = covering(item, holds, case_matches, now)
             .map(HoldRecord::to_hold)
             .collect();
         decide::decide(
@@ -519,6 +529,7 @@ impl Sweeper {
             self.pending_compaction
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        let result = result.and_then(|()| self.replan_ended_delays(now));
         if result.is_err() {
             stats.errors += 1;
         }
@@ -862,6 +873,14 @@ impl Sweeper {
                 .item_errors += item_errors;
         }
         self.store.schedule(&schedule)?;
+        if self.store.enforces_locks() {
+            let in_scope: Vec<&PlannedItem> = scanned
+                .iter()
+                .filter_map(|entry| entry.as_ref().ok())
+                .filter(|item| job.scope.contains(&item.facts.mailbox))
+                .collect();
+            self.sync_locks(&in_scope, &policies, now)?;
+        }
         metrics::counter!("holdfast_sweeper_replanned_total").increment(scanned.len() as u64);
         let more = scanned.len() == REPLAN_CHUNK;
         let after = if more {
@@ -874,6 +893,73 @@ impl Sweeper {
         };
         self.lifecycle.replan_progress(job.generation, after)?;
         Ok(more || self.lifecycle.replan_job()?.is_some())
+    }
+
+    /// Brings the engine's locks on `items`' content in step with the rules at `now`: the
+    /// retention the policies want and a legal hold while any hold covers the item (a case
+    /// hold whose query cannot be evaluated covers all it may cover).
+    fn sync_locks(
+        &self,
+        items: &[&PlannedItem],
+        policies: &[Policy],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
+        let matches = self.case_matches(items, &holds, now);
+        let wants: Vec<(InteractionId, LockWant)> = items
+            .iter()
+            .map(|item| {
+                let facts = &item.facts;
+                let (_, retention) =
+                    self.lifecycle
+                        .plan_new(policies, &facts.mailbox, &facts.app, facts.created_at);
+                let held = covering(item, holds.on(&facts.mailbox), &matches, now)
+                    .next()
+                    .is_some();
+                (
+                    item.id,
+                    LockWant {
+                        retention,
+                        legal_hold: held,
+                    },
+                )
+            })
+            .collect();
+        let changed = self.store.sync_locks(&wants)?;
+        metrics::counter!("holdfast_sweeper_locks_changed_total").increment(changed);
+        Ok(())
+    }
+
+    /// In a store that enforces locks, a delay hold that ended since the last look re-plans
+    /// its mailboxes, so that the legal holds it set are cleared (when nothing else holds).
+    fn replan_ended_delays(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        if !self.store.enforces_locks() {
+            return Ok(());
+        }
+        let since = self
+            .store
+            .get_meta(META_LOCKS_DELAYS_ENDED)?
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+            .map(|time| time.with_timezone(&Utc));
+        let ended: BTreeSet<MailboxId> = self
+            .store
+            .list_holds()?
+            .into_iter()
+            .filter(|hold| hold.released_at.is_none())
+            .filter(|hold| match hold.kind {
+                HoldKind::Delay { until } => until <= now && since.is_none_or(|s| until > s),
+                _ => false,
+            })
+            .flat_map(|hold| hold.mailboxes)
+            .collect();
+        if !ended.is_empty() {
+            self.lifecycle
+                .request_replan(ReplanScope::Mailboxes(ended), now)?;
+        }
+        self.store
+            .put_meta(META_LOCKS_DELAYS_ENDED, Some(now.to_rfc3339().as_bytes()))?;
+        Ok(())
     }
 
     fn set_running(&self, running: bool) {

@@ -19,16 +19,32 @@ use crate::domain::{HistorySelector, InteractionContent, MailboxId, Model, Safet
 use crate::ingest::write_planned;
 use crate::lifecycle::{HoldKind, HoldRecord, Lifecycle, PolicyRecord, ReplanScope};
 use crate::search::index::{self, IndexSettings};
+use crate::store::conformance::{on_both_backends, Backend, OpenedCluster};
 use crate::store::{NewInteraction, PolicyWrite, RocksStore};
+
+on_both_backends!(
+    a_case_hold_that_cannot_be_evaluated_keeps_its_custodians_items_and_only_those,
+    a_retain_policy_created_during_a_chunk_stops_the_destruction,
+    moves_at_delete_at_and_destroys_after_the_minimum_age_with_a_disposition,
+    holds_are_checked_right_before_destroying_and_a_release_re_plans,
+    a_hold_placed_during_a_pass_is_seen_before_destroying,
+    a_query_based_case_hold_keeps_matching_items_only,
+    an_item_not_yet_in_the_index_counts_as_matching_a_query_hold,
+    randomized_simulation_over_simulated_years,
+    destroyed_items_are_erased_once_the_oldest_has_waited_half_the_bound,
+);
 
 struct Harness {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
-    rocks: Arc<RocksStore>,
+    /// The embedded store, when the test runs on it.
+    rocks: Option<Arc<RocksStore>>,
     lifecycle: Arc<Lifecycle>,
     index: Arc<SearchIndex>,
     sweeper: Sweeper,
     _stop: tokio_util::sync::CancellationToken,
+    /// The cluster's engines, when the test runs on them (dropped last).
+    cluster: Option<OpenedCluster>,
 }
 
 fn date(y: i32, m: u32, d: u32) -> DateTime<Utc> {
@@ -36,9 +52,12 @@ fn date(y: i32, m: u32, d: u32) -> DateTime<Utc> {
 }
 
 fn harness(config: RetentionConfig) -> Harness {
+    harness_on(Backend::Rocks, config)
+}
+
+fn harness_on(backend: Backend, config: RetentionConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let rocks = Arc::new(RocksStore::open(&dir.path().join("store")).unwrap());
-    let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
+    let (store, rocks, cluster) = backend.open(&dir.path().join("store"));
     let stop = tokio_util::sync::CancellationToken::new();
     let (index, _indexer) = index::start(
         &dir.path().join("index"),
@@ -67,6 +86,7 @@ fn harness(config: RetentionConfig) -> Harness {
         index,
         sweeper,
         _stop: stop,
+        cluster,
     }
 }
 
@@ -205,7 +225,7 @@ fn a_corrupt_facts_record_is_skipped_and_other_mailboxes_items_are_still_destroy
     ]);
     let now = created + TimeDelta::days(2);
     h.move_all(&ids, now);
-    h.rocks.put_raw(
+    h.rocks.as_ref().unwrap().put_raw(
         crate::store::keys::CF_FACTS,
         &crate::store::keys::interaction_key(ids[0]),
         b"\x01damaged",
@@ -226,9 +246,10 @@ fn a_corrupt_facts_record_is_skipped_and_other_mailboxes_items_are_still_destroy
 /// Issue 8, defect 3: a case hold whose query cannot be evaluated (here a prefix matching
 /// more words than allowed, as older versions saved) used to fail every pass. It now keeps
 /// every item of its custodians and the rest of the store is swept as usual.
-#[test]
-fn a_case_hold_that_cannot_be_evaluated_keeps_its_custodians_items_and_only_those() {
-    let h = harness(no_minimum_age());
+fn a_case_hold_that_cannot_be_evaluated_keeps_its_custodians_items_and_only_those(
+    backend: Backend,
+) {
+    let h = harness_on(backend, no_minimum_age());
     let created = date(2025, 3, 1);
     let many_words: String = (0..=crate::search::query::MAX_PREFIX_TERMS)
         .map(|n| format!("zqx{n} "))
@@ -265,9 +286,8 @@ fn a_case_hold_that_cannot_be_evaluated_keeps_its_custodians_items_and_only_thos
 
 /// Issue 8, defect 4: a retain policy created while a chunk is being decided (after its
 /// policies were read) must stop the destruction it now forbids.
-#[test]
-fn a_retain_policy_created_during_a_chunk_stops_the_destruction() {
-    let h = harness(no_minimum_age());
+fn a_retain_policy_created_during_a_chunk_stops_the_destruction(backend: Backend) {
+    let h = harness_on(backend, no_minimum_age());
     let created = date(2025, 3, 1);
     let ids = h.ingest(vec![item("alice@contoso.com", "Word", created, "a")]);
     let now = created + TimeDelta::days(2);
@@ -309,9 +329,8 @@ fn a_retain_policy_created_during_a_chunk_stops_the_destruction() {
     assert!(h.exists(bob[0]));
 }
 
-#[test]
-fn moves_at_delete_at_and_destroys_after_the_minimum_age_with_a_disposition() {
-    let h = harness(RetentionConfig::default());
+fn moves_at_delete_at_and_destroys_after_the_minimum_age_with_a_disposition(backend: Backend) {
+    let h = harness_on(backend, RetentionConfig::default());
     let created = date(2025, 3, 1);
     h.put_policy(
         policy(
@@ -374,12 +393,14 @@ fn moves_at_delete_at_and_destroys_after_the_minimum_age_with_a_disposition() {
     assert!(present.is_empty());
 }
 
-#[test]
-fn holds_are_checked_right_before_destroying_and_a_release_re_plans() {
-    let h = harness(RetentionConfig {
-        holds_area_minimum_age_hours: 0,
-        ..RetentionConfig::default()
-    });
+fn holds_are_checked_right_before_destroying_and_a_release_re_plans(backend: Backend) {
+    let h = harness_on(
+        backend,
+        RetentionConfig {
+            holds_area_minimum_age_hours: 0,
+            ..RetentionConfig::default()
+        },
+    );
     let created = date(2025, 3, 1);
     let ids = h.ingest(vec![
         item("alice@contoso.com", "Word", created, "a"),
@@ -448,12 +469,14 @@ fn holds_are_checked_right_before_destroying_and_a_release_re_plans() {
     assert!(!h.exists(ids[0]));
 }
 
-#[test]
-fn a_hold_placed_during_a_pass_is_seen_before_destroying() {
-    let h = harness(RetentionConfig {
-        holds_area_minimum_age_hours: 0,
-        ..RetentionConfig::default()
-    });
+fn a_hold_placed_during_a_pass_is_seen_before_destroying(backend: Backend) {
+    let h = harness_on(
+        backend,
+        RetentionConfig {
+            holds_area_minimum_age_hours: 0,
+            ..RetentionConfig::default()
+        },
+    );
     let created = date(2025, 3, 1);
     let ids = h.ingest(vec![item("alice@contoso.com", "Word", created, "a")]);
     let now = created + TimeDelta::days(2);
@@ -479,12 +502,14 @@ fn a_hold_placed_during_a_pass_is_seen_before_destroying() {
     assert!(h.exists(ids[0]));
 }
 
-#[test]
-fn a_query_based_case_hold_keeps_matching_items_only() {
-    let h = harness(RetentionConfig {
-        holds_area_minimum_age_hours: 0,
-        ..RetentionConfig::default()
-    });
+fn a_query_based_case_hold_keeps_matching_items_only(backend: Backend) {
+    let h = harness_on(
+        backend,
+        RetentionConfig {
+            holds_area_minimum_age_hours: 0,
+            ..RetentionConfig::default()
+        },
+    );
     let created = date(2025, 3, 1);
     let ids = h.ingest(vec![
         item("alice@contoso.com", "Word", created, "merger with fabrikam"),
@@ -522,12 +547,14 @@ fn a_query_based_case_hold_keeps_matching_items_only() {
     assert!(!h.exists(ids[1]) && !h.exists(ids[2]));
 }
 
-#[test]
-fn an_item_not_yet_in_the_index_counts_as_matching_a_query_hold() {
-    let h = harness(RetentionConfig {
-        holds_area_minimum_age_hours: 0,
-        ..RetentionConfig::default()
-    });
+fn an_item_not_yet_in_the_index_counts_as_matching_a_query_hold(backend: Backend) {
+    let h = harness_on(
+        backend,
+        RetentionConfig {
+            holds_area_minimum_age_hours: 0,
+            ..RetentionConfig::default()
+        },
+    );
     let created = date(2025, 3, 1);
     h.put_hold(HoldRecord {
         id: Ulid::new(),
@@ -562,9 +589,8 @@ fn an_item_not_yet_in_the_index_counts_as_matching_a_query_hold() {
 /// Many items, policies and holds changing over ten simulated years: after every pass no item
 /// that the rules allow to go is left (nothing is late) and every destroyed item was
 /// destroyable at that moment with the holds then in force (nothing held or retained went).
-#[test]
-fn randomized_simulation_over_simulated_years() {
-    let h = harness(RetentionConfig::default());
+fn randomized_simulation_over_simulated_years(backend: Backend) {
+    let h = harness_on(backend, RetentionConfig::default());
     let mut rng = StdRng::seed_from_u64(0x5eed_4011);
     let mailboxes = ["m0@sim.test", "m1@sim.test", "m2@sim.test", "m3@sim.test"];
     let apps = ["Word", "Teams"];
@@ -825,9 +851,8 @@ fn randomized_simulation_over_simulated_years() {
 /// Issue 8, item 13: each destruction leaves an erasure entry in the same write; once the
 /// oldest has waited half the bound, the eraser compacts the store's files and has the index
 /// merge its segments, and only then forgets the entries.
-#[test]
-fn destroyed_items_are_erased_once_the_oldest_has_waited_half_the_bound() {
-    let mut h = harness(no_minimum_age());
+fn destroyed_items_are_erased_once_the_oldest_has_waited_half_the_bound(backend: Backend) {
+    let mut h = harness_on(backend, no_minimum_age());
     h.sweeper.erasure_bound = Duration::from_secs(3600);
     let created = date(2025, 3, 1);
     let ids = h.ingest(vec![
@@ -866,4 +891,135 @@ fn destroyed_items_are_erased_once_the_oldest_has_waited_half_the_bound() {
     assert_eq!(h.sweeper.status().erased_total, 2);
     // Nothing left: the next look does nothing.
     assert_eq!(h.sweeper.erase_if_due(now + TimeDelta::days(1)).unwrap(), 0);
+}
+
+/// In a cluster the engine's locks follow the rules: a hold sets the legal hold of every
+/// object it covers (from ingest on, and on the items already there), its end clears it
+/// (also when a delay hold runs out), a policy that retains longer lengthens the retention,
+/// a preservation-locked one makes it COMPLIANCE, and a destruction clears a stale legal
+/// hold left on content nothing holds any more.
+#[test]
+fn cluster_locks_follow_holds_and_policies() {
+    use crate::store::conformance::Fixture;
+    use crate::store::s3::Retention;
+    type Cluster = crate::store::cluster::tests::Cluster;
+    if !Cluster::available() {
+        return;
+    }
+    let h = harness_on(Backend::Cluster(Box::new(Cluster::new())), no_minimum_age());
+    let (_, fixture) = h.cluster.as_ref().unwrap();
+    let bucket = fixture.bucket();
+    let version = |id: InteractionId| {
+        let versions = fixture.versions(id);
+        assert_eq!(versions.len(), 1, "one version per item");
+        versions.into_iter().next().unwrap()
+    };
+    let held = |id: InteractionId| bucket.legal_hold(&version(id)).unwrap();
+    let retention = |id: InteractionId| bucket.retention(&version(id)).unwrap();
+    let replan = |now: DateTime<Utc>| while h.sweeper.replan_step(now).unwrap() {};
+    let (alice, bob) = (
+        MailboxId::parse("alice@contoso.com").unwrap(),
+        MailboxId::parse("bob@contoso.com").unwrap(),
+    );
+    // Real time: the engine compares retention dates with its own clock.
+    let now = Utc::now();
+    let year = |n: i64| now + TimeDelta::days(365 * n);
+    let close = |got: Option<(DateTime<Utc>, bool)>, until: DateTime<Utc>, compliance: bool| {
+        let (at, mode) = got.expect("a retention");
+        assert!((at - until).num_seconds().abs() <= 1, "{at} vs {until}");
+        assert_eq!(mode, compliance);
+    };
+
+    h.put_policy(
+        policy(
+            Ulid::new(),
+            Scope::Include([alice.to_string()].into()),
+            Action::RetainOnly,
+            365,
+        ),
+        now,
+    );
+    replan(now);
+    let first = h.ingest(vec![
+        item(alice.as_str(), "Word", now, "a"),
+        item(bob.as_str(), "Word", now, "b"),
+    ]);
+    close(retention(first[0]), year(1), false);
+    assert_eq!(retention(first[1]), None);
+    assert!(!held(first[0]) && !held(first[1]));
+
+    // A litigation hold on bob: his item gets the legal hold, and the bucket's own
+    // credentials (with the bypass) cannot delete it.
+    let hold = HoldRecord {
+        id: Ulid::new(),
+        mailboxes: [bob.clone()].into(),
+        kind: HoldKind::Litigation { days: None },
+        created_at: now,
+        created_by: "test".into(),
+        released_at: None,
+        released_by: None,
+    };
+    h.lifecycle
+        .save_holds(vec![hold.clone()], None, None, now)
+        .unwrap();
+    replan(now);
+    assert!(held(first[1]) && !held(first[0]));
+    assert!(matches!(
+        bucket.destroy_with(&version(first[1]), true),
+        Err(StoreError::Locked(_))
+    ));
+    // Written while the hold is on: under legal hold at once.
+    let second = h.ingest(vec![item(bob.as_str(), "Word", now, "c")]);
+    assert!(held(second[0]));
+
+    // Longer retention, then a preservation-locked policy: lengthened, then COMPLIANCE.
+    h.put_policy(
+        policy(
+            Ulid::new(),
+            Scope::Include([alice.to_string()].into()),
+            Action::RetainOnly,
+            3 * 365,
+        ),
+        now,
+    );
+    replan(now);
+    close(retention(first[0]), year(3), false);
+    let mut locked = policy(
+        Ulid::new(),
+        Scope::Include([alice.to_string()].into()),
+        Action::RetainOnly,
+        4 * 365,
+    );
+    locked.policy.locked = true;
+    h.put_policy(locked, now);
+    replan(now);
+    close(retention(first[0]), year(4), true);
+    assert!(matches!(
+        bucket.set_retention(
+            &version(first[0]),
+            Retention::Compliance { until: year(2) },
+            true
+        ),
+        Err(StoreError::Locked(_))
+    ));
+
+    // Released with a delay hold of 1 day: still held until the delay runs out.
+    h.lifecycle
+        .release_hold(hold, "test", 1, None, now)
+        .unwrap();
+    replan(now);
+    assert!(held(first[1]) && held(second[0]));
+    let after_delay = now + TimeDelta::days(2);
+    h.sweeper.run_once(after_delay).unwrap();
+    replan(after_delay);
+    assert!(!held(first[1]) && !held(second[0]));
+
+    // A legal hold nothing asks for any more does not keep holdfast from destroying an item
+    // whose time has come.
+    bucket.set_legal_hold(&version(second[0]), true).unwrap();
+    h.move_all(&second, after_delay);
+    h.wait_for_index();
+    assert_eq!(h.sweep(after_delay).destroyed, 1);
+    assert!(!h.exists(second[0]));
+    assert!(fixture.versions(second[0]).is_empty());
 }

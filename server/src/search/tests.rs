@@ -17,7 +17,15 @@ use crate::domain::{
     AccessedResource, HistorySelector, InteractionContent, InteractionId, MailboxId, Model, Plugin,
     Safety,
 };
+use crate::store::conformance::{on_both_backends, Backend, OpenedCluster};
 use crate::store::{NewInteraction, RocksStore, Store};
+
+on_both_backends!(
+    every_operator_property_and_date_form_has_its_known_answer,
+    scope_counts_sorting_and_paging,
+    a_deleted_index_is_rebuilt_with_identical_results,
+    exports_list_every_match_in_id_order,
+);
 
 struct Fixture {
     key: &'static str,
@@ -183,12 +191,15 @@ struct Harness {
     index: Arc<SearchIndex>,
     shutdown: tokio_util::sync::CancellationToken,
     indexer: Option<index::IndexerThread>,
+    /// The cluster's engines, when the corpus is stored on them (dropped last).
+    cluster: Option<OpenedCluster>,
 }
 
 impl Harness {
-    fn new() -> Harness {
+    /// The corpus stored on `backend` and indexed.
+    fn on(backend: Backend) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(RocksStore::open(&dir.path().join("store")).unwrap());
+        let (store, _, cluster) = backend.open(&dir.path().join("store"));
         let items: Vec<NewInteraction> = corpus()
             .iter()
             .map(|f| NewInteraction::new(InteractionId(Ulid::new()), Utc::now(), content(f)))
@@ -216,6 +227,7 @@ impl Harness {
             index,
             shutdown,
             indexer: Some(indexer),
+            cluster,
         };
         harness.wait_until_indexed();
         harness
@@ -283,9 +295,8 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
     keys.iter().map(|k| k.to_string()).collect()
 }
 
-#[test]
-fn every_operator_property_and_date_form_has_its_known_answer() {
-    let h = Harness::new();
+fn every_operator_property_and_date_form_has_its_known_answer(backend: Backend) {
+    let h = Harness::on(backend);
     let cases: &[(&str, &[&str])] = &[
         ("budget", &["k01", "k09"]),
         ("BUDGET", &["k01", "k09"]),
@@ -347,9 +358,8 @@ fn every_operator_property_and_date_form_has_its_known_answer() {
     }
 }
 
-#[test]
-fn scope_counts_sorting_and_paging() {
-    let h = Harness::new();
+fn scope_counts_sorting_and_paging(backend: Backend) {
+    let h = Harness::on(backend);
     let bob = [MailboxId::parse("bob@contoso.com").unwrap()];
     assert_eq!(h.keys_in("worst", &bob), set(&["k03"]));
 
@@ -547,9 +557,8 @@ fn snippets_look_at_a_bounded_window_of_the_text() {
     }
 }
 
-#[test]
-fn a_deleted_index_is_rebuilt_with_identical_results() {
-    let mut h = Harness::new();
+fn a_deleted_index_is_rebuilt_with_identical_results(backend: Backend) {
+    let mut h = Harness::on(backend);
     let queries = [
         "budget",
         "best NEAR(5) worst",
@@ -562,6 +571,7 @@ fn a_deleted_index_is_rebuilt_with_identical_results() {
     let kept = std::mem::replace(&mut h._dir, tempfile::tempdir().unwrap());
     let dir = kept.path().to_path_buf();
     let store = Arc::clone(&h.store);
+    let cluster = h.cluster.take();
     drop(h);
     std::fs::remove_dir_all(dir.join("index")).unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -578,6 +588,7 @@ fn a_deleted_index_is_rebuilt_with_identical_results() {
         index,
         shutdown,
         indexer: Some(indexer),
+        cluster,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while rebuilt.index.progress.rebuilding.load(Ordering::Acquire) {
@@ -589,9 +600,8 @@ fn a_deleted_index_is_rebuilt_with_identical_results() {
     assert_eq!(before, after);
 }
 
-#[test]
-fn exports_list_every_match_in_id_order() {
-    let h = Harness::new();
+fn exports_list_every_match_in_id_order(backend: Backend) {
+    let h = Harness::on(backend);
     let searcher = h.index.reader.searcher();
     let query = kql::parse("budget OR cats OR worst").unwrap();
     let ids =

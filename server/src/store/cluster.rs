@@ -23,12 +23,12 @@ use chrono::{DateTime, Utc};
 use holdfast_retention::{ItemLocation, MoveReason};
 
 use super::pg::PgStore;
-use super::s3::{ObjectLockStore, ObjectVersion, Retention, S3Config};
+use super::s3::{LockChange, ObjectLockStore, ObjectVersion, Retention, S3Config};
 use super::{
     decode_record, AuditTrail, Disposition, Dispositions, IndexFeed, Interactions, ItemFacts,
-    ItemStates, Lease, Leases, Metadata, NewInteraction, PlannedItem, RulesWrite, ScannedItem,
-    Snapshots, StoreError, SweepApplied, SweepWrite, TraceStateWrite, TraceStates, WriteOutcome,
-    FORGET_PER_WRITE,
+    ItemRetention, ItemStates, Lease, Leases, LockWant, Metadata, NewInteraction, PlannedItem,
+    RulesWrite, ScannedItem, Snapshots, StoreError, SweepApplied, SweepWrite, TraceStateWrite,
+    TraceStates, WriteOutcome, FORGET_PER_WRITE,
 };
 use crate::domain::{
     Annex, HistorySelector, InteractionId, ListCursor, ListQuery, MailboxId, StoredInteraction,
@@ -73,6 +73,20 @@ fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         }),
+    }
+}
+
+/// The engine's retention for an item's retention: COMPLIANCE for a preservation-locked
+/// policy's, else GOVERNANCE.
+fn engine_retention(retention: ItemRetention) -> Retention {
+    if retention.locked {
+        Retention::Compliance {
+            until: retention.until,
+        }
+    } else {
+        Retention::Governance {
+            until: retention.until,
+        }
     }
 }
 
@@ -368,7 +382,7 @@ impl ClusterStore {
                     if owned.contains(&version.version_id) {
                         continue;
                     }
-                    match self.objects.destroy_with(&version, true) {
+                    match self.destroy_unowned(&version) {
                         Ok(()) => deleted += 1,
                         Err(StoreError::Locked(_)) => locked = true,
                         Err(error) => return Err(error),
@@ -420,13 +434,28 @@ impl ClusterStore {
             .expect("threads start")
     }
 
+    /// Deletes a version no item owns any more (its item destroyed, or its ingest never
+    /// committed): holdfast bypasses a GOVERNANCE retention and clears a legal hold left on
+    /// it (the sweeper decided, fenced against every hold change, that no hold covers the
+    /// item; a write that never committed stored nothing a hold could cover). A COMPLIANCE
+    /// retention still refuses (`StoreError::Locked`).
+    fn destroy_unowned(&self, version: &ObjectVersion) -> Result<(), StoreError> {
+        match self.objects.destroy_with(version, true) {
+            Err(StoreError::Locked(_)) if self.objects.legal_hold(version)? => {
+                self.objects.set_legal_hold(version, false)?;
+                self.objects.destroy_with(version, true)
+            }
+            other => other,
+        }
+    }
+
     /// Deletes destroyed items' versions right after their rows went; what the engine
     /// refuses stays marked for `collect_garbage`.
     fn delete_destroyed(&self, versions: &[ObjectVersion]) {
         for version in versions {
             // Holdfast decided this destruction (no retention or hold stands in its way), so
             // a GOVERNANCE retention is its own to bypass; COMPLIANCE still refuses.
-            match self.objects.destroy_with(version, true) {
+            match self.destroy_unowned(version) {
                 Ok(()) => {
                     let cleared = self.pg.connection().and_then(|mut c| {
                         c.execute(
@@ -507,19 +536,23 @@ impl Interactions for ClusterStore {
             //    the engine as the policies retain the item: COMPLIANCE when the longest
             //    retention is a preservation-locked policy's (nobody can shorten it), else
             //    GOVERNANCE (holdfast alone may shorten it, when a policy is shortened).
+            //    An item a hold covers is written under legal hold.
             let now = Utc::now();
+            let retentions: Vec<Option<ItemRetention>> = fresh
+                .iter()
+                .map(|item| item.retention.filter(|r| r.until > now))
+                .collect();
             let objects = fresh
                 .iter()
                 .zip(&keys)
-                .map(|(item, key)| {
-                    let retention = item.retention.filter(|r| r.until > now).map(|r| {
-                        if r.locked {
-                            Retention::Compliance { until: r.until }
-                        } else {
-                            Retention::Governance { until: r.until }
-                        }
-                    });
-                    (key.clone(), item.record.clone(), retention)
+                .zip(&retentions)
+                .map(|((item, key), retention)| {
+                    (
+                        key.clone(),
+                        item.record.clone(),
+                        retention.map(engine_retention),
+                        item.legal_hold,
+                    )
                 })
                 .collect();
             let versions = self.objects.put_many(objects)?;
@@ -530,9 +563,11 @@ impl Interactions for ClusterStore {
             let ids: Vec<Vec<u8>> = fresh.iter().map(|i| i.id.to_bytes().to_vec()).collect();
             let inserted = transaction.query(
                 "INSERT INTO items (id, mailbox, client_key, thread, created_us, content_sha256,
-                                    facts, version_id)
+                                    facts, version_id, lock_until_us, lock_compliance,
+                                    legal_hold)
                  SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[],
-                                      $5::bigint[], $6::bytea[], $7::bytea[], $8::text[])
+                                      $5::bigint[], $6::bytea[], $7::bytea[], $8::text[],
+                                      $9::bigint[], $10::boolean[], $11::boolean[])
                  ON CONFLICT DO NOTHING
                  RETURNING id",
                 &[
@@ -562,6 +597,15 @@ impl Interactions for ClusterStore {
                         .iter()
                         .map(|v| v.version_id.as_str())
                         .collect::<Vec<_>>(),
+                    &retentions
+                        .iter()
+                        .map(|r| r.map(|r| micros(r.until)))
+                        .collect::<Vec<_>>(),
+                    &retentions
+                        .iter()
+                        .map(|r| r.is_some_and(|r| r.locked))
+                        .collect::<Vec<_>>(),
+                    &fresh.iter().map(|i| i.legal_hold).collect::<Vec<_>>(),
                 ],
             )?;
             let created: HashSet<InteractionId> = inserted
@@ -1123,6 +1167,121 @@ impl ItemStates for ClusterStore {
         // index tuples without a pass of ours.
         Ok(())
     }
+
+    fn enforces_locks(&self) -> bool {
+        true
+    }
+
+    fn sync_locks(&self, wants: &[(InteractionId, LockWant)]) -> Result<u64, StoreError> {
+        if wants.is_empty() {
+            return Ok(0);
+        }
+        off_async(|| {
+            let ids: Vec<InteractionId> = wants.iter().map(|(id, _)| *id).collect();
+            let rows = self.pg.connection()?.query(
+                "SELECT id, version_id, lock_until_us, lock_compliance, legal_hold
+                 FROM items WHERE id = ANY($1)",
+                &[&ids_bytes(&ids)],
+            )?;
+            let mut have: HashMap<InteractionId, (String, Option<i64>, bool, bool)> =
+                HashMap::with_capacity(rows.len());
+            for row in &rows {
+                have.insert(
+                    id_of("items", row.get(0))?,
+                    (row.get(1), row.get(2), row.get(3), row.get(4)),
+                );
+            }
+            let now = Utc::now();
+            let mut changes = Vec::new();
+            let mut recorded: Vec<(InteractionId, Option<i64>, bool, bool)> = Vec::new();
+            for (id, want) in wants {
+                let Some((version_id, until_us, compliance, held)) = have.remove(id) else {
+                    continue; // destroyed meanwhile
+                };
+                let current = until_us
+                    .and_then(DateTime::<Utc>::from_timestamp_micros)
+                    .map(|until| (until, compliance));
+                let retention = retention_change(current, want.retention, now);
+                let legal_hold = (want.legal_hold != held).then_some(want.legal_hold);
+                if retention.is_none() && legal_hold.is_none() {
+                    continue;
+                }
+                recorded.push(match retention {
+                    Some((r, _)) => (*id, Some(micros(r.until)), r.locked, want.legal_hold),
+                    None => (*id, until_us, compliance, want.legal_hold),
+                });
+                changes.push(LockChange {
+                    version: ObjectVersion {
+                        key: object_key(*id),
+                        version_id,
+                    },
+                    retention: retention.map(|(r, bypass)| (engine_retention(r), bypass)),
+                    legal_hold,
+                });
+            }
+            if changes.is_empty() {
+                return Ok(0);
+            }
+            let results = self.objects.change_locks(&changes);
+            let mut done = Vec::with_capacity(recorded.len());
+            let mut failed: Option<StoreError> = None;
+            for (record, result) in recorded.into_iter().zip(results) {
+                match result {
+                    Ok(()) => done.push(record),
+                    Err(error) => {
+                        tracing::warn!(id = %record.0, %error, "cannot change an item's object locks");
+                        failed.get_or_insert(error);
+                    }
+                }
+            }
+            if !done.is_empty() {
+                let (ids, rest): (Vec<InteractionId>, Vec<_>) =
+                    done.iter().map(|(id, u, c, h)| (*id, (*u, *c, *h))).unzip();
+                self.pg.connection()?.execute(
+                    "UPDATE items SET lock_until_us = u.until_us, lock_compliance = u.compliance,
+                                      legal_hold = u.held
+                     FROM unnest($1::bytea[], $2::bigint[], $3::boolean[], $4::boolean[])
+                          AS u(id, until_us, compliance, held)
+                     WHERE items.id = u.id",
+                    &[
+                        &ids_bytes(&ids),
+                        &rest.iter().map(|r| r.0).collect::<Vec<_>>(),
+                        &rest.iter().map(|r| r.1).collect::<Vec<_>>(),
+                        &rest.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    ],
+                )?;
+            }
+            match failed {
+                // Nothing could be changed (the engine is down or refuses us): the caller
+                // tries again; a change that failed alone is retried by the next sync.
+                Some(error) if done.is_empty() => Err(error),
+                _ => Ok(done.len() as u64),
+            }
+        })
+    }
+}
+
+/// The retention change that brings an object's retention `current` (until, COMPLIANCE?) in
+/// step with `want`: never shorter, and COMPLIANCE where a preservation-locked policy now
+/// retains the item. The flag is whether to bypass GOVERNANCE (holdfast's permission): to
+/// turn a GOVERNANCE retention into a COMPLIANCE one (until the locked policy's promise ends,
+/// even if the GOVERNANCE retention ran longer: the rest is holdfast's to enforce, as at
+/// ingest). `None`: nothing to change.
+fn retention_change(
+    current: Option<(DateTime<Utc>, bool)>,
+    want: Option<ItemRetention>,
+    now: DateTime<Utc>,
+) -> Option<(ItemRetention, bool)> {
+    let want = want.filter(|w| w.until > now)?;
+    match current.filter(|(until, _)| *until > now) {
+        None => Some((want, false)),
+        // COMPLIANCE is never shortened nor turned into GOVERNANCE.
+        Some((until, true)) => (want.locked && want.until > until).then_some((want, false)),
+        // Changing the mode needs the bypass (the engine counts it as altering the GOVERNANCE
+        // retention), whatever the dates.
+        Some((_, false)) if want.locked => Some((want, true)),
+        Some((until, false)) => (want.until > until).then_some((want, false)),
+    }
 }
 
 /// An item as planning sees it, from its row.
@@ -1593,6 +1752,19 @@ pub(crate) mod tests {
         }
     }
 
+    impl Cluster {
+        /// The bucket as an administrator holding its credentials sees it, not through
+        /// holdfast.
+        pub fn bucket(&self) -> ObjectLockStore {
+            ObjectLockStore::open(&self.s3).unwrap()
+        }
+
+        /// The versions of an item's object in the bucket.
+        pub fn versions(&self, id: InteractionId) -> Vec<ObjectVersion> {
+            self.bucket().versions_of(&object_key(id)).unwrap()
+        }
+    }
+
     conformance::shared_state_cases!(Cluster);
     conformance::item_cases!(Cluster);
 
@@ -1612,9 +1784,61 @@ pub(crate) mod tests {
         Cluster::available().then(Cluster::new)
     }
 
-    /// The bucket as an administrator holding its credentials sees it, not through holdfast.
     fn bucket(fixture: &Cluster) -> ObjectLockStore {
-        ObjectLockStore::open(&fixture.s3).unwrap()
+        fixture.bucket()
+    }
+
+    #[test]
+    fn a_lock_sync_only_lengthens_or_turns_to_compliance() {
+        let now = Utc::now();
+        let day = |n: i64| now + TimeDelta::days(n);
+        let gov = |n| ItemRetention {
+            until: day(n),
+            locked: false,
+        };
+        let comp = |n| ItemRetention {
+            until: day(n),
+            locked: true,
+        };
+        // Nothing wanted, or wanted only in the past: nothing to do.
+        assert_eq!(retention_change(Some((day(5), false)), None, now), None);
+        assert_eq!(retention_change(None, Some(gov(-1)), now), None);
+        // None yet, or one that has run out: set.
+        assert_eq!(
+            retention_change(None, Some(gov(3)), now),
+            Some((gov(3), false))
+        );
+        assert_eq!(
+            retention_change(Some((day(-2), true)), Some(gov(3)), now),
+            Some((gov(3), false))
+        );
+        // GOVERNANCE: lengthened, never shortened.
+        assert_eq!(
+            retention_change(Some((day(3), false)), Some(gov(9)), now),
+            Some((gov(9), false))
+        );
+        assert_eq!(
+            retention_change(Some((day(9), false)), Some(gov(3)), now),
+            None
+        );
+        // To COMPLIANCE with the bypass, whatever the dates.
+        assert_eq!(
+            retention_change(Some((day(9), false)), Some(comp(3)), now),
+            Some((comp(3), true))
+        );
+        // COMPLIANCE: lengthened only by a locked policy; never shortened nor GOVERNANCE.
+        assert_eq!(
+            retention_change(Some((day(3), true)), Some(comp(9)), now),
+            Some((comp(9), false))
+        );
+        assert_eq!(
+            retention_change(Some((day(3), true)), Some(gov(9)), now),
+            None
+        );
+        assert_eq!(
+            retention_change(Some((day(9), true)), Some(comp(3)), now),
+            None
+        );
     }
 
     #[test]

@@ -58,6 +58,82 @@ impl Fixture for Rocks {
     }
 }
 
+/// The store a test above the store layer (the sweeper, search) runs on.
+pub enum Backend {
+    Rocks,
+    /// PostgreSQL and an S3 bucket with Object Lock (fresh for the test).
+    Cluster(Box<super::cluster::tests::Cluster>),
+}
+
+/// An open cluster store and its engines' fixture (drop it after everything using the store).
+pub type OpenedCluster = (
+    Arc<super::ClusterStore>,
+    Box<super::cluster::tests::Cluster>,
+);
+
+impl Backend {
+    /// Opens the store; an embedded one in `dir`. Answers it, and the embedded store or the
+    /// cluster's fixture for what only that backend has.
+    pub fn open(
+        self,
+        dir: &std::path::Path,
+    ) -> (
+        Arc<dyn super::Store>,
+        Option<Arc<super::RocksStore>>,
+        Option<OpenedCluster>,
+    ) {
+        match self {
+            Backend::Rocks => {
+                let rocks = Arc::new(super::RocksStore::open(dir).unwrap());
+                (
+                    Arc::clone(&rocks) as Arc<dyn super::Store>,
+                    Some(rocks),
+                    None,
+                )
+            }
+            Backend::Cluster(fixture) => {
+                let store = fixture.open();
+                (
+                    Arc::clone(&store) as Arc<dyn super::Store>,
+                    None,
+                    Some((store, fixture)),
+                )
+            }
+        }
+    }
+}
+
+/// Instantiates cases (functions taking a `Backend`) as tests on each backend: `rocks::case`
+/// and `cluster::case`. The cluster's run only where PostgreSQL and S3 are configured (CI
+/// requires them).
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod rocks {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case($crate::store::conformance::Backend::Rocks);
+                }
+            )*
+        }
+        mod cluster {
+            use $crate::store::conformance::Fixture;
+            $(
+                #[test]
+                fn $case() {
+                    type Cluster = $crate::store::cluster::tests::Cluster;
+                    if Cluster::available() {
+                        super::$case($crate::store::conformance::Backend::Cluster(Box::new(
+                            Cluster::new(),
+                        )));
+                    }
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
 /// Instantiates conformance cases as tests against one fixture.
 macro_rules! conformance_cases {
     ($fixture:ty; $($case:ident),* $(,)?) => {

@@ -96,6 +96,9 @@ pub const FORMAT_VERSION_WITHOUT_ANNEXES: u32 = 2;
 pub const META_RETENTION_SETTINGS: &[u8] = b"retention_settings";
 /// `meta` key of the pending re-plan job (see `sweeper::Replan`).
 pub const META_REPLAN: &[u8] = b"replan";
+/// Up to when ended delay holds have had their items' locks re-synced (RFC 3339), in a store
+/// that enforces locks.
+pub const META_LOCKS_DELAYS_ENDED: &[u8] = b"locks_delays_ended";
 /// Prefix of the `meta` keys of audit intents (then the intent's ULID, 16 bytes): audit
 /// entries owed by saved changes (see `audit_intent.rs`).
 pub const META_AUDIT_INTENT: &[u8] = b"audit_intent/";

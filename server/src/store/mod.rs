@@ -75,6 +75,9 @@ pub struct NewInteraction {
     /// How long the policies in force retain it, set with `first_check`: a storage engine
     /// that enforces retention itself (S3 Object Lock) locks the content until then.
     pub retention: Option<ItemRetention>,
+    /// Whether a hold covers it when it is written (set only for a store that enforces
+    /// locks): such a store writes the content under legal hold.
+    pub legal_hold: bool,
 }
 
 /// An item's retention when it is written: until when, and whether by a policy under a
@@ -83,6 +86,15 @@ pub struct NewInteraction {
 pub struct ItemRetention {
     pub until: DateTime<Utc>,
     pub locked: bool,
+}
+
+/// The lock the rules in force want on an item's content, in a store whose engine enforces
+/// locks (`ItemStates::sync_locks`): its retention (`Lifecycle::plan_new`) and whether a hold
+/// covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockWant {
+    pub retention: Option<ItemRetention>,
+    pub legal_hold: bool,
 }
 
 impl NewInteraction {
@@ -261,6 +273,7 @@ impl NewInteraction {
             record,
             first_check: None,
             retention: None,
+            legal_hold: false,
         }
     }
 }
@@ -408,6 +421,21 @@ pub trait ItemStates: Send + Sync {
     /// Drops the deletion markers of consumed due entries, so that a pass with nothing due
     /// does not step over them.
     fn compact_due(&self) -> Result<(), StoreError>;
+    /// Whether the storage engine itself locks content (retention dates and legal holds, as
+    /// S3 Object Lock does). Then the sweeper keeps the locks in step with the rules
+    /// (`sync_locks`) and ingest writes content under the locks the rules want at once.
+    fn enforces_locks(&self) -> bool {
+        false
+    }
+    /// Brings each item's lock in the engine in step with what the rules want: retention
+    /// lengthened (never shortened: what holdfast decides to destroy it destroys past a
+    /// GOVERNANCE retention anyway), a COMPLIANCE retention where a preservation-locked
+    /// policy now retains the item, and the legal hold set or cleared. Unknown (destroyed)
+    /// ids are skipped. Answers how many items' locks changed. A store that does not enforce
+    /// locks has nothing to do.
+    fn sync_locks(&self, _wants: &[(InteractionId, LockWant)]) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// The index feed: the ordered queue of items whose searchable form changed.

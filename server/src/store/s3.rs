@@ -6,9 +6,9 @@
 //! How retention maps onto Object Lock (chosen in `Lifecycle::plan_new`): retention by a
 //! preservation-locked policy is a COMPLIANCE retention (nobody can shorten it); by unlocked
 //! policies only, a GOVERNANCE retention (only a caller allowed to bypass governance, which
-//! holdfast is, can shorten or pass it). This layer can also set an object's legal hold flag
-//! (for litigation, case and delay holds); the cluster store does not set it yet. Deleting a
-//! version is refused by the engine while its retention runs or its hold is on.
+//! holdfast is, can shorten or pass it). An object's legal hold flag is on while a litigation,
+//! case or delay hold covers its item (`ClusterStore::sync_locks`). Deleting a version is
+//! refused by the engine while its retention runs or its legal hold is on.
 //!
 //! The seams are synchronous; this module owns a small runtime and blocks on it, so its
 //! calls must run on blocking threads, never on an async worker.
@@ -75,6 +75,29 @@ impl Retention {
 pub struct ObjectVersion {
     pub key: String,
     pub version_id: String,
+}
+
+/// Whether an engine's error code says a version has no lock of the kind asked (AWS and
+/// SeaweedFS name it differently).
+fn no_lock_configured(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "NoSuchObjectLockConfiguration"
+                | "ObjectLockConfigurationNotFoundError"
+                | "NoSuchObjectLegalHold"
+        )
+    )
+}
+
+/// A change of one version's locks (`ObjectLockStore::change_locks`): a new retention (with
+/// whether to bypass GOVERNANCE, for a change of mode to COMPLIANCE with an earlier date),
+/// and the legal hold set or cleared; `None` leaves that part as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockChange {
+    pub version: ObjectVersion,
+    pub retention: Option<(Retention, bool)>,
+    pub legal_hold: Option<bool>,
 }
 
 /// Why the engine refused to delete or shorten: its lock applies.
@@ -313,13 +336,13 @@ impl ObjectLockStore {
     /// already stored by then stay (the caller's janitor list names them).
     pub fn put_many(
         &self,
-        objects: Vec<(String, Vec<u8>, Option<Retention>)>,
+        objects: Vec<(String, Vec<u8>, Option<Retention>, bool)>,
     ) -> Result<Vec<ObjectVersion>, StoreError> {
         use futures::{StreamExt, TryStreamExt};
         self.runtime().block_on(
             futures::stream::iter(objects)
-                .map(|(key, bytes, retention)| async move {
-                    self.put_async(&key, bytes, retention, false).await
+                .map(|(key, bytes, retention, legal_hold)| async move {
+                    self.put_async(&key, bytes, retention, legal_hold).await
                 })
                 .buffered(PARALLEL)
                 .try_collect(),
@@ -402,7 +425,17 @@ impl ObjectLockStore {
         retention: Retention,
         bypass_governance: bool,
     ) -> Result<(), StoreError> {
-        self.runtime().block_on(async {
+        self.runtime()
+            .block_on(self.set_retention_async(version, retention, bypass_governance))
+    }
+
+    async fn set_retention_async(
+        &self,
+        version: &ObjectVersion,
+        retention: Retention,
+        bypass_governance: bool,
+    ) -> Result<(), StoreError> {
+        {
             match self
                 .client
                 .put_object_retention()
@@ -426,12 +459,21 @@ impl ObjectLockStore {
                 }
                 Err(error) => Err(s3_error("PutObjectRetention", error)),
             }
-        })
+        }
     }
 
     /// Sets or clears a version's legal hold.
     pub fn set_legal_hold(&self, version: &ObjectVersion, on: bool) -> Result<(), StoreError> {
-        self.runtime().block_on(async {
+        self.runtime()
+            .block_on(self.set_legal_hold_async(version, on))
+    }
+
+    async fn set_legal_hold_async(
+        &self,
+        version: &ObjectVersion,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        {
             let status = if on {
                 ObjectLockLegalHoldStatus::On
             } else {
@@ -447,6 +489,85 @@ impl ObjectLockStore {
                 .await
                 .map_err(|error| s3_error("PutObjectLegalHold", error))?;
             Ok(())
+        }
+    }
+
+    /// Applies several lock changes at once (up to `PARALLEL` versions in flight), each
+    /// version's retention before its legal hold, and answers each change's result in order:
+    /// one refused change does not stop the others.
+    pub fn change_locks(&self, changes: &[LockChange]) -> Vec<Result<(), StoreError>> {
+        use futures::StreamExt;
+        self.runtime().block_on(
+            futures::stream::iter(changes)
+                .map(|change| async move {
+                    if let Some((retention, bypass)) = change.retention {
+                        self.set_retention_async(&change.version, retention, bypass)
+                            .await?;
+                    }
+                    if let Some(on) = change.legal_hold {
+                        self.set_legal_hold_async(&change.version, on).await?;
+                    }
+                    Ok(())
+                })
+                .buffered(PARALLEL)
+                .collect(),
+        )
+    }
+
+    /// A version's legal hold as the engine has it.
+    pub fn legal_hold(&self, version: &ObjectVersion) -> Result<bool, StoreError> {
+        self.runtime().block_on(async {
+            let output = self
+                .client
+                .get_object_legal_hold()
+                .bucket(&self.bucket)
+                .key(&version.key)
+                .version_id(&version.version_id)
+                .send()
+                .await;
+            match output {
+                Ok(output) => Ok(output.legal_hold().and_then(|h| h.status())
+                    == Some(&ObjectLockLegalHoldStatus::On)),
+                // No legal hold was ever set on the version.
+                Err(error) if no_lock_configured(error.code()) => Ok(false),
+                Err(error) => Err(s3_error("GetObjectLegalHold", error)),
+            }
+        })
+    }
+
+    /// A version's retention as the engine has it: (until, COMPLIANCE?).
+    pub fn retention(
+        &self,
+        version: &ObjectVersion,
+    ) -> Result<Option<(DateTime<Utc>, bool)>, StoreError> {
+        self.runtime().block_on(async {
+            let output = match self
+                .client
+                .get_object_retention()
+                .bucket(&self.bucket)
+                .key(&version.key)
+                .version_id(&version.version_id)
+                .send()
+                .await
+            {
+                Ok(output) => output,
+                Err(error) if no_lock_configured(error.code()) => return Ok(None),
+                Err(error) => return Err(s3_error("GetObjectRetention", error)),
+            };
+            let Some(retention) = output.retention() else {
+                return Ok(None);
+            };
+            let Some(until) = retention
+                .retain_until_date()
+                .and_then(|d| d.to_millis().ok())
+                .and_then(DateTime::<Utc>::from_timestamp_millis)
+            else {
+                return Ok(None);
+            };
+            Ok(Some((
+                until,
+                retention.mode() == Some(&ObjectLockRetentionMode::Compliance),
+            )))
         })
     }
 

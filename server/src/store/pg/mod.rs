@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("0002_leases.sql")),
     (3, include_str!("0003_items.sql")),
     (4, include_str!("0004_rules_head.sql")),
+    (5, include_str!("0005_object_locks.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).

@@ -24,5 +24,12 @@ if [ -z "${HOLDFAST_TEST_S3:-}" ]; then
     export HOLDFAST_TEST_S3
 fi
 cargo test --release --locked --workspace "$@"
+# The black-box tests of retention, the sweeper, eDiscovery, ingest and reading, hostile
+# queries and the HTTP API once more, every server a cluster node on PostgreSQL and S3
+# Object Lock: cluster mode must behave as the embedded store does. (The rest test what only
+# the embedded store has: its files, backups, the bootstrap admin token.)
+HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked -p holdfast-tests \
+    --test retention --test sweeper --test discovery --test interactions \
+    --test hostile_search --test http_api "$@"
 # The Python tests, against the server binary just built.
 scripts/python-tests.sh

@@ -171,8 +171,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds));
     if let Some(cluster) = &config.cluster {
         // One sweeper across the cluster: the holder of the lease. A restarted node is a new
-        // holder (its predecessor's lease expires rather than passing on silently).
-        sweeper = sweeper.with_lease(format!("{}/{}", cluster.node, ulid::Ulid::new()));
+        // holder: it took its predecessor's leases back at start (`open_store`), with a new
+        // epoch that fences anything the predecessor still writes.
+        sweeper = sweeper.with_lease(lease_holder(&cluster.node));
     }
     let sweeper = Arc::new(sweeper);
     let (sweep_requests, sweeper_thread) = sweeper::start(Arc::clone(&sweeper), sweep_interval);
@@ -410,6 +411,12 @@ const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 /// The store the configuration asks for, and whether it is new (a new embedded data
 /// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
 /// config files).
+/// This run of node `node` as a lease holder (`<node>/<run>`): the same for every lease.
+fn lease_holder(node: &str) -> String {
+    static RUN: std::sync::OnceLock<ulid::Ulid> = std::sync::OnceLock::new();
+    format!("{node}/{}", RUN.get_or_init(ulid::Ulid::new))
+}
+
 fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     let Some(cluster) = &config.cluster else {
         let store_path = config.data_dir.join("store");
@@ -437,7 +444,14 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
             .context("cannot open the cluster store (PostgreSQL and S3)")?,
     );
     store.spawn_feed_head_refresher();
-    store.spawn_janitor(format!("{}/{}", cluster.node, ulid::Ulid::new()));
+    let holder = lease_holder(&cluster.node);
+    let released = store
+        .release_leases_of_node(&cluster.node, &holder)
+        .context("cannot release the leases of this node's previous run")?;
+    if released > 0 {
+        tracing::info!(released, "took back the leases of this node's previous run");
+    }
+    store.spawn_janitor(holder);
     tracing::info!(node = %cluster.node, bucket = %cluster.s3_bucket, "cluster mode");
     Ok((store, false))
 }

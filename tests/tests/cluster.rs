@@ -11,73 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use holdfast_client::{pb, HoldfastClient, InteractionBuilder};
 
-/// The tests' engines, as `scripts/test.sh` sets them.
-struct Engines {
-    postgres_url: String,
-    /// To restart PostgreSQL (`scripts/postgres.sh restart`); absent when the tests were
-    /// given a PostgreSQL of someone else's, which they do not restart.
-    postgres_dir: Option<String>,
-    s3_endpoint: String,
-    s3_access_key: String,
-    s3_secret_key: String,
-}
-
-fn engines() -> Option<Engines> {
-    let (Ok(url), Ok(s3)) = (
-        std::env::var("HOLDFAST_TEST_POSTGRES_URL"),
-        std::env::var("HOLDFAST_TEST_S3"),
-    ) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the cluster tests must run in CI: scripts/test.sh starts PostgreSQL and SeaweedFS \
-             and sets HOLDFAST_TEST_POSTGRES_URL and HOLDFAST_TEST_S3"
-        );
-        eprintln!("skipped: run through scripts/test.sh (it starts the engines)");
-        return None;
-    };
-    let field = |name: &str| {
-        s3.split_whitespace()
-            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
-            .expect("HOLDFAST_TEST_S3 names endpoint, access_key and secret_key")
-            .to_string()
-    };
-    Some(Engines {
-        postgres_url: url,
-        postgres_dir: std::env::var("HOLDFAST_TEST_POSTGRES_DIR").ok(),
-        s3_endpoint: field("endpoint"),
-        s3_access_key: field("access_key"),
-        s3_secret_key: field("secret_key"),
-    })
-}
-
-/// A fresh database for one cluster; its URL.
-async fn fresh_database(admin_url: &str) -> String {
-    let name = format!(
-        "holdfast_cluster_{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_micros()
-    );
-    let admin = admin_url.to_string();
-    let create = name.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut client = admin
-            .parse::<postgres::Config>()
-            .unwrap()
-            .connect(postgres::NoTls)
-            .unwrap();
-        client
-            .batch_execute(&format!("CREATE DATABASE {create}"))
-            .unwrap();
-    })
-    .await
-    .unwrap();
-    let base = admin_url
-        .rsplit_once('/')
-        .expect("the URL names a database")
-        .0;
-    format!("{base}/{name}")
-}
-
 /// The config of node `node`: the tests' tokens, items destroyable as soon as nothing
 /// retains or holds them, no periodic passes (the test runs them), and the shared engines.
 fn node_config(node: &str, secrets: &std::path::Path, engines: &Engines, bucket: &str) -> String {
@@ -86,17 +19,9 @@ fn node_config(node: &str, secrets: &std::path::Path, engines: &Engines, bucket:
 [retention]
 holds_area_minimum_age_hours = 0
 sweep_interval_seconds = 0
-
-[cluster]
-node = "{node}"
-postgres_url_file = "{secrets}/postgres.url"
-s3_endpoint = "{endpoint}"
-s3_bucket = "{bucket}"
-s3_credentials_file = "{secrets}/s3.credentials"
-"#,
+{cluster}"#,
         tokens = default_config(),
-        secrets = secrets.display(),
-        endpoint = engines.s3_endpoint,
+        cluster = cluster_section(node, secrets, engines, bucket),
     )
 }
 
@@ -153,16 +78,7 @@ async fn sweeping_node(nodes: &[&TestServer]) -> Option<usize> {
 async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_restart() {
     let Some(engines) = engines() else { return };
     let secrets = tempfile::tempdir().unwrap();
-    std::fs::write(
-        secrets.path().join("postgres.url"),
-        fresh_database(&engines.postgres_url).await,
-    )
-    .unwrap();
-    std::fs::write(
-        secrets.path().join("s3.credentials"),
-        format!("{}\n{}\n", engines.s3_access_key, engines.s3_secret_key),
-    )
-    .unwrap();
+    write_cluster_secrets(&engines, secrets.path()).await;
     let bucket = format!("holdfast-cluster-{}", free_port());
     let mut nodes = Vec::new();
     for n in 1..=3 {

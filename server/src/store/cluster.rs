@@ -207,6 +207,11 @@ impl ClusterStore {
 
     /// Keeps `last_index_sequence` current with other nodes' writes, until the store is
     /// dropped.
+    /// See `PgStore::release_leases_of_node`.
+    pub fn release_leases_of_node(&self, node: &str, this_run: &str) -> Result<u64, StoreError> {
+        off_async(|| self.pg.release_leases_of_node(node, this_run))
+    }
+
     pub fn spawn_feed_head_refresher(self: &Arc<ClusterStore>) -> std::thread::JoinHandle<()> {
         let store = Arc::downgrade(self);
         std::thread::Builder::new()

@@ -202,13 +202,19 @@ impl ObjectLockStore {
                 Err(error) => return Err(s3_error("HeadBucket", error)),
             };
             if !exists {
-                client
+                match client
                     .create_bucket()
                     .bucket(bucket)
                     .object_lock_enabled_for_bucket(true)
                     .send()
                     .await
-                    .map_err(|error| s3_error("CreateBucket", error))?;
+                {
+                    Ok(_) => {}
+                    // Another node starting at the same moment created it first: its Object
+                    // Lock is checked below like any existing bucket's.
+                    Err(error) if error.code() == Some("BucketAlreadyOwnedByYou") => {}
+                    Err(error) => return Err(s3_error("CreateBucket", error)),
+                }
             }
             let enabled = match client
                 .get_object_lock_configuration()
@@ -619,6 +625,19 @@ pub(crate) mod tests {
 
     /// A fresh bucket on the tests' S3 gateway; `None` (saying so) when there is none,
     /// which CI does not allow.
+    /// The tests' bucket: one per test process. Each bucket costs the gateway volumes of
+    /// its own, so a bucket per test would exhaust a small one; object keys (ULIDs) never
+    /// collide between tests.
+    fn bucket() -> &'static str {
+        static BUCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        BUCKET.get_or_init(|| {
+            format!(
+                "holdfast-test-{}",
+                ulid::Ulid::new().to_string().to_lowercase()
+            )
+        })
+    }
+
     pub(crate) fn config() -> Option<S3Config> {
         let Some(line) = std::env::var_os(S3_VARIABLE) else {
             assert!(
@@ -639,10 +658,7 @@ pub(crate) mod tests {
         Some(S3Config {
             endpoint: field("endpoint"),
             region: "us-east-1".into(),
-            bucket: format!(
-                "holdfast-test-{}",
-                ulid::Ulid::new().to_string().to_lowercase()
-            ),
+            bucket: bucket().to_string(),
             access_key: field("access_key"),
             secret_key: field("secret_key"),
         })
@@ -740,6 +756,30 @@ pub(crate) mod tests {
             store.get(&version).unwrap().as_deref(),
             Some(&b"governed"[..])
         );
+    }
+
+    /// Nodes of a cluster starting together on a bucket that does not exist yet: one creates
+    /// it, and none fails because another was first.
+    #[test]
+    fn nodes_opening_a_missing_bucket_at_once_all_start() {
+        let Some(config) = config() else { return };
+        let fresh = S3Config {
+            bucket: format!("{}-together", config.bucket),
+            ..config
+        };
+        let start = std::sync::Barrier::new(4);
+        let opened: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        ObjectLockStore::open(&fresh).is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(opened, vec![true; 4]);
     }
 
     #[test]

@@ -116,6 +116,131 @@ commit_interval_ms = 100
     )
 }
 
+/// The tests' engines, as `scripts/test.sh` sets them.
+pub struct Engines {
+    pub postgres_url: String,
+    /// To restart PostgreSQL (`scripts/postgres.sh restart`); absent when the tests were
+    /// given a PostgreSQL of someone else's, which they do not restart.
+    pub postgres_dir: Option<String>,
+    pub s3_endpoint: String,
+    pub s3_access_key: String,
+    pub s3_secret_key: String,
+}
+
+pub fn engines() -> Option<Engines> {
+    let (Ok(url), Ok(s3)) = (
+        std::env::var("HOLDFAST_TEST_POSTGRES_URL"),
+        std::env::var("HOLDFAST_TEST_S3"),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the cluster tests must run in CI: scripts/test.sh starts PostgreSQL and SeaweedFS \
+             and sets HOLDFAST_TEST_POSTGRES_URL and HOLDFAST_TEST_S3"
+        );
+        eprintln!("skipped: run through scripts/test.sh (it starts the engines)");
+        return None;
+    };
+    let field = |name: &str| {
+        s3.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .expect("HOLDFAST_TEST_S3 names endpoint, access_key and secret_key")
+            .to_string()
+    };
+    Some(Engines {
+        postgres_url: url,
+        postgres_dir: std::env::var("HOLDFAST_TEST_POSTGRES_DIR").ok(),
+        s3_endpoint: field("endpoint"),
+        s3_access_key: field("access_key"),
+        s3_secret_key: field("secret_key"),
+    })
+}
+
+/// A fresh database for one cluster; its URL.
+pub async fn fresh_database(admin_url: &str) -> String {
+    let name = format!(
+        "holdfast_cluster_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let admin = admin_url.to_string();
+    let create = name.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client = admin
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .expect("the URL names a database")
+        .0;
+    format!("{base}/{name}")
+}
+
+/// Set to `cluster` to run a test's servers as cluster nodes (each on a fresh PostgreSQL
+/// database and S3 bucket of the tests' engines) instead of on the embedded store: the same
+/// black-box tests then show that cluster mode behaves the same.
+pub const BACKEND_VARIABLE: &str = "HOLDFAST_TEST_BACKEND";
+
+/// Whether this run's servers are cluster nodes (`BACKEND_VARIABLE`).
+pub fn cluster_backend() -> bool {
+    match std::env::var(BACKEND_VARIABLE).as_deref() {
+        Ok("cluster") => true,
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("{BACKEND_VARIABLE}={other}: expected cluster or embedded"),
+    }
+}
+
+/// The bucket of this test process's cluster nodes: one per process, since each bucket costs
+/// the gateway volumes of its own (object keys are ULIDs, which never collide).
+pub fn test_bucket() -> &'static str {
+    static BUCKET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BUCKET.get_or_init(|| {
+        format!(
+            "holdfast-test-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_micros()
+        )
+    })
+}
+
+/// Writes the secrets of a fresh cluster (a new database of the tests' PostgreSQL, the
+/// gateway's keys) into `secrets` as a node's config names them.
+pub async fn write_cluster_secrets(engines: &Engines, secrets: &Path) {
+    std::fs::write(
+        secrets.join("postgres.url"),
+        fresh_database(&engines.postgres_url).await,
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.join("s3.credentials"),
+        format!("{}\n{}\n", engines.s3_access_key, engines.s3_secret_key),
+    )
+    .unwrap();
+}
+
+/// The `[cluster]` table of node `node` on the engines whose secrets are in `secrets`.
+pub fn cluster_section(node: &str, secrets: &Path, engines: &Engines, bucket: &str) -> String {
+    format!(
+        r#"
+[cluster]
+node = "{node}"
+postgres_url_file = "{secrets}/postgres.url"
+s3_endpoint = "{endpoint}"
+s3_bucket = "{bucket}"
+s3_credentials_file = "{secrets}/s3.credentials"
+"#,
+        secrets = secrets.display(),
+        endpoint = engines.s3_endpoint,
+    )
+}
+
 pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -129,6 +254,8 @@ pub struct TestServer {
     child: Option<Child>,
     /// Arguments added to the next launch only (e.g. `--restore DIR`).
     next_launch_args: Vec<std::ffi::OsString>,
+    /// Whether the config got its `[cluster]` table (under `BACKEND_VARIABLE=cluster`).
+    clustered: bool,
 }
 
 impl TestServer {
@@ -154,6 +281,7 @@ impl TestServer {
             config,
             child: None,
             next_launch_args: Vec::new(),
+            clustered: false,
         };
         server.launch().await;
         server
@@ -169,6 +297,7 @@ impl TestServer {
             config,
             child: None,
             next_launch_args: Vec::new(),
+            clustered: false,
         }
     }
 
@@ -183,6 +312,7 @@ impl TestServer {
             config: default_config(),
             child: None,
             next_launch_args: vec!["--restore".into(), backup.as_os_str().to_owned()],
+            clustered: false,
         };
         server.launch().await;
         server
@@ -211,6 +341,13 @@ impl TestServer {
 
     /// Starts the binary with the same data directory, config and port as before.
     pub async fn launch(&mut self) {
+        if !self.clustered && cluster_backend() && !self.config.contains("[cluster]") {
+            let engines = engines().expect("the cluster backend needs the tests' engines");
+            write_cluster_secrets(&engines, self.dir.path()).await;
+            let section = cluster_section("test-node", self.dir.path(), &engines, test_bucket());
+            self.config.push_str(&section);
+        }
+        self.clustered = true;
         let config_path = self.dir.path().join("holdfast.toml");
         std::fs::write(&config_path, &self.config).expect("write config");
         if self.port == 0 {

@@ -187,9 +187,19 @@ pub fn write_planned(
     })?;
     // Another node changed the rules while this group was written: its re-plan may have
     // passed these items already, so they are re-planned (their locks included) once more.
-    if holds.is_some() && store.rules_generation()? != generation {
-        let mailboxes = items.iter().map(|i| i.content.mailbox_id.clone()).collect();
-        lifecycle.request_replan(ReplanScope::Mailboxes(mailboxes), now)?;
+    // The group is stored whatever happens here: a failure is logged, not answered.
+    if holds.is_some() {
+        let moved = store.rules_generation().map(|now_at| now_at != generation);
+        let requested = moved.and_then(|moved| {
+            if !moved {
+                return Ok(());
+            }
+            let mailboxes = items.iter().map(|i| i.content.mailbox_id.clone()).collect();
+            lifecycle.request_replan(ReplanScope::Mailboxes(mailboxes), now)
+        });
+        if let Err(error) = requested {
+            tracing::error!(%error, "cannot re-plan a group written while the rules changed");
+        }
     }
     Ok(outcomes)
 }

@@ -541,24 +541,35 @@ impl Lifecycle {
         mut write: RulesWrite,
     ) -> Result<(), StoreError> {
         let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(scope) = scope {
-            let job = match self.replan_job_unlocked()? {
+        let Some(scope) = scope else {
+            return self.store.write_rules(&write);
+        };
+        // Another node may change the pending job between this read and the write: the store
+        // then refuses (`Fenced`) and the job is read and widened again.
+        let mut attempts = 0;
+        loop {
+            let (pending, read) = self.replan_job_read()?;
+            let job = match pending {
                 None => ReplanJob {
                     generation: 1,
-                    scope,
+                    scope: scope.clone(),
                     after: None,
                     requested_at: now,
                 },
                 Some(pending) => ReplanJob {
                     generation: pending.generation + 1,
-                    scope: pending.scope.union(scope),
+                    scope: pending.scope.union(scope.clone()),
                     after: None,
                     requested_at: now,
                 },
             };
             write.replan_job = Some(serde_json::to_vec(&job).expect("jobs serialise"));
+            write.replan_job_read = read;
+            match self.store.write_rules(&write) {
+                Err(StoreError::Fenced(_)) if attempts < 10 => attempts += 1,
+                other => return other,
+            }
         }
-        self.store.write_rules(&write)
     }
 
     pub fn replan_job(&self) -> Result<Option<ReplanJob>, StoreError> {
@@ -567,15 +578,19 @@ impl Lifecycle {
     }
 
     fn replan_job_unlocked(&self) -> Result<Option<ReplanJob>, StoreError> {
+        Ok(self.replan_job_read()?.0)
+    }
+
+    /// The pending job and its stored bytes.
+    fn replan_job_read(&self) -> Result<(Option<ReplanJob>, Option<Vec<u8>>), StoreError> {
         match self.store.get_meta(META_REPLAN)? {
-            None => Ok(None),
+            None => Ok((None, None)),
             Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|error| StoreError::Corrupt {
-                        column_family: "meta",
-                        reason: format!("re-plan job: {error}"),
-                    })
+                let job = serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
+                    column_family: "meta",
+                    reason: format!("re-plan job: {error}"),
+                })?;
+                Ok((Some(job), Some(bytes)))
             }
         }
     }
@@ -588,15 +603,18 @@ impl Lifecycle {
         after: Option<InteractionId>,
     ) -> Result<(), StoreError> {
         let _guard = self.replan_guard.lock().unwrap_or_else(|e| e.into_inner());
-        match self.replan_job_unlocked()? {
-            Some(mut job) if job.generation == generation => match after {
-                None => self.store.put_meta(META_REPLAN, None),
-                Some(after) => {
+        // Only the job as read: a request another node adds meanwhile is never overwritten
+        // or removed (the swap does nothing, and the widened job runs next).
+        match self.replan_job_read()? {
+            (Some(mut job), Some(read)) if job.generation == generation => {
+                let next = after.map(|after| {
                     job.after = Some(after);
-                    let bytes = serde_json::to_vec(&job).expect("jobs serialise");
-                    self.store.put_meta(META_REPLAN, Some(&bytes))
-                }
-            },
+                    serde_json::to_vec(&job).expect("jobs serialise")
+                });
+                self.store
+                    .swap_meta(META_REPLAN, Some(&read), next.as_deref())
+                    .map(|_| ())
+            }
             _ => Ok(()),
         }
     }

@@ -408,15 +408,15 @@ fn spawn_token_refresher(tokens: &Arc<TokenRegistry>) {
 /// How soon a token created or revoked on one node of a cluster counts on the others.
 const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
-/// The store the configuration asks for, and whether it is new (a new embedded data
-/// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
-/// config files).
 /// This run of node `node` as a lease holder (`<node>/<run>`): the same for every lease.
 fn lease_holder(node: &str) -> String {
     static RUN: std::sync::OnceLock<ulid::Ulid> = std::sync::OnceLock::new();
     format!("{node}/{}", RUN.get_or_init(ulid::Ulid::new))
 }
 
+/// The store the configuration asks for, and whether it is new (a new embedded data
+/// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
+/// config files).
 fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     let Some(cluster) = &config.cluster else {
         let store_path = config.data_dir.join("store");

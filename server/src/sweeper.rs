@@ -39,6 +39,8 @@ use crate::store::{Disposition, LockWant, PlannedItem, Store, StoreError, SweepW
 const CHUNK: usize = 10_000;
 /// Items re-planned per step between passes.
 const REPLAN_CHUNK: usize = 5_000;
+/// Items whose locks are synced again per step, in a store that enforces locks.
+const LOCK_RETRY_CHUNK: usize = 1_000;
 /// When an item cannot be checked against a query-based case hold yet (it is not in the
 /// search index), it is looked at again this much later.
 const INDEX_RETRY: TimeDelta = TimeDelta::minutes(1);
@@ -827,6 +829,9 @@ impl Sweeper {
             return Ok(false);
         }
         self.lifecycle.refresh()?;
+        if self.store.enforces_locks() {
+            self.retry_locks(now)?;
+        }
         let Some(job) = self.lifecycle.replan_job()? else {
             return Ok(false);
         };
@@ -906,9 +911,10 @@ impl Sweeper {
     ) -> Result<(), Error> {
         let holds = HoldsByMailbox::load(self.store.as_ref(), now)?;
         let matches = self.case_matches(items, &holds, now);
-        let wants: Vec<(InteractionId, LockWant)> = items
-            .iter()
-            .map(|item| {
+        let mut wants: Vec<(InteractionId, LockWant)> = Vec::with_capacity(items.len());
+        for item in items {
+            // One item that cannot be decided is skipped, never the chunk.
+            let want = catch_item(|| {
                 let facts = &item.facts;
                 let (_, retention) =
                     self.lifecycle
@@ -916,18 +922,44 @@ impl Sweeper {
                 let held = covering(item, holds.on(&facts.mailbox), &matches, now)
                     .next()
                     .is_some();
-                (
-                    item.id,
-                    LockWant {
-                        retention,
-                        legal_hold: held,
-                    },
-                )
-            })
-            .collect();
-        let changed = self.store.sync_locks(&wants)?;
+                LockWant {
+                    retention,
+                    legal_hold: held,
+                }
+            });
+            match want {
+                Ok(want) => wants.push((item.id, want)),
+                Err(why) => {
+                    tracing::warn!(id = %item.id, error = why, "cannot decide an item's locks")
+                }
+            }
+        }
+        // The engine's calls may take a while: only while this node still sweeps.
+        self.require_lease()?;
+        let (changed, failed) = self.store.sync_locks(&wants)?;
         metrics::counter!("holdfast_sweeper_locks_changed_total").increment(changed);
+        if failed > 0 {
+            metrics::counter!("holdfast_sweeper_lock_failures_total").increment(failed);
+        }
         Ok(())
+    }
+
+    /// Syncs again the locks of items whose change the engine did not accept before.
+    fn retry_locks(&self, now: DateTime<Utc>) -> Result<(), Error> {
+        let ids = self.store.lock_retries(LOCK_RETRY_CHUNK)?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<PlannedItem> = self
+            .store
+            .planned_items_each(&ids)?
+            .into_iter()
+            .filter_map(|found| found.ok().flatten())
+            .collect();
+        let items: Vec<&PlannedItem> = items.iter().collect();
+        self.lifecycle.refresh()?;
+        let policies = self.lifecycle.policies();
+        self.sync_locks(&items, &policies, now)
     }
 
     /// In a store that enforces locks, a delay hold that ended since the last look re-plans

@@ -42,9 +42,20 @@ struct Harness {
     lifecycle: Arc<Lifecycle>,
     index: Arc<SearchIndex>,
     sweeper: Sweeper,
-    _stop: tokio_util::sync::CancellationToken,
+    stop: tokio_util::sync::CancellationToken,
+    indexer: Option<index::IndexerThread>,
     /// The cluster's engines, when the test runs on them (dropped last).
     cluster: Option<OpenedCluster>,
+}
+
+impl Drop for Harness {
+    /// The indexer stops before the store's engines go (a cluster's database is dropped).
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(indexer) = self.indexer.take() {
+            indexer.join();
+        }
+    }
 }
 
 fn date(y: i32, m: u32, d: u32) -> DateTime<Utc> {
@@ -59,7 +70,7 @@ fn harness_on(backend: Backend, config: RetentionConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (store, rocks, cluster) = backend.open(&dir.path().join("store"));
     let stop = tokio_util::sync::CancellationToken::new();
-    let (index, _indexer) = index::start(
+    let (index, indexer) = index::start(
         &dir.path().join("index"),
         Arc::clone(&store),
         IndexSettings {
@@ -85,7 +96,8 @@ fn harness_on(backend: Backend, config: RetentionConfig) -> Harness {
         lifecycle,
         index,
         sweeper,
-        _stop: stop,
+        stop,
+        indexer: Some(indexer),
         cluster,
     }
 }

@@ -203,13 +203,14 @@ impl App {
             }
             record.policy.locked = true;
             record.updated_at = now();
-            // Locking changes no outcome: nothing to re-plan.
-            self.save_policy(
-                record,
-                ReplanScope::Mailboxes(Default::default()),
-                intent.clone(),
-            )
-            .await
+            // Locking changes no outcome. Where the storage enforces retention, though, the
+            // items it retains are re-planned: their content's retention becomes COMPLIANCE.
+            let scope = if self.store.enforces_locks() {
+                ReplanScope::of_policy(&record.policy)
+            } else {
+                ReplanScope::Mailboxes(Default::default())
+            };
+            self.save_policy(record, scope, intent.clone()).await
         }
         .await;
         self.audited_intent(principal, "LockPolicy", intent, outcome)

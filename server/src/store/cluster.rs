@@ -205,13 +205,13 @@ impl ClusterStore {
         Ok(self.feed_head.fetch_max(last, Ordering::AcqRel).max(last))
     }
 
-    /// Keeps `last_index_sequence` current with other nodes' writes, until the store is
-    /// dropped.
     /// See `PgStore::release_leases_of_node`.
     pub fn release_leases_of_node(&self, node: &str, this_run: &str) -> Result<u64, StoreError> {
         off_async(|| self.pg.release_leases_of_node(node, this_run))
     }
 
+    /// Keeps `last_index_sequence` current with other nodes' writes, until the store is
+    /// dropped.
     pub fn spawn_feed_head_refresher(self: &Arc<ClusterStore>) -> std::thread::JoinHandle<()> {
         let store = Arc::downgrade(self);
         std::thread::Builder::new()
@@ -1177,9 +1177,28 @@ impl ItemStates for ClusterStore {
         true
     }
 
-    fn sync_locks(&self, wants: &[(InteractionId, LockWant)]) -> Result<u64, StoreError> {
+    fn lock_retries(&self, limit: usize) -> Result<Vec<InteractionId>, StoreError> {
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            // Destroyed items need no lock any more.
+            connection.execute(
+                "DELETE FROM lock_retry r WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.id = r.id)",
+                &[],
+            )?;
+            connection
+                .query(
+                    "SELECT id FROM lock_retry ORDER BY since, id LIMIT $1",
+                    &[&i64::try_from(limit).unwrap_or(i64::MAX)],
+                )?
+                .iter()
+                .map(|row| id_of("lock_retry", row.get(0)))
+                .collect()
+        })
+    }
+
+    fn sync_locks(&self, wants: &[(InteractionId, LockWant)]) -> Result<(u64, u64), StoreError> {
         if wants.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         off_async(|| {
             let ids: Vec<InteractionId> = wants.iter().map(|(id, _)| *id).collect();
@@ -1224,25 +1243,41 @@ impl ItemStates for ClusterStore {
                     legal_hold,
                 });
             }
-            if changes.is_empty() {
-                return Ok(0);
-            }
             let results = self.objects.change_locks(&changes);
             let mut done = Vec::with_capacity(recorded.len());
-            let mut failed: Option<StoreError> = None;
+            let mut failed: Vec<InteractionId> = Vec::new();
             for (record, result) in recorded.into_iter().zip(results) {
                 match result {
                     Ok(()) => done.push(record),
                     Err(error) => {
-                        tracing::warn!(id = %record.0, %error, "cannot change an item's object locks");
-                        failed.get_or_insert(error);
+                        tracing::warn!(id = %record.0, %error, "cannot change an item's object locks; retried later");
+                        failed.push(record.0);
                     }
                 }
             }
+            let mut connection = self.pg.connection()?;
+            let mut transaction = connection.transaction()?;
+            // What did not go through waits in `lock_retry` (put last); everything else given
+            // here is in step now.
+            transaction.execute(
+                "INSERT INTO lock_retry (id) SELECT unnest($1::bytea[])
+                 ON CONFLICT (id) DO UPDATE SET since = now()",
+                &[&ids_bytes(&failed)],
+            )?;
+            let failed_set: HashSet<InteractionId> = failed.iter().copied().collect();
+            let settled: Vec<InteractionId> = ids
+                .iter()
+                .copied()
+                .filter(|id| !failed_set.contains(id))
+                .collect();
+            transaction.execute(
+                "DELETE FROM lock_retry WHERE id = ANY($1)",
+                &[&ids_bytes(&settled)],
+            )?;
             if !done.is_empty() {
                 let (ids, rest): (Vec<InteractionId>, Vec<_>) =
                     done.iter().map(|(id, u, c, h)| (*id, (*u, *c, *h))).unzip();
-                self.pg.connection()?.execute(
+                transaction.execute(
                     "UPDATE items SET lock_until_us = u.until_us, lock_compliance = u.compliance,
                                       legal_hold = u.held
                      FROM unnest($1::bytea[], $2::bigint[], $3::boolean[], $4::boolean[])
@@ -1256,12 +1291,8 @@ impl ItemStates for ClusterStore {
                     ],
                 )?;
             }
-            match failed {
-                // Nothing could be changed (the engine is down or refuses us): the caller
-                // tries again; a change that failed alone is retried by the next sync.
-                Some(error) if done.is_empty() => Err(error),
-                _ => Ok(done.len() as u64),
-            }
+            transaction.commit()?;
+            Ok((done.len() as u64, failed.len() as u64))
         })
     }
 }
@@ -1633,6 +1664,14 @@ impl Metadata for ClusterStore {
     fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
         off_async(|| self.pg.put_meta(name, value))
     }
+    fn swap_meta(
+        &self,
+        name: &[u8],
+        expected: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        off_async(|| self.pg.swap_meta(name, expected, value))
+    }
     fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
         off_async(|| self.pg.write_rules(write))
     }
@@ -1791,6 +1830,40 @@ pub(crate) mod tests {
 
     fn bucket(fixture: &Cluster) -> ObjectLockStore {
         fixture.bucket()
+    }
+
+    /// A lock change the engine refuses does not hold back the others, and the item waits
+    /// in the retry list until a sync finds it in step.
+    #[test]
+    fn a_refused_lock_change_is_kept_for_a_retry() {
+        let Some(fixture) = cluster() else { return };
+        let store = fixture.open();
+        let written = items("retry", 2);
+        store.write_interactions(&written).unwrap();
+        // The first item's object vanishes behind holdfast's back (no lock kept it).
+        let engine = bucket(&fixture);
+        for version in fixture.versions(written[0].id) {
+            engine.destroy(&version).unwrap();
+        }
+        let held = LockWant {
+            retention: None,
+            legal_hold: true,
+        };
+        let wants = [(written[0].id, held), (written[1].id, held)];
+        assert_eq!(store.sync_locks(&wants).unwrap(), (1, 1));
+        assert!(engine.legal_hold(&fixture.versions(written[1].id)[0]).unwrap());
+        assert_eq!(store.lock_retries(10).unwrap(), vec![written[0].id]);
+        // Asked again: still refused, still listed; in step (nothing wanted): forgotten.
+        assert_eq!(store.sync_locks(&wants[..1]).unwrap(), (0, 1));
+        let released = LockWant {
+            retention: None,
+            legal_hold: false,
+        };
+        assert_eq!(
+            store.sync_locks(&[(written[0].id, released)]).unwrap(),
+            (0, 0)
+        );
+        assert!(store.lock_retries(10).unwrap().is_empty());
     }
 
     #[test]

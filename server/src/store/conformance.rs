@@ -583,6 +583,7 @@ where
                 ],
                 policy: Some(PolicyWrite::Put(policy(id[0], 30))),
                 replan_job: Some(b"{\"job\":1}".to_vec()),
+                replan_job_read: None,
                 audit_intent: Some(first.clone()),
             })
             .unwrap();

@@ -234,6 +234,10 @@ pub struct RulesWrite {
     pub policy: Option<PolicyWrite>,
     /// The pending re-plan job (`retention::ReplanJob` as JSON) that replaces the stored one.
     pub replan_job: Option<Vec<u8>>,
+    /// The stored job `replan_job` was made from (`None`: there was none). A store shared by
+    /// several processes writes nothing (`Fenced`) when the job stored now is another: the
+    /// writer reads it again and merges once more, so no node's request is lost.
+    pub replan_job_read: Option<Vec<u8>>,
     /// Stored with `after_sequence` set to the audit log's last sequence.
     pub audit_intent: Option<AuditIntent>,
 }
@@ -431,10 +435,17 @@ pub trait ItemStates: Send + Sync {
     /// lengthened (never shortened: what holdfast decides to destroy it destroys past a
     /// GOVERNANCE retention anyway), a COMPLIANCE retention where a preservation-locked
     /// policy now retains the item, and the legal hold set or cleared. Unknown (destroyed)
-    /// ids are skipped. Answers how many items' locks changed. A store that does not enforce
-    /// locks has nothing to do.
-    fn sync_locks(&self, _wants: &[(InteractionId, LockWant)]) -> Result<u64, StoreError> {
-        Ok(0)
+    /// ids are skipped. An item whose change the engine does not accept is kept for
+    /// `lock_retries` (and one given here that is now in step leaves that list). Answers
+    /// (items changed, items left to retry). A store that does not enforce locks has nothing
+    /// to do.
+    fn sync_locks(&self, _wants: &[(InteractionId, LockWant)]) -> Result<(u64, u64), StoreError> {
+        Ok((0, 0))
+    }
+    /// Up to `limit` items whose lock changes the engine did not accept, those waiting
+    /// longest first (each attempt puts an item last).
+    fn lock_retries(&self, _limit: usize) -> Result<Vec<InteractionId>, StoreError> {
+        Ok(Vec::new())
     }
 }
 
@@ -499,6 +510,21 @@ pub trait Metadata: Send + Sync {
     fn get_meta(&self, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets (or with `None` removes) a `meta` value durably.
     fn put_meta(&self, name: &[u8], value: Option<&[u8]>) -> Result<(), StoreError>;
+    /// Sets (or removes) a `meta` value only while it is still `expected` (`None`: absent);
+    /// answers whether it did. Atomic in a store several processes share; a store of one
+    /// process relies on its callers' own lock (the default reads, then writes).
+    fn swap_meta(
+        &self,
+        name: &[u8],
+        expected: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        if self.get_meta(name)?.as_deref() != expected {
+            return Ok(false);
+        }
+        self.put_meta(name, value)?;
+        Ok(true)
+    }
     /// Applies a change of the retention rules atomically and durably.
     fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError>;
     /// Audit entries owed by saved changes (normally none: see `audit_intent.rs`).

@@ -499,21 +499,27 @@ impl ObjectLockStore {
     }
 
     /// Applies several lock changes at once (up to `PARALLEL` versions in flight), each
-    /// version's retention before its legal hold, and answers each change's result in order:
+    /// version's legal hold, then its retention, and answers each change's result in order:
     /// one refused change does not stop the others.
     pub fn change_locks(&self, changes: &[LockChange]) -> Vec<Result<(), StoreError>> {
         use futures::StreamExt;
         self.runtime().block_on(
             futures::stream::iter(changes)
                 .map(|change| async move {
-                    if let Some((retention, bypass)) = change.retention {
-                        self.set_retention_async(&change.version, retention, bypass)
-                            .await?;
-                    }
-                    if let Some(on) = change.legal_hold {
-                        self.set_legal_hold_async(&change.version, on).await?;
-                    }
-                    Ok(())
+                    // Each part on its own: a refused retention change never keeps a legal
+                    // hold from being set (the hold first: it protects at once).
+                    let held = match change.legal_hold {
+                        Some(on) => self.set_legal_hold_async(&change.version, on).await,
+                        None => Ok(()),
+                    };
+                    let retained = match change.retention {
+                        Some((retention, bypass)) => {
+                            self.set_retention_async(&change.version, retention, bypass)
+                                .await
+                        }
+                        None => Ok(()),
+                    };
+                    held.and(retained)
                 })
                 .buffered(PARALLEL)
                 .collect(),
@@ -623,8 +629,6 @@ pub(crate) mod tests {
     /// (`endpoint=… access_key=… secret_key=…`); `scripts/test.sh` starts one and sets it.
     const S3_VARIABLE: &str = "HOLDFAST_TEST_S3";
 
-    /// A fresh bucket on the tests' S3 gateway; `None` (saying so) when there is none,
-    /// which CI does not allow.
     /// The tests' bucket: one per test process. Each bucket costs the gateway volumes of
     /// its own, so a bucket per test would exhaust a small one; object keys (ULIDs) never
     /// collide between tests.
@@ -638,6 +642,8 @@ pub(crate) mod tests {
         })
     }
 
+    /// The tests' S3 gateway and bucket; `None` (saying so) when there is none, which CI
+    /// does not allow.
     pub(crate) fn config() -> Option<S3Config> {
         let Some(line) = std::env::var_os(S3_VARIABLE) else {
             assert!(

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("0003_items.sql")),
     (4, include_str!("0004_rules_head.sql")),
     (5, include_str!("0005_object_locks.sql")),
+    (6, include_str!("0006_lock_retry.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).
@@ -218,6 +219,36 @@ fn delete(
     Ok(())
 }
 
+/// Sets (or removes) a `meta` value only while it is `expected` (`None`: absent), in one
+/// statement; answers whether it did.
+fn swap_meta(
+    client: &mut impl postgres::GenericClient,
+    name: &[u8],
+    expected: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<bool, StoreError> {
+    let changed = match (expected, value) {
+        (None, None) => {
+            return Ok(client
+                .query_opt("SELECT 1 FROM meta WHERE name = $1", &[&name])?
+                .is_none())
+        }
+        (None, Some(value)) => client.execute(
+            "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &value],
+        )?,
+        (Some(expected), Some(value)) => client.execute(
+            "UPDATE meta SET value = $3 WHERE name = $1 AND value = $2",
+            &[&name, &expected, &value],
+        )?,
+        (Some(expected), None) => client.execute(
+            "DELETE FROM meta WHERE name = $1 AND value = $2",
+            &[&name, &expected],
+        )?,
+    };
+    Ok(changed == 1)
+}
+
 fn put_meta(
     client: &mut impl postgres::GenericClient,
     name: &[u8],
@@ -266,10 +297,24 @@ impl Metadata for PgStore {
         }
     }
 
+    fn swap_meta(
+        &self,
+        name: &[u8],
+        expected: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        swap_meta(&mut *self.connection()?, name, expected, value)
+    }
+
     fn write_rules(&self, write: &RulesWrite) -> Result<(), StoreError> {
         let mut connection = self.connection()?;
         let mut transaction = connection.transaction()?;
-        bump_rules(&mut transaction)?;
+        // Only a change of policies or holds changes the rules (a re-plan request alone
+        // does not: counting it would make every node that sees the counter move ask for
+        // another re-plan, for ever).
+        if !write.holds.is_empty() || write.policy.is_some() {
+            bump_rules(&mut transaction)?;
+        }
         for hold in &write.holds {
             upsert(
                 &mut transaction,
@@ -289,7 +334,12 @@ impl Metadata for PgStore {
             None => {}
         }
         if let Some(job) = &write.replan_job {
-            put_meta(&mut transaction, META_REPLAN, job)?;
+            let read = write.replan_job_read.as_deref();
+            if !swap_meta(&mut transaction, META_REPLAN, read, Some(job))? {
+                return Err(StoreError::Fenced(
+                    "another node changed the pending re-plan meanwhile".into(),
+                ));
+            }
         }
         if let Some(intent) = &write.audit_intent {
             let mut intent = intent.clone();
@@ -584,6 +634,50 @@ pub(crate) mod tests {
     }
 
     conformance::shared_state_cases!(Postgres);
+
+    /// A re-plan request alone does not count as a change of the rules (every node would
+    /// otherwise ask for another), and a job written from a stale read is refused.
+    #[test]
+    fn re_plan_jobs_are_swapped_not_overwritten_and_do_not_move_the_rules() {
+        if !Postgres::available() {
+            return;
+        }
+        let fixture = Postgres::new();
+        let store = fixture.open();
+        let before = store.rules_generation().unwrap();
+        let job = |n: u8| Some(vec![b'{', b'0' + n, b'}']);
+        store
+            .write_rules(&RulesWrite {
+                replan_job: job(1),
+                ..RulesWrite::default()
+            })
+            .unwrap();
+        assert_eq!(store.rules_generation().unwrap(), before);
+        // Made from "no job" while job 1 is stored: refused, job 1 stays.
+        assert!(matches!(
+            store.write_rules(&RulesWrite {
+                replan_job: job(2),
+                ..RulesWrite::default()
+            }),
+            Err(StoreError::Fenced(_))
+        ));
+        store
+            .write_rules(&RulesWrite {
+                replan_job: job(2),
+                replan_job_read: job(1),
+                ..RulesWrite::default()
+            })
+            .unwrap();
+        assert_eq!(store.get_meta(META_REPLAN).unwrap(), job(2));
+        // Finishing job 1 removes nothing now.
+        assert!(!store
+            .swap_meta(META_REPLAN, job(1).as_deref(), None)
+            .unwrap());
+        assert!(store
+            .swap_meta(META_REPLAN, job(2).as_deref(), None)
+            .unwrap());
+        assert_eq!(store.get_meta(META_REPLAN).unwrap(), None);
+    }
 
     /// A restarted node takes its earlier run's leases back at once, with a new epoch; other
     /// nodes' leases stay theirs.

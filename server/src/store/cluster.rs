@@ -1851,7 +1851,9 @@ pub(crate) mod tests {
         };
         let wants = [(written[0].id, held), (written[1].id, held)];
         assert_eq!(store.sync_locks(&wants).unwrap(), (1, 1));
-        assert!(engine.legal_hold(&fixture.versions(written[1].id)[0]).unwrap());
+        assert!(engine
+            .legal_hold(&fixture.versions(written[1].id)[0])
+            .unwrap());
         assert_eq!(store.lock_retries(10).unwrap(), vec![written[0].id]);
         // Asked again: still refused, still listed; in step (nothing wanted): forgotten.
         assert_eq!(store.sync_locks(&wants[..1]).unwrap(), (0, 1));

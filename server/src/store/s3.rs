@@ -304,32 +304,14 @@ impl ObjectLockStore {
         version: &ObjectVersion,
         denial: StoreError,
     ) -> StoreError {
+        // What cannot be read back counts as no lock: the denial itself is answered.
         let retained = self
-            .client
-            .get_object_retention()
-            .bucket(&self.bucket)
-            .key(&version.key)
-            .version_id(&version.version_id)
-            .send()
+            .retention_async(version)
             .await
             .ok()
-            .and_then(|output| output.retention()?.retain_until_date().cloned())
-            .is_some_and(|until| {
-                until
-                    .to_millis()
-                    .is_ok_and(|ms| ms > Utc::now().timestamp_millis())
-            });
-        let held = self
-            .client
-            .get_object_legal_hold()
-            .bucket(&self.bucket)
-            .key(&version.key)
-            .version_id(&version.version_id)
-            .send()
-            .await
-            .ok()
-            .and_then(|output| output.legal_hold()?.status().cloned())
-            == Some(ObjectLockLegalHoldStatus::On);
+            .flatten()
+            .is_some_and(|(until, _)| until > Utc::now());
+        let held = self.legal_hold_async(version).await.unwrap_or(false);
         if retained || held {
             StoreError::Locked(format!("{operation}: {LOCKED}"))
         } else {
@@ -528,7 +510,11 @@ impl ObjectLockStore {
 
     /// A version's legal hold as the engine has it.
     pub fn legal_hold(&self, version: &ObjectVersion) -> Result<bool, StoreError> {
-        self.runtime().block_on(async {
+        self.runtime().block_on(self.legal_hold_async(version))
+    }
+
+    async fn legal_hold_async(&self, version: &ObjectVersion) -> Result<bool, StoreError> {
+        {
             let output = self
                 .client
                 .get_object_legal_hold()
@@ -544,7 +530,7 @@ impl ObjectLockStore {
                 Err(error) if no_lock_configured(error.code()) => Ok(false),
                 Err(error) => Err(s3_error("GetObjectLegalHold", error)),
             }
-        })
+        }
     }
 
     /// A version's retention as the engine has it: (until, COMPLIANCE?).
@@ -552,7 +538,14 @@ impl ObjectLockStore {
         &self,
         version: &ObjectVersion,
     ) -> Result<Option<(DateTime<Utc>, bool)>, StoreError> {
-        self.runtime().block_on(async {
+        self.runtime().block_on(self.retention_async(version))
+    }
+
+    async fn retention_async(
+        &self,
+        version: &ObjectVersion,
+    ) -> Result<Option<(DateTime<Utc>, bool)>, StoreError> {
+        {
             let output = match self
                 .client
                 .get_object_retention()
@@ -580,7 +573,7 @@ impl ObjectLockStore {
                 until,
                 retention.mode() == Some(&ObjectLockRetentionMode::Compliance),
             )))
-        })
+        }
     }
 
     /// Deletes a version for good; the engine refuses (`StoreError::Locked`) while its

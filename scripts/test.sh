@@ -28,7 +28,9 @@ cargo test --release --locked --workspace "$@"
 # queries and the HTTP API once more, every server a cluster node on PostgreSQL and S3
 # Object Lock: cluster mode must behave as the embedded store does. (The rest test what only
 # the embedded store has: its files, backups, the bootstrap admin token.)
-HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked -p holdfast-tests \
+# (`--workspace`, as above: `-p` alone would unify features differently and build the
+# server a second time.)
+HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace \
     --test retention --test sweeper --test discovery --test interactions \
     --test hostile_search --test http_api "$@"
 # The Python tests, against the server binary just built.

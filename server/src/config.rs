@@ -199,6 +199,20 @@ pub struct ClusterConfig {
     /// A file of two lines: the access key id, then the secret key.
     #[serde(default)]
     pub s3_credentials_file: Option<PathBuf>,
+    /// Where searches read: `local`, a full index on every node (the default), or `splits`,
+    /// one index per partition of mailboxes in the bucket, built once and read by every
+    /// node (docs/cluster.md, "Search").
+    #[serde(default)]
+    pub search: ClusterSearch,
+}
+
+/// See `ClusterConfig::search`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterSearch {
+    #[default]
+    Local,
+    Splits,
 }
 
 fn default_max_connections() -> u32 {

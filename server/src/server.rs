@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     config.validate()?;
     create_data_dir(&config.data_dir)?;
     crate::backup::check_not_half_restored(&config.data_dir)?;
-    let (store, data_dir_is_new) = open_store(&config)?;
+    let (store, data_dir_is_new, cluster_store) = open_store(&config)?;
     let tokens = Arc::new(TokenRegistry::load(store.clone(), &config.tokens)?);
     if config.cluster.is_some() {
         spawn_token_refresher(&tokens);
@@ -144,13 +144,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     // The indexer stops on its own token, after the writer has drained.
     let indexer_stop = CancellationToken::new();
-    let (index, indexer) = search::index::start(
-        &config.data_dir.join("index"),
-        Arc::clone(&store),
-        index_settings,
-        indexer_stop.clone(),
-    )
-    .context("cannot open the search index")?;
+    let splits = config
+        .cluster
+        .as_ref()
+        .filter(|cluster| cluster.search == crate::config::ClusterSearch::Splits)
+        .zip(cluster_store);
+    let (index, indexer) = match splits {
+        Some((cluster, cluster_store)) => search::splits::start(
+            &config.data_dir.join("splits"),
+            cluster_store,
+            index_settings,
+            &lease_holder(&cluster.node),
+            indexer_stop.clone(),
+        )
+        .context("cannot open the search splits")?,
+        None => search::index::start(
+            &config.data_dir.join("index"),
+            Arc::clone(&store),
+            index_settings,
+            indexer_stop.clone(),
+        )
+        .context("cannot open the search index")?,
+    };
     let lifecycle = Arc::new(
         Lifecycle::load(Arc::clone(&store), &config.retention)
             .context("cannot load retention policies")?,
@@ -417,14 +432,16 @@ fn lease_holder(node: &str) -> String {
 /// The store the configuration asks for, and whether it is new (a new embedded data
 /// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
 /// config files).
-fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
+fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, bool, Option<Arc<ClusterStore>>)> {
     let Some(cluster) = &config.cluster else {
         let store_path = config.data_dir.join("store");
         // RocksDB writes CURRENT when it creates a store: without it the data directory is new.
         let data_dir_is_new = !store_path.join("CURRENT").exists();
         let store = RocksStore::open_with(&store_path, config.storage.compression)
             .with_context(|| format!("cannot open the store at {}", store_path.display()))?;
-        return Ok((Arc::new(store), data_dir_is_new));
+        return Ok((Arc::new(store), data_dir_is_new, None));
     };
     let secrets = cluster.secrets()?;
     // The URL holds a password: the error names neither.
@@ -453,7 +470,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, bool)> {
     }
     store.spawn_janitor(holder);
     tracing::info!(node = %cluster.node, bucket = %cluster.s3_bucket, "cluster mode");
-    Ok((store, false))
+    Ok((store.clone(), false, Some(store)))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -454,7 +454,8 @@ impl Sweeper {
         if by_hold.is_empty() {
             return matches;
         }
-        let searcher = self.index.reader.searcher();
+        // Unreadable (cluster splits out of reach): every such hold keeps, as below.
+        let searcher = self.index.searcher().map_err(|error| error.to_string());
         for (hold_id, (hold, ids)) in by_hold {
             // A panic while evaluating one hold makes that hold unevaluable (it keeps), never
             // a failed pass for everyone.
@@ -463,8 +464,9 @@ impl Sweeper {
                     .unwrap_or_else(|| Err(Error::Internal("not a case hold".into())))
                     .map_err(|error| error.to_string())
                     .and_then(|query| {
+                        let searcher = searcher.as_ref().map_err(Clone::clone)?;
                         searcher::present_and_matching(
-                            &searcher,
+                            searcher,
                             &self.index.fields,
                             Some(&query),
                             &ids,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::search::{complete_index, query_error};
+use super::search::{complete_index, query_error, searcher_of};
 use super::{blocking, now, parse_ulid, App, EDISCOVERY};
 use crate::auth::Principal;
 use crate::cases::{self, CaseRecord, CaseStatus};
@@ -259,7 +259,7 @@ impl App {
         let mailboxes: Vec<MailboxId> = hold.mailboxes.iter().cloned().collect();
         let index = complete_index(&self.index)?;
         blocking(move || {
-            let searcher = index.reader.searcher();
+            let searcher = searcher_of(&index)?;
             searcher::count_matching(&searcher, &index.fields, &query, &mailboxes)
                 .map_err(query_error)
         })

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
-use super::search::{complete_index, parse_query, query_error};
+use super::search::{complete_index, parse_query, query_error, searcher_of};
 use super::App;
 use super::EDISCOVERY;
 use crate::admission::{Admission, Work};
@@ -88,7 +88,7 @@ impl App {
         // The principal's place is taken before anything is read, and kept until the
         // producer ends (trailer sent, client gone, idle timeout or shutdown).
         let slot = self.admission.admit(Work::Export, &principal.name)?;
-        let searcher = self.index.reader.searcher();
+        let searcher = searcher_of(&self.index)?;
         let fields = self.index.fields;
         let (pages, total) = self
             .admission

@@ -9,7 +9,7 @@ use serde_json::json;
 use ulid::Ulid;
 
 use super::policies::{RETENTION_ADMIN, RETENTION_READERS};
-use super::search::{complete_index, hold_query, query_error};
+use super::search::{complete_index, hold_query, query_error, searcher_of};
 use super::EDISCOVERY;
 use super::{blocking, now, parse_ulid, App};
 use crate::audit_intent::AuditIntent;
@@ -70,7 +70,7 @@ impl App {
             let matched = hold_query(&new.query, new.created_from, new.created_to)?;
             let index = complete_index(&self.index)?;
             blocking(move || {
-                let searcher = index.reader.searcher();
+                let searcher = searcher_of(&index)?;
                 translate(&matched, &index.fields, &searcher).map_err(query_error)?;
                 Ok(())
             })

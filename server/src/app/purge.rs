@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::export::ID_PAGE;
-use super::search::{complete_index, parse_query, query_error};
+use super::search::{complete_index, parse_query, query_error, searcher_of};
 use super::{audit_settling, now, App};
 use crate::admission::Work;
 use crate::audit::AuditEvent;
@@ -96,7 +96,7 @@ impl App {
                 return Err(error);
             }
         };
-        let searcher = self.index.reader.searcher();
+        let searcher = searcher_of(&self.index)?;
         let fields = self.index.fields;
         let store = Arc::clone(&self.store);
         let audit = Arc::clone(&self.audit);

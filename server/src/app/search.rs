@@ -103,7 +103,7 @@ impl App {
         // The first page runs on the newest snapshot, pinned below only if there is a next
         // page; later pages on the snapshot their token names.
         let (pinned, offset, searcher) = if request.page_token.is_empty() {
-            (None, 0, index.reader.searcher())
+            (None, 0, searcher_of(&index)?)
         } else {
             let payload = self.page_tokens.open(
                 TokenKind::Search,
@@ -285,6 +285,17 @@ impl SearchCursor {
         }
         Ok(cursor)
     }
+}
+
+/// A searcher over everything searchable now; an index that cannot be read (cluster splits
+/// out of reach) answers UNAVAILABLE.
+pub(crate) fn searcher_of(index: &SearchIndex) -> Result<tantivy::Searcher, Error> {
+    index.searcher().map_err(|error| {
+        tracing::warn!(%error, "cannot open the search index");
+        Error::Unavailable(format!(
+            "the search index cannot be read now ({error}); retry"
+        ))
+    })
 }
 
 /// The index, unless it is being rebuilt: a search then would silently miss items.

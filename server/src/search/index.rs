@@ -37,6 +37,8 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("search splits: {0}")]
+    Splits(String),
     #[error("the indexer panicked: {0}")]
     Panicked(String),
     /// The shared feed forgot work this index had not read: only a rebuild catches up.
@@ -94,9 +96,20 @@ pub struct SearchIndex {
     pub fields: Fields,
     pub progress: Arc<IndexProgress>,
     pub settings: IndexSettings,
+    /// Cluster search in splits: searches read every published split (see `splits`), and
+    /// `index` is left empty.
+    pub splits: Option<Arc<super::splits::SplitSearch>>,
 }
 
 impl SearchIndex {
+    /// A searcher over everything searchable now.
+    pub fn searcher(&self) -> Result<tantivy::Searcher, IndexError> {
+        match &self.splits {
+            Some(splits) => splits.searcher(),
+            None => Ok(self.reader.searcher()),
+        }
+    }
+
     /// Whether the index is being rebuilt from the store: until that ends, a search would see
     /// only part of the stored items, so callers answer UNAVAILABLE instead.
     pub fn is_rebuilding(&self) -> bool {
@@ -136,7 +149,7 @@ impl SearchIndex {
     }
 }
 
-fn register_tokenizer(index: &Index) {
+pub(crate) fn register_tokenizer(index: &Index) {
     index.tokenizers().register(
         TOKENIZER,
         tantivy::tokenizer::TextAnalyzer::from(WordTokenizer),
@@ -189,6 +202,10 @@ fn open_or_create(dir: &Path) -> Result<(Index, Option<u64>), IndexError> {
 pub struct IndexerThread(JoinHandle<()>);
 
 impl IndexerThread {
+    pub(crate) fn new(handle: JoinHandle<()>) -> IndexerThread {
+        IndexerThread(handle)
+    }
+
     pub fn join(self) {
         if self.0.join().is_err() {
             tracing::error!("the indexer thread panicked");
@@ -234,6 +251,7 @@ pub fn start(
         fields,
         progress,
         settings,
+        splits: None,
     });
     let indexer = Indexer {
         store,

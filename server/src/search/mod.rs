@@ -8,5 +8,6 @@ pub mod kql;
 pub mod query;
 pub mod schema;
 pub mod searcher;
+pub mod splits;
 #[cfg(test)]
 mod tests;

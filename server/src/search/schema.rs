@@ -73,12 +73,7 @@ pub fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
-/// A 64-bit key of a mailbox id (the first 8 bytes of its SHA-256).
-pub fn mailbox_key(mailbox: &str) -> u64 {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(mailbox.as_bytes());
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
+pub use crate::domain::mailbox_key;
 
 pub fn location_term(visible_to_user: bool) -> &'static str {
     if visible_to_user {

@@ -22,6 +22,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use holdfast_retention::{ItemLocation, MoveReason};
 
+pub mod splits;
+
 use super::pg::PgStore;
 use super::s3::{LockChange, ObjectLockStore, ObjectVersion, Retention, S3Config};
 use super::{
@@ -31,7 +33,8 @@ use super::{
     TraceStates, WriteOutcome, FORGET_PER_WRITE,
 };
 use crate::domain::{
-    Annex, HistorySelector, InteractionId, ListCursor, ListQuery, MailboxId, StoredInteraction,
+    search_partition, Annex, HistorySelector, InteractionId, ListCursor, ListQuery, MailboxId,
+    StoredInteraction,
 };
 use crate::records::{AuditIntent, AuditRecord, CaseRecord, HoldRecord, PolicyRecord, TokenRecord};
 
@@ -135,15 +138,19 @@ fn moved_location(reason: MoveReason, now: DateTime<Utc>) -> String {
         .expect("locations serialise")
 }
 
-/// Appends index work for `ids` in `transaction`, holding the feed head's row lock until the
-/// transaction ends (so sequences commit in order). Answers the last sequence.
+/// Appends index work for `entries` (an item and its mailbox's search partition) in
+/// `transaction`, holding the feed head's row lock until the transaction ends (so sequences
+/// commit in order). `fresh`: the entries are the items' ingest. Answers the last sequence.
 fn append_feed(
     transaction: &mut postgres::Transaction<'_>,
-    ids: &[InteractionId],
+    entries: &[(InteractionId, i16)],
+    fresh: bool,
 ) -> Result<Option<u64>, StoreError> {
-    if ids.is_empty() {
+    if entries.is_empty() {
         return Ok(None);
     }
+    let ids: Vec<InteractionId> = entries.iter().map(|(id, _)| *id).collect();
+    let partitions: Vec<i16> = entries.iter().map(|(_, p)| *p).collect();
     let count = i64::try_from(ids.len()).expect("a write has fewer than 2^63 items");
     let last: i64 = transaction
         .query_one(
@@ -153,10 +160,40 @@ fn append_feed(
         .get(0);
     let sequences: Vec<i64> = (last - count + 1..=last).collect();
     transaction.execute(
-        "INSERT INTO index_feed (sequence, id) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-        &[&sequences, &ids_bytes(ids)],
+        "INSERT INTO index_feed (sequence, id, partition, fresh)
+         SELECT s, i, p, $4 FROM unnest($1::bigint[], $2::bytea[], $3::smallint[]) AS u(s, i, p)",
+        &[&sequences, &ids_bytes(&ids), &partitions, &fresh],
     )?;
     Ok(Some(last as u64))
+}
+
+/// Deletes the feed entries every reader has read: every node index seen in the last day, and
+/// every search partition's indexer (cluster search in splits).
+fn trim_feed(transaction: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    transaction.execute(
+        "DELETE FROM feed_readers WHERE seen_at < now() - $1::bigint * interval '1 second'",
+        &[&READER_TIMEOUT_SECONDS],
+    )?;
+    let through: Option<i64> = transaction
+        .query_one(
+            "SELECT least((SELECT min(position) FROM feed_readers),
+                          (SELECT min(sequence) FROM split_checkpoints))",
+            &[],
+        )?
+        .get(0);
+    if let Some(through) = through {
+        let trimmed: i64 = transaction
+            .query_one("SELECT trimmed FROM index_feed_head", &[])?
+            .get(0);
+        if through > trimmed {
+            transaction.execute("DELETE FROM index_feed WHERE sequence <= $1", &[&through])?;
+            transaction.execute(
+                "UPDATE index_feed_head SET trimmed = greatest(trimmed, $1)",
+                &[&through],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Stored items by (mailbox, client_key): their id and content digest.
@@ -236,6 +273,17 @@ impl ClusterStore {
                 }
             })
             .expect("threads start")
+    }
+
+    /// Forgets this node as a reader of the feed (its searches read splits instead), so
+    /// that a position it left holds nothing back.
+    pub fn forget_feed_reader(&self) -> Result<(), StoreError> {
+        off_async(|| {
+            self.pg
+                .connection()?
+                .execute("DELETE FROM feed_readers WHERE reader = $1", &[&self.node])?;
+            Ok(())
+        })
     }
 
     fn reader_heartbeat(&self) -> Result<(), StoreError> {
@@ -622,6 +670,11 @@ impl Interactions for ClusterStore {
                 .map(|item| item.id)
                 .filter(|id| created.contains(id))
                 .collect();
+            let feed: Vec<(InteractionId, i16)> = fresh
+                .iter()
+                .filter(|item| created.contains(&item.id))
+                .map(|item| (item.id, search_partition(item.content.mailbox_id.as_str())))
+                .collect();
             let (due_at, due_ids): (Vec<i64>, Vec<Vec<u8>>) = fresh
                 .iter()
                 .filter(|item| created.contains(&item.id))
@@ -649,7 +702,7 @@ impl Interactions for ClusterStore {
                         .into(),
                 ));
             }
-            let last = append_feed(&mut transaction, &created_in_order)?;
+            let last = append_feed(&mut transaction, &feed, true)?;
             transaction.commit()?;
             // Back to the pool before taking another (a pool of n never waits on itself).
             drop(connection);
@@ -875,7 +928,9 @@ impl ItemStates for ClusterStore {
                      ON CONFLICT DO NOTHING",
                     &[&micros(now), &ids_bytes(&ids)],
                 )?;
-                let last = append_feed(&mut transaction, &ids)?;
+                let partition = search_partition(selector.mailbox_id.as_str());
+                let feed: Vec<_> = ids.iter().map(|id| (*id, partition)).collect();
+                let last = append_feed(&mut transaction, &feed, false)?;
                 transaction.commit()?;
                 self.advanced_feed(last);
                 moved += ids.len() as u64;
@@ -898,19 +953,20 @@ impl ItemStates for ClusterStore {
             let mut transaction = connection.transaction()?;
             let rows = transaction.query(
                 "UPDATE items SET location = $2 WHERE id = ANY($1) AND location IS NULL
-                 RETURNING id",
+                 RETURNING id, mailbox",
                 &[&ids_bytes(ids), &moved_location(reason, now)],
             )?;
-            let moved: HashSet<InteractionId> = rows
+            let moved: HashMap<InteractionId, i16> = rows
                 .iter()
-                .map(|row| id_of("items", row.get(0)))
-                .collect::<Result<_, _>>()?;
+                .map(|row| Ok((id_of("items", row.get(0))?, search_partition(row.get(1)))))
+                .collect::<Result<_, StoreError>>()?;
             let mut in_order: Vec<InteractionId> = ids
                 .iter()
                 .copied()
-                .filter(|id| moved.contains(id))
+                .filter(|id| moved.contains_key(id))
                 .collect();
             in_order.dedup();
+            let feed: Vec<_> = in_order.iter().map(|id| (*id, moved[id])).collect();
             if in_order.is_empty() {
                 return Ok(in_order);
             }
@@ -919,7 +975,7 @@ impl ItemStates for ClusterStore {
                  ON CONFLICT DO NOTHING",
                 &[&micros(now), &ids_bytes(&in_order)],
             )?;
-            let last = append_feed(&mut transaction, &in_order)?;
+            let last = append_feed(&mut transaction, &feed, false)?;
             transaction.commit()?;
             self.advanced_feed(last);
             Ok(in_order)
@@ -1079,12 +1135,15 @@ impl ItemStates for ClusterStore {
                 .chain(write.destroys.iter().map(|(d, _)| d.id))
                 .collect();
             let mut current: HashMap<InteractionId, (Option<String>, String)> = HashMap::new();
+            let mut partitions: HashMap<InteractionId, i16> = HashMap::new();
             for row in transaction.query(
-                "SELECT id, location, version_id FROM items WHERE id = ANY($1) ORDER BY id
-                 FOR UPDATE",
+                "SELECT id, location, version_id, mailbox FROM items WHERE id = ANY($1)
+                 ORDER BY id FOR UPDATE",
                 &[&ids_bytes(&all)],
             )? {
-                current.insert(id_of("items", row.get(0))?, (row.get(1), row.get(2)));
+                let id = id_of("items", row.get(0))?;
+                current.insert(id, (row.get(1), row.get(2)));
+                partitions.insert(id, search_partition(row.get(3)));
             }
             let mut applied = SweepApplied::default();
             let mut changed = Vec::new();
@@ -1151,7 +1210,11 @@ impl ItemStates for ClusterStore {
                 applied.destroyed = ids.len() as u64;
                 changed.extend(&ids);
             }
-            let last = append_feed(&mut transaction, &changed)?;
+            let feed: Vec<_> = changed
+                .iter()
+                .map(|id: &InteractionId| (*id, partitions[id]))
+                .collect();
+            let last = append_feed(&mut transaction, &feed, false)?;
             transaction.commit()?;
             drop(connection);
             self.advanced_feed(last);
@@ -1374,26 +1437,7 @@ impl IndexFeed for ClusterStore {
                      SET position = EXCLUDED.position, seen_at = EXCLUDED.seen_at",
                 &[&self.node, &i64::try_from(sequence).unwrap_or(i64::MAX)],
             )?;
-            transaction.execute(
-                "DELETE FROM feed_readers WHERE seen_at < now() - $1::bigint * interval '1 second'",
-                &[&READER_TIMEOUT_SECONDS],
-            )?;
-            let through: Option<i64> = transaction
-                .query_one("SELECT min(position) FROM feed_readers", &[])?
-                .get(0);
-            if let Some(through) = through {
-                let trimmed: i64 = transaction
-                    .query_one("SELECT trimmed FROM index_feed_head", &[])?
-                    .get(0);
-                if through > trimmed {
-                    transaction
-                        .execute("DELETE FROM index_feed WHERE sequence <= $1", &[&through])?;
-                    transaction.execute(
-                        "UPDATE index_feed_head SET trimmed = greatest(trimmed, $1)",
-                        &[&through],
-                    )?;
-                }
-            }
+            trim_feed(&mut transaction)?;
             transaction.commit()?;
             Ok(())
         })
@@ -1598,24 +1642,25 @@ impl TraceStates for ClusterStore {
                 )?;
             }
             let mut grown = Vec::new();
+            let mut exists: HashMap<InteractionId, i16> = HashMap::new();
             if !write.annexes.is_empty() {
                 let ids: Vec<InteractionId> = write.annexes.iter().map(|(id, _)| *id).collect();
                 // Locked until commit: a destruction of the same item waits, or went first
                 // (and the item gets nothing).
                 let mut annexes: HashMap<InteractionId, Annex> = HashMap::new();
-                let mut exists = HashSet::new();
                 for row in transaction.query(
-                    "SELECT id, annex FROM items WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    "SELECT id, annex, mailbox FROM items WHERE id = ANY($1) ORDER BY id
+                     FOR UPDATE",
                     &[&ids_bytes(&ids)],
                 )? {
                     let id = id_of("items", row.get(0))?;
-                    exists.insert(id);
+                    exists.insert(id, search_partition(row.get(2)));
                     if let Some(annex) = annex_of(row.get(1))? {
                         annexes.insert(id, annex);
                     }
                 }
                 for (id, added) in &write.annexes {
-                    if !exists.contains(id) {
+                    if !exists.contains_key(id) {
                         continue;
                     }
                     let annex = annexes.entry(*id).or_default();
@@ -1639,7 +1684,8 @@ impl TraceStates for ClusterStore {
                     )?;
                 }
             }
-            let last = append_feed(&mut transaction, &grown)?;
+            let feed: Vec<_> = grown.iter().map(|id| (*id, exists[id])).collect();
+            let last = append_feed(&mut transaction, &feed, false)?;
             transaction.commit()?;
             self.advanced_feed(last);
             Ok(grown)

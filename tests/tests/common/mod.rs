@@ -191,9 +191,19 @@ pub const BACKEND_VARIABLE: &str = "HOLDFAST_TEST_BACKEND";
 /// Whether this run's servers are cluster nodes (`BACKEND_VARIABLE`).
 pub fn cluster_backend() -> bool {
     match std::env::var(BACKEND_VARIABLE).as_deref() {
-        Ok("cluster") => true,
+        Ok("cluster" | "cluster-splits") => true,
         Ok("embedded") | Err(_) => false,
-        Ok(other) => panic!("{BACKEND_VARIABLE}={other}: expected cluster or embedded"),
+        Ok(other) => {
+            panic!("{BACKEND_VARIABLE}={other}: expected cluster, cluster-splits or embedded")
+        }
+    }
+}
+
+/// The `search` of this run's cluster nodes: `splits` for `cluster-splits`.
+fn cluster_search() -> &'static str {
+    match std::env::var(BACKEND_VARIABLE).as_deref() {
+        Ok("cluster-splits") => "splits",
+        _ => "local",
     }
 }
 
@@ -235,9 +245,11 @@ postgres_url_file = "{secrets}/postgres.url"
 s3_endpoint = "{endpoint}"
 s3_bucket = "{bucket}"
 s3_credentials_file = "{secrets}/s3.credentials"
+search = "{search}"
 "#,
         secrets = secrets.display(),
         endpoint = engines.s3_endpoint,
+        search = cluster_search(),
     )
 }
 

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("0004_rules_head.sql")),
     (5, include_str!("0005_object_locks.sql")),
     (6, include_str!("0006_lock_retry.sql")),
+    (7, include_str!("0007_splits.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).

@@ -1,0 +1,1174 @@
+//! Cluster search in splits (`[cluster] search = "splits"`): the index is not kept whole on
+//! every node but built once, per search partition (a hash of the mailbox), into immutable
+//! tantivy **splits** in the bucket, registered in PostgreSQL with the partition's feed
+//! checkpoint in one transaction (`store::cluster::splits`).
+//!
+//! - **Indexing.** Each partition has one indexer at a time: the node holding its lease
+//!   `split-index-<p>`. It reads the partition's feed entries after its checkpoint, builds a
+//!   split of the items' current forms, writes it to the bucket and publishes it. Items that
+//!   had an older form (moved, annexed, destroyed) get a **tombstone** at the new checkpoint:
+//!   their documents in older splits are dead.
+//! - **Merging.** A partition with many splits, or with tombstones of destroyed items, is
+//!   merged by its indexer into one split without the dead documents: destroyed text leaves
+//!   the splits' files, and the sweeper's erasure waits for that (`erased_through`).
+//! - **Searching.** Any node opens a **view** of every published split: the splits' segment
+//!   files from a local cache (downloaded once, immutable), with the tombstones written as
+//!   tantivy delete bitsets, under one `meta.json`. A view is an ordinary tantivy `Searcher`,
+//!   so search, counts, exports and case holds run on it unchanged.
+//! - **Bootstrap.** A cluster that turns splits on indexes every stored item once (lease
+//!   `split-bootstrap`); searches answer UNAVAILABLE until it is published.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tantivy::collector::DocSetCollector;
+use tantivy::directory::{Directory, ManagedDirectory, MmapDirectory, TerminatingWrite};
+use tantivy::index::{SegmentComponent, SegmentId};
+use tantivy::query::TermSetQuery;
+use tantivy::{Index, IndexMeta, IndexWriter, ReloadPolicy, Searcher, SegmentMeta, Term};
+use tantivy_common::BitSet;
+use tokio_util::sync::CancellationToken;
+
+use super::index::{register_tokenizer, IndexError, IndexProgress};
+use super::schema::{self, Fields, SCHEMA_VERSION};
+use crate::domain::{InteractionId, StoredInteraction, SEARCH_PARTITIONS};
+use crate::store::cluster::splits::{SplitCatalog, SplitLease, SplitPublish, SplitRow};
+use crate::store::cluster::ClusterStore;
+use crate::store::{Interactions, Leases, StoreError};
+
+/// The first bytes of a split object.
+const MAGIC: &[u8; 8] = b"HFSPLIT1";
+/// Feed entries of a partition indexed into one split at most.
+const FEED_CHUNK: usize = 5_000;
+/// Items read from the store at once (their content is in the bucket).
+const LOAD_CHUNK: usize = 500;
+/// Items per split built by the bootstrap.
+const BOOTSTRAP_SPLIT: usize = 50_000;
+/// Memory of a split builder's or merger's writer.
+const WRITER_MEMORY: usize = 50 << 20;
+/// Published splits of a partition at which its indexer merges them.
+const MERGE_AT: usize = 8;
+/// How long a lease of this worker lasts; it is renewed at half of it.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a partition without a lease here is tried again.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// Pause between steps of the worker.
+const STEP_PAUSE: Duration = Duration::from_millis(200);
+/// A partition without new entries moves its checkpoint at most this often (so that the
+/// feed can be trimmed behind it).
+const IDLE_ADVANCE: Duration = Duration::from_secs(5);
+/// How long a staged or retired split's object stays: longer than any indexer takes from
+/// staging to publishing, and than any node takes to download a split it has just listed.
+const SPLIT_GRACE: Duration = Duration::from_secs(120);
+/// How often the garbage of the catalog is collected, the feed trimmed and the local cache
+/// trimmed to the published splits.
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
+
+fn index_error(error: impl std::fmt::Display) -> IndexError {
+    IndexError::Splits(error.to_string())
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether `name` may be a file of a split: plain tantivy file names only, so that a damaged
+/// object cannot write outside its directory.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A split's files as one object: the magic, the schema version, the number of files, then
+/// each file's name and bytes, with lengths.
+fn pack(dir: &Path, files: &[String]) -> Result<Vec<u8>, IndexError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+    out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for name in files {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+/// Writes the files of a split object into `dir`; a damaged object is an error.
+fn unpack(bytes: &[u8], dir: &Path) -> Result<(), IndexError> {
+    let damaged = |what: &str| IndexError::Splits(format!("split object is damaged: {what}"));
+    let mut rest = bytes;
+    let mut take = |n: usize| -> Result<&[u8], IndexError> {
+        if rest.len() < n {
+            return Err(damaged("it ends early"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    if take(8)? != MAGIC {
+        return Err(damaged("not a split"));
+    }
+    let version = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    if version != SCHEMA_VERSION {
+        return Err(IndexError::Splits(format!(
+            "split of index schema {version}, this node reads {SCHEMA_VERSION}"
+        )));
+    }
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for _ in 0..count {
+        let length = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+        let name = std::str::from_utf8(take(length)?)
+            .ok()
+            .filter(|name| plain_name(name))
+            .ok_or_else(|| damaged("a file name"))?
+            .to_string();
+        let length = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let length = usize::try_from(length).map_err(|_| damaged("a file length"))?;
+        let path = dir.join(&name);
+        std::fs::write(&path, take(length)?).map_err(io_error(&path))?;
+    }
+    if !rest.is_empty() {
+        return Err(damaged("bytes after its last file"));
+    }
+    Ok(())
+}
+
+/// The files of `metas`' segments that exist in `dir` (a segment without deletes lists a
+/// delete file it does not have).
+fn segment_files(dir: &Path, metas: &[SegmentMeta]) -> Vec<String> {
+    let mut files: Vec<String> = metas
+        .iter()
+        .flat_map(|meta| meta.list_files())
+        .filter_map(|path| path.to_str().map(str::to_string))
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Builds a split of `items` in `dir` (new), as one commit.
+fn build(dir: &Path, fields: &Fields, items: &[StoredInteraction]) -> Result<Index, IndexError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let (schema, _) = schema::schema();
+    let index = Index::create_in_dir(dir, schema)?;
+    register_tokenizer(&index);
+    let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+    for item in items {
+        writer.add_document(schema::document(fields, item))?;
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(index)
+}
+
+/// A split in the local cache, opened.
+struct Cached {
+    dir: PathBuf,
+    index: Index,
+    metas: Vec<SegmentMeta>,
+}
+
+impl Cached {
+    fn open(dir: PathBuf) -> Result<Cached, IndexError> {
+        let index = Index::open_in_dir(&dir)?;
+        register_tokenizer(&index);
+        let metas = index.searchable_segment_metas()?;
+        Ok(Cached { dir, index, metas })
+    }
+
+    /// The documents of `ids` in this split, by segment.
+    fn docs_of(
+        &self,
+        fields: &Fields,
+        ids: &[InteractionId],
+    ) -> Result<HashMap<SegmentId, Vec<u32>>, IndexError> {
+        let mut by_segment: HashMap<SegmentId, Vec<u32>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(by_segment);
+        }
+        let searcher = self
+            .index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?
+            .searcher();
+        let query = TermSetQuery::new(
+            ids.iter()
+                .map(|id| Term::from_field_text(fields.id, &id.to_string())),
+        );
+        for address in searcher.search(&query, &DocSetCollector)? {
+            let segment = searcher.segment_reader(address.segment_ord).segment_id();
+            by_segment.entry(segment).or_default().push(address.doc_id);
+        }
+        Ok(by_segment)
+    }
+}
+
+/// The `meta.json` of an index of `segments`.
+fn meta_json(segments: Vec<SegmentMeta>) -> Result<Vec<u8>, IndexError> {
+    let (schema, _) = schema::schema();
+    let meta = IndexMeta {
+        index_settings: Default::default(),
+        segments,
+        schema,
+        opstamp: 1,
+        payload: None,
+    };
+    serde_json::to_vec(&meta).map_err(index_error)
+}
+
+/// Composes, in `dir` (new), an index of `parts`' segments with the documents named dead
+/// per part deleted, and opens it.
+fn compose(
+    dir: &Path,
+    fields: &Fields,
+    parts: &[(&Cached, Vec<InteractionId>)],
+) -> Result<Index, IndexError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let managed = ManagedDirectory::wrap(Box::new(MmapDirectory::open(dir).map_err(index_error)?))?;
+    let mut segments = Vec::new();
+    for (cached, dead) in parts {
+        let dead = cached.docs_of(fields, dead)?;
+        for name in segment_files(&cached.dir, &cached.metas) {
+            let (from, to) = (cached.dir.join(&name), dir.join(&name));
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).map_err(io_error(&from))?;
+            }
+        }
+        for meta in &cached.metas {
+            let Some(docs) = dead.get(&meta.id()).filter(|docs| !docs.is_empty()) else {
+                segments.push(meta.clone());
+                continue;
+            };
+            let mut alive = BitSet::with_max_value_and_full(meta.max_doc());
+            for doc in docs {
+                alive.remove(*doc);
+            }
+            let deleted = meta.max_doc() - alive.len() as u32;
+            let meta = meta.clone().with_delete_meta(deleted, 1);
+            let path = meta.relative_path(SegmentComponent::Delete);
+            let mut file = managed.open_write(&path).map_err(index_error)?;
+            alive.serialize(&mut file).map_err(io_error(dir))?;
+            file.flush().map_err(io_error(dir))?;
+            file.terminate().map_err(io_error(dir))?;
+            segments.push(meta);
+        }
+    }
+    managed
+        .atomic_write(Path::new("meta.json"), &meta_json(segments)?)
+        .map_err(io_error(dir))?;
+    let index = Index::open_in_dir(dir)?;
+    register_tokenizer(&index);
+    Ok(index)
+}
+
+/// A view: one searcher over every published split of a catalog generation.
+struct View {
+    generation: u64,
+    searcher: Searcher,
+}
+
+/// Searching and building splits on one node.
+pub struct SplitSearch {
+    store: Arc<ClusterStore>,
+    /// The local cache: `cache/<split>` per split, `work/` for views and builds.
+    dir: PathBuf,
+    fields: Fields,
+    view: Mutex<Option<View>>,
+    cache: Mutex<HashMap<String, Arc<Cached>>>,
+    /// One composition at a time.
+    composing: Mutex<()>,
+}
+
+impl SplitSearch {
+    /// Opens the cache under `dir`; what it held before is of no use (it is rebuilt from the
+    /// bucket as needed).
+    pub fn open(store: Arc<ClusterStore>, dir: &Path) -> Result<Arc<SplitSearch>, IndexError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
+        }
+        for sub in ["cache", "work"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io_error(&path))?;
+        }
+        let (_, fields) = schema::schema();
+        Ok(Arc::new(SplitSearch {
+            store,
+            dir: dir.to_path_buf(),
+            fields,
+            view: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+            composing: Mutex::new(()),
+        }))
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.dir
+            .join("work")
+            .join(ulid::Ulid::new().to_string().to_lowercase())
+    }
+
+    /// A searcher over every split published now, with every tombstone applied.
+    pub fn searcher(&self) -> Result<Searcher, IndexError> {
+        let generation = self.store.split_head()?.generation;
+        let current = |view: &Option<View>| {
+            view.as_ref()
+                .filter(|view| view.generation == generation)
+                .map(|view| view.searcher.clone())
+        };
+        if let Some(searcher) = current(&self.view.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(searcher);
+        }
+        let _one = self.composing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(searcher) = current(&self.view.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(searcher);
+        }
+        let catalog = self.store.split_catalog()?;
+        let searcher = self.open_view(&catalog)?;
+        *self.view.lock().unwrap_or_else(|e| e.into_inner()) = Some(View {
+            generation: catalog.head.generation,
+            searcher: searcher.clone(),
+        });
+        Ok(searcher)
+    }
+
+    /// The split, from the local cache or downloaded into it.
+    fn cached(&self, split: &SplitRow) -> Result<Arc<Cached>, IndexError> {
+        if let Some(cached) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&split.id)
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let bytes = self.store.get_split_object(split)?.ok_or_else(|| {
+            IndexError::Splits(format!(
+                "split {} is gone from the bucket (merged meanwhile?); retry",
+                split.id
+            ))
+        })?;
+        let dir = self.dir.join("cache").join(&split.id);
+        let staging = self.work_dir();
+        unpack(&bytes, &staging)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        }
+        std::fs::rename(&staging, &dir).map_err(io_error(&dir))?;
+        let cached = Arc::new(Cached::open(dir)?);
+        metrics::counter!("holdfast_split_downloads_total").increment(1);
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(split.id.clone(), Arc::clone(&cached));
+        Ok(cached)
+    }
+
+    /// Opens a view of `catalog`: its published splits with their delete sets.
+    fn open_view(&self, catalog: &SplitCatalog) -> Result<Searcher, IndexError> {
+        let mut dead_by_partition: HashMap<i16, Vec<(InteractionId, u64)>> = HashMap::new();
+        for (partition, id, sequence) in &catalog.tombstones {
+            dead_by_partition
+                .entry(*partition)
+                .or_default()
+                .push((*id, *sequence));
+        }
+        let mut parts = Vec::new();
+        for split in &catalog.splits {
+            let cached = self.cached(split)?;
+            let dead: Vec<InteractionId> = dead_by_partition
+                .get(&split.partition)
+                .into_iter()
+                .flatten()
+                .filter(|(_, sequence)| *sequence > split.max_seq)
+                .map(|(id, _)| *id)
+                .collect();
+            parts.push((cached, dead));
+        }
+        let borrowed: Vec<(&Cached, Vec<InteractionId>)> = parts
+            .iter()
+            .map(|(cached, dead)| (cached.as_ref(), dead.clone()))
+            .collect();
+        let dir = self.work_dir();
+        let opened = compose(&dir, &self.fields, &borrowed).and_then(|index| {
+            Ok(index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()?
+                .searcher())
+        });
+        // The searcher holds every file open: the view's names are no longer needed (and
+        // what a merge erased is gone from disk once the last searcher goes).
+        let _ = std::fs::remove_dir_all(&dir);
+        opened
+    }
+
+    /// Drops from the local cache every split no longer published.
+    fn trim_cache(&self, published: &HashSet<String>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| published.contains(id));
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("cache")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !published.contains(&name) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+
+    /// Builds, writes and stages a split of `items` for `partition`; answers its row (to
+    /// publish).
+    fn write_split(
+        &self,
+        partition: i16,
+        max_seq: u64,
+        items: &[StoredInteraction],
+    ) -> Result<SplitRow, IndexError> {
+        let dir = self.work_dir();
+        let result = (|| {
+            let index = build(&dir, &self.fields, items)?;
+            let metas = index.searchable_segment_metas()?;
+            self.stage_and_write(
+                partition,
+                max_seq,
+                &dir,
+                &metas,
+                items
+                    .iter()
+                    .map(|i| i.content.created_at.timestamp_micros()),
+            )
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    fn stage_and_write(
+        &self,
+        partition: i16,
+        max_seq: u64,
+        dir: &Path,
+        metas: &[SegmentMeta],
+        created: impl Iterator<Item = i64>,
+    ) -> Result<SplitRow, IndexError> {
+        let mut files = segment_files(dir, metas);
+        files.push("meta.json".into());
+        let bytes = pack(dir, &files)?;
+        let (min_created_us, max_created_us) = created.fold((None, None), |(lo, hi), at| {
+            (
+                Some(lo.map_or(at, |lo: i64| lo.min(at))),
+                Some(hi.map_or(at, |hi: i64| hi.max(at))),
+            )
+        });
+        let id = ulid::Ulid::new().to_string().to_lowercase();
+        let size = bytes.len() as u64;
+        self.store.stage_split(&id, partition)?;
+        let version_id = self.store.put_split_object(&id, bytes)?;
+        Ok(SplitRow {
+            id,
+            partition,
+            max_seq,
+            min_created_us,
+            max_created_us,
+            num_docs: metas.iter().map(|m| u64::from(m.num_docs())).sum(),
+            bytes: size,
+            version_id,
+        })
+    }
+
+    /// Indexes the feed entries of `partition` after `from` (up to `head`) into one split
+    /// and publishes it. Answers whether it published anything.
+    fn index_partition(
+        &self,
+        lease: &SplitLease,
+        partition: i16,
+        from: u64,
+        head: u64,
+        idle_advance: bool,
+    ) -> Result<bool, IndexError> {
+        if head <= from {
+            return Ok(false);
+        }
+        let entries = self
+            .store
+            .partition_feed(partition, from, head, FEED_CHUNK)?;
+        let to = if entries.len() == FEED_CHUNK {
+            entries.last().map_or(head, |(sequence, _, _)| *sequence)
+        } else {
+            head
+        };
+        if entries.is_empty() && !idle_advance {
+            return Ok(false);
+        }
+        let mut ids = Vec::new();
+        let mut seen = HashSet::new();
+        let mut superseded = HashSet::new();
+        for (_, id, fresh) in &entries {
+            if seen.insert(*id) {
+                ids.push(*id);
+            }
+            if !fresh {
+                superseded.insert(*id);
+            }
+        }
+        let mut items = Vec::with_capacity(ids.len());
+        let mut destroyed = HashSet::new();
+        for chunk in ids.chunks(LOAD_CHUNK) {
+            for (id, item) in chunk.iter().zip(self.store.get_interactions(chunk)?) {
+                match item {
+                    Some(item) => items.push(item),
+                    None => {
+                        destroyed.insert(*id);
+                    }
+                }
+            }
+        }
+        let split = if items.is_empty() {
+            None
+        } else {
+            Some(self.write_split(partition, to, &items)?)
+        };
+        let tombstones = ids
+            .iter()
+            .filter(|id| superseded.contains(id) || destroyed.contains(id))
+            .map(|id| (*id, destroyed.contains(id)))
+            .collect();
+        self.store.publish_splits(&SplitPublish {
+            lease: lease.clone(),
+            partition,
+            checkpoint_from: from,
+            checkpoint_to: to,
+            split,
+            tombstones,
+            retire: Vec::new(),
+        })?;
+        if !entries.is_empty() {
+            metrics::counter!("holdfast_split_entries_indexed_total")
+                .increment(entries.len() as u64);
+        }
+        Ok(true)
+    }
+
+    /// Merges every published split of `partition` into one without its dead documents,
+    /// and publishes it in their place.
+    fn merge_partition(
+        &self,
+        lease: &SplitLease,
+        partition: i16,
+        checkpoint: u64,
+        catalog: &SplitCatalog,
+    ) -> Result<(), IndexError> {
+        let inputs: Vec<&SplitRow> = catalog
+            .splits
+            .iter()
+            .filter(|split| split.partition == partition)
+            .collect();
+        let mut parts = Vec::new();
+        for split in &inputs {
+            let dead: Vec<InteractionId> = catalog
+                .tombstones
+                .iter()
+                .filter(|(p, _, sequence)| *p == partition && *sequence > split.max_seq)
+                .map(|(_, id, _)| *id)
+                .collect();
+            parts.push((self.cached(split)?, dead));
+        }
+        let borrowed: Vec<(&Cached, Vec<InteractionId>)> = parts
+            .iter()
+            .map(|(cached, dead)| (cached.as_ref(), dead.clone()))
+            .collect();
+        let dir = self.work_dir();
+        let result = (|| {
+            let index = compose(&dir, &self.fields, &borrowed)?;
+            let segments = index.searchable_segment_ids()?;
+            let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+            let merged = if segments.is_empty() {
+                None
+            } else {
+                writer.merge(&segments).wait()?
+            };
+            writer.wait_merging_threads()?;
+            let split = match merged.filter(|meta| meta.num_docs() > 0) {
+                None => None,
+                Some(meta) => {
+                    // Only the merged segment: whatever the writer left in the view's
+                    // meta.json.
+                    let path = dir.join("meta.json");
+                    std::fs::write(&path, meta_json(vec![meta.clone()])?)
+                        .map_err(io_error(&path))?;
+                    let created = inputs
+                        .iter()
+                        .flat_map(|s| s.min_created_us.into_iter().chain(s.max_created_us));
+                    Some(self.stage_and_write(partition, checkpoint, &dir, &[meta], created)?)
+                }
+            };
+            self.store.publish_splits(&SplitPublish {
+                lease: lease.clone(),
+                partition,
+                checkpoint_from: checkpoint,
+                checkpoint_to: checkpoint,
+                split,
+                tombstones: Vec::new(),
+                retire: inputs.iter().map(|s| s.id.clone()).collect(),
+            })?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        metrics::counter!("holdfast_split_merges_total").increment(1);
+        result
+    }
+
+    /// Indexes every stored item once (see the module), as the holder of `lease`.
+    fn bootstrap(&self, lease: &SplitLease) -> Result<(), IndexError> {
+        let at = self.store.begin_split_bootstrap(lease)?;
+        tracing::info!(feed = at, "building the search splits of every stored item");
+        let mut pending: HashMap<i16, Vec<StoredInteraction>> = HashMap::new();
+        let mut written = Vec::new();
+        let mut after = None;
+        loop {
+            let chunk = self.store.scan_interactions(after, LOAD_CHUNK)?;
+            let Some(last) = chunk.last() else { break };
+            after = Some(last.id);
+            let ids: Vec<InteractionId> = chunk.iter().map(|item| item.id).collect();
+            // Items with entries after the start are the partitions' indexers' to index.
+            let later = self.store.in_feed_after(&ids, at)?;
+            for item in chunk.into_iter().filter(|item| !later.contains(&item.id)) {
+                let partition = crate::domain::search_partition(item.content.mailbox_id.as_str());
+                let items = pending.entry(partition).or_default();
+                items.push(item);
+                if items.len() >= BOOTSTRAP_SPLIT {
+                    let items = std::mem::take(items);
+                    written.push(self.write_split(partition, at, &items)?);
+                }
+            }
+            // Renewed as it goes: a long bootstrap keeps its lease.
+            self.renew(lease)?;
+        }
+        for (partition, items) in pending {
+            if !items.is_empty() {
+                written.push(self.write_split(partition, at, &items)?);
+            }
+        }
+        self.store.finish_split_bootstrap(lease, &written)?;
+        tracing::info!(
+            splits = written.len(),
+            "search splits of every stored item published"
+        );
+        Ok(())
+    }
+
+    fn renew(&self, lease: &SplitLease) -> Result<(), IndexError> {
+        match self
+            .store
+            .acquire_lease(&lease.name, &lease.holder, LEASE_TTL)?
+        {
+            Some(held) if held.epoch == lease.epoch => Ok(()),
+            _ => Err(IndexError::Store(StoreError::Fenced(format!(
+                "this node no longer holds the lease {}",
+                lease.name
+            )))),
+        }
+    }
+}
+
+/// The background work of splits on one node: the bootstrap, the indexers and mergers of
+/// the partitions whose leases it holds, garbage collection, and the progress figures that
+/// ingest back-pressure and erasure read.
+pub struct SplitWorker {
+    search: Arc<SplitSearch>,
+    progress: Arc<IndexProgress>,
+    holder: String,
+    /// Leases held, by partition, with when they were taken or renewed.
+    held: HashMap<i16, (SplitLease, Instant)>,
+    tried: HashMap<i16, Instant>,
+    advanced: HashMap<i16, Instant>,
+    housekept: Option<Instant>,
+}
+
+impl SplitWorker {
+    pub fn new(
+        search: Arc<SplitSearch>,
+        progress: Arc<IndexProgress>,
+        holder: &str,
+    ) -> SplitWorker {
+        SplitWorker {
+            search,
+            progress,
+            holder: holder.to_string(),
+            held: HashMap::new(),
+            tried: HashMap::new(),
+            advanced: HashMap::new(),
+            housekept: None,
+        }
+    }
+
+    /// Runs steps until `shutdown`, then gives its leases up.
+    pub fn run(mut self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.step() {
+                tracing::warn!(%error, "search splits: a step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            std::thread::sleep(STEP_PAUSE);
+        }
+        let store = &self.search.store;
+        for (lease, _) in self.held.values() {
+            let _ = store.release_lease(&lease.name, &self.holder);
+        }
+    }
+
+    fn lease(&mut self, name: &str) -> Result<Option<SplitLease>, IndexError> {
+        Ok(self
+            .search
+            .store
+            .acquire_lease(name, &self.holder, LEASE_TTL)?
+            .map(|lease| SplitLease {
+                name: name.to_string(),
+                holder: self.holder.clone(),
+                epoch: lease.epoch,
+            }))
+    }
+
+    /// The partitions whose leases this node holds now, taking free ones.
+    fn partitions(&mut self) -> Result<Vec<(i16, SplitLease)>, IndexError> {
+        let now = Instant::now();
+        for partition in 0..SEARCH_PARTITIONS as i16 {
+            let due = match self.held.get(&partition) {
+                Some((_, at)) => now.duration_since(*at) >= LEASE_TTL / 2,
+                None => self
+                    .tried
+                    .get(&partition)
+                    .is_none_or(|at| now.duration_since(*at) >= LEASE_RETRY),
+            };
+            if !due {
+                continue;
+            }
+            self.tried.insert(partition, now);
+            let name = format!("split-index-{partition}");
+            match self.lease(&name)? {
+                Some(lease) => {
+                    self.held.insert(partition, (lease, now));
+                }
+                None => {
+                    self.held.remove(&partition);
+                }
+            }
+        }
+        let mut held: Vec<(i16, SplitLease)> = self
+            .held
+            .iter()
+            .map(|(partition, (lease, _))| (*partition, lease.clone()))
+            .collect();
+        held.sort_by_key(|(partition, _)| *partition);
+        Ok(held)
+    }
+
+    /// One step: see `SplitWorker`.
+    pub fn step(&mut self) -> Result<(), IndexError> {
+        let store = Arc::clone(&self.search.store);
+        let head = store.split_head()?;
+        if !head.bootstrapped {
+            self.progress.rebuilding.store(true, Ordering::Release);
+            if let Some(lease) = self.lease("split-bootstrap")? {
+                self.search.bootstrap(&lease)?;
+            }
+        }
+        let head = store.split_head()?;
+        if head.bootstrap_at.is_none() {
+            return Ok(());
+        }
+        let mut checkpoints = store.split_checkpoints()?;
+        let feed_head = store.committed_feed_head()?;
+        let now = Instant::now();
+        for (partition, lease) in self.partitions()? {
+            let Some(&from) = checkpoints.get(&partition) else {
+                continue;
+            };
+            let idle = self
+                .advanced
+                .get(&partition)
+                .is_none_or(|at| now.duration_since(*at) >= IDLE_ADVANCE);
+            match self
+                .search
+                .index_partition(&lease, partition, from, feed_head, idle)
+            {
+                Ok(true) => {
+                    self.advanced.insert(partition, now);
+                }
+                Ok(false) => {}
+                Err(IndexError::Store(StoreError::Fenced(reason))) => {
+                    tracing::info!(partition, %reason, "search splits: gave a partition up");
+                    self.held.remove(&partition);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        // Merges: many splits, or destroyed text to erase.
+        let held: Vec<(i16, SplitLease)> = self
+            .held
+            .iter()
+            .map(|(partition, (lease, _))| (*partition, lease.clone()))
+            .collect();
+        if !held.is_empty() {
+            let to_erase: HashSet<i16> = store.partitions_to_erase()?.into_iter().collect();
+            let catalog = store.split_catalog()?;
+            checkpoints = store.split_checkpoints()?;
+            for (partition, lease) in held {
+                let count = catalog
+                    .splits
+                    .iter()
+                    .filter(|split| split.partition == partition)
+                    .count();
+                if count < MERGE_AT && !to_erase.contains(&partition) {
+                    continue;
+                }
+                let Some(&checkpoint) = checkpoints.get(&partition) else {
+                    continue;
+                };
+                match self
+                    .search
+                    .merge_partition(&lease, partition, checkpoint, &catalog)
+                {
+                    Ok(()) => {}
+                    Err(IndexError::Store(StoreError::Fenced(reason))) => {
+                        tracing::info!(partition, %reason, "search splits: a merge was fenced");
+                        self.held.remove(&partition);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        if self
+            .housekept
+            .is_none_or(|at| now.duration_since(at) >= HOUSEKEEPING)
+        {
+            self.housekept = Some(now);
+            if self.lease("split-janitor")?.is_some() {
+                store.collect_split_garbage(SPLIT_GRACE)?;
+                store.trim_split_feed()?;
+            }
+            let catalog = store.split_catalog()?;
+            let published = catalog.splits.iter().map(|s| s.id.clone()).collect();
+            self.search.trim_cache(&published);
+        }
+        let head = store.split_head()?;
+        let committed = store.splits_indexed_through(feed_head)?;
+        self.progress.committed.store(committed, Ordering::Release);
+        self.progress
+            .rebuilding
+            .store(!head.bootstrapped, Ordering::Release);
+        self.progress
+            .erased_through
+            .store(store.splits_erased_through(feed_head)?, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Opens cluster search in splits under `dir` (a cache) and starts this node's worker as
+/// `holder` (unique in the cluster): the `SearchIndex` every search reads.
+pub fn start(
+    dir: &Path,
+    store: Arc<ClusterStore>,
+    settings: super::index::IndexSettings,
+    holder: &str,
+    shutdown: CancellationToken,
+) -> Result<(Arc<super::index::SearchIndex>, super::index::IndexerThread), IndexError> {
+    let search = SplitSearch::open(store.clone(), dir)?;
+    store.forget_feed_reader()?;
+    let (schema, fields) = schema::schema();
+    let empty = Index::create_in_ram(schema);
+    let reader = empty.reader()?;
+    let progress = Arc::new(IndexProgress::default());
+    let head = store.split_head()?;
+    progress
+        .rebuilding
+        .store(!head.bootstrapped, Ordering::Release);
+    if head.bootstrap_at.is_some() {
+        let committed = store.splits_indexed_through(store.committed_feed_head()?)?;
+        progress.committed.store(committed, Ordering::Release);
+    }
+    let index = Arc::new(super::index::SearchIndex {
+        index: empty,
+        reader,
+        fields,
+        progress: Arc::clone(&progress),
+        settings,
+        splits: Some(Arc::clone(&search)),
+    });
+    let worker = SplitWorker::new(search, progress, holder);
+    let handle = std::thread::Builder::new()
+        .name("holdfast-splits".into())
+        .spawn(move || worker.run(shutdown))
+        .map_err(|source| IndexError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    Ok((index, super::index::IndexerThread::new(handle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use holdfast_retention::MoveReason;
+
+    use super::*;
+    use crate::domain::MailboxId;
+    use crate::search::kql;
+    use crate::search::searcher::{count_matching, execute, Sort};
+    use crate::store::cluster::tests::Cluster;
+    use crate::store::conformance::{content, new_item, Fixture};
+    use crate::store::{Disposition, ItemStates, NewInteraction, PlannedItem, SweepWrite};
+
+    fn item(mailbox: &str, key: &str, prompt: &str) -> NewInteraction {
+        let mut content = content(key, 1, "t");
+        content.mailbox_id = MailboxId::parse(mailbox).unwrap();
+        content.prompt = prompt.into();
+        new_item(content)
+    }
+
+    fn mailboxes() -> Vec<MailboxId> {
+        ["alice@contoso.com", "bob@contoso.com", "carol@contoso.com"]
+            .iter()
+            .map(|m| MailboxId::parse(m).unwrap())
+            .collect()
+    }
+
+    fn count(search: &SplitSearch, query: &str) -> u64 {
+        let searcher = search.searcher().unwrap();
+        let query = kql::parse(query).unwrap();
+        count_matching(&searcher, &search.fields, &query, &mailboxes()).unwrap()
+    }
+
+    /// Destroys a held item as the sweeper would.
+    fn destroy(store: &ClusterStore, id: InteractionId) {
+        let now = Utc::now();
+        let planned: Vec<PlannedItem> = store
+            .planned_items(&[id])
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        let destroys = planned
+            .into_iter()
+            .map(|item| {
+                let disposition = Disposition {
+                    id: item.id,
+                    mailbox: item.facts.mailbox.clone(),
+                    content_sha256: item.facts.content_sha256.clone(),
+                    created_at: item.facts.created_at,
+                    moved_at: now,
+                    purged_at: now,
+                    reason: MoveReason::UserDeleted,
+                    policies: Vec::new(),
+                };
+                (item, disposition)
+            })
+            .collect();
+        let write = SweepWrite {
+            destroys,
+            ..SweepWrite::default()
+        };
+        assert_eq!(store.apply_sweep(&write, now).unwrap().destroyed, 1);
+    }
+
+    #[test]
+    fn splits_are_built_once_searched_from_any_node_and_merged_without_the_dead() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let (store_a, store_b) = (fixture.open(), fixture.open());
+        let dirs = tempfile::tempdir().unwrap();
+        // Stored before splits are turned on: the bootstrap indexes them.
+        let early = [
+            item("alice@contoso.com", "e1", "budget alpha"),
+            item("bob@contoso.com", "e2", "budget beta"),
+        ];
+        store_a.write_interactions(&early).unwrap();
+        let search_a = SplitSearch::open(Arc::clone(&store_a), &dirs.path().join("a")).unwrap();
+        let progress = Arc::new(IndexProgress::default());
+        let mut worker = SplitWorker::new(Arc::clone(&search_a), Arc::clone(&progress), "a/1");
+        worker.step().unwrap();
+        assert!(store_a.split_head().unwrap().bootstrapped);
+        assert!(!progress.rebuilding.load(Ordering::Acquire));
+        // Stored after: the partitions' indexers index them (written through another node).
+        let late = [
+            item("alice@contoso.com", "l1", "budget gamma"),
+            item("carol@contoso.com", "l2", "budget delta"),
+            item("carol@contoso.com", "l3", "travel"),
+        ];
+        store_b.write_interactions(&late).unwrap();
+        worker.step().unwrap();
+        assert_eq!(
+            progress.committed.load(Ordering::Acquire),
+            store_a.committed_feed_head().unwrap()
+        );
+        // Another node searches the splits it never built.
+        let search_b = SplitSearch::open(Arc::clone(&store_b), &dirs.path().join("b")).unwrap();
+        assert_eq!(count(&search_b, "budget"), 4);
+        assert_eq!(count(&search_b, "travel OR alpha"), 2);
+
+        // A move: the item is found once, now in the holds area (its older document is dead).
+        let moved = late[0].id;
+        store_b
+            .move_ids_to_holds_area(&[moved], MoveReason::UserDeleted, Utc::now())
+            .unwrap();
+        worker.step().unwrap();
+        let searcher = search_b.searcher().unwrap();
+        let query = kql::parse("budget").unwrap();
+        let results = execute(
+            &searcher,
+            &search_b.fields,
+            &query,
+            &mailboxes(),
+            Sort::Newest,
+            0,
+            10,
+        )
+        .unwrap();
+        assert_eq!(results.total, 4);
+        assert_eq!(results.by_location.get("holds"), Some(&1));
+        assert_eq!(results.by_location.get("active"), Some(&3));
+        drop(searcher);
+
+        // A destruction: out of the search, then merged out of the splits' files.
+        destroy(&store_b, moved);
+        worker.step().unwrap();
+        assert_eq!(count(&search_b, "budget"), 3);
+        assert_eq!(count(&search_b, "gamma"), 0);
+        let catalog = store_a.split_catalog().unwrap();
+        assert!(
+            catalog.tombstones.is_empty(),
+            "the merge left no tombstone behind: {:?}",
+            catalog.tombstones
+        );
+        for split in &catalog.splits {
+            let cached = search_a.cached(split).unwrap();
+            assert!(cached
+                .docs_of(&search_a.fields, &[moved])
+                .unwrap()
+                .is_empty());
+        }
+        // Erasure is complete once the merged-away splits' objects are gone.
+        let head = store_a.committed_feed_head().unwrap();
+        assert!(store_a.splits_erased_through(head).unwrap() < head);
+        assert!(store_a.collect_split_garbage(Duration::ZERO).unwrap() >= 1);
+        assert_eq!(store_a.splits_erased_through(head).unwrap(), head);
+
+        // Many small splits of one partition are merged into one.
+        let partition = crate::domain::search_partition("alice@contoso.com");
+        for round in 0..MERGE_AT {
+            let written = [item("alice@contoso.com", &format!("m{round}"), "budget")];
+            store_b.write_interactions(&written).unwrap();
+            worker.step().unwrap();
+        }
+        let splits_of = |store: &ClusterStore| {
+            store
+                .split_catalog()
+                .unwrap()
+                .splits
+                .iter()
+                .filter(|s| s.partition == partition)
+                .count()
+        };
+        assert!(splits_of(&store_a) < MERGE_AT, "{}", splits_of(&store_a));
+        assert_eq!(count(&search_b, "budget"), 3 + MERGE_AT as u64);
+    }
+
+    #[test]
+    fn a_publish_is_fenced_and_a_crashed_one_is_collected() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let dirs = tempfile::tempdir().unwrap();
+        let search = SplitSearch::open(Arc::clone(&store), dirs.path()).unwrap();
+        let progress = Arc::new(IndexProgress::default());
+        SplitWorker::new(Arc::clone(&search), progress, "a/1")
+            .step()
+            .unwrap();
+        store
+            .write_interactions(&[item("alice@contoso.com", "k", "budget")])
+            .unwrap();
+        let partition = crate::domain::search_partition("alice@contoso.com");
+        let from = store.split_checkpoints().unwrap()[&partition];
+        let head = store.committed_feed_head().unwrap();
+        let lease = |holder: &str, epoch| SplitLease {
+            name: "split-test".into(),
+            holder: holder.into(),
+            epoch,
+        };
+        let held = store
+            .acquire_lease("split-test", "t/1", LEASE_TTL)
+            .unwrap()
+            .unwrap();
+        let publish = |lease: SplitLease, from: u64| SplitPublish {
+            lease,
+            partition,
+            checkpoint_from: from,
+            checkpoint_to: head,
+            split: None,
+            tombstones: Vec::new(),
+            retire: Vec::new(),
+        };
+        // Another holder, an old epoch, a checkpoint that moved: nothing is written.
+        for refused in [
+            publish(lease("t/2", held.epoch), from),
+            publish(lease("t/1", held.epoch + 1), from),
+            publish(lease("t/1", held.epoch), from + 1),
+        ] {
+            assert!(matches!(
+                store.publish_splits(&refused),
+                Err(StoreError::Fenced(_))
+            ));
+            assert_eq!(store.split_checkpoints().unwrap()[&partition], from);
+        }
+        store
+            .publish_splits(&publish(lease("t/1", held.epoch), from))
+            .unwrap();
+        assert_eq!(store.split_checkpoints().unwrap()[&partition], head);
+
+        // A split staged and written, never published (its indexer crashed): collected,
+        // object and row; searches never saw it.
+        store.stage_split("crashed", partition).unwrap();
+        store
+            .put_split_object("crashed", b"not even a split".to_vec())
+            .unwrap();
+        assert_eq!(count(&search, "budget"), 0);
+        assert_eq!(store.collect_split_garbage(Duration::ZERO).unwrap(), 1);
+        assert!(fixture
+            .bucket()
+            .versions_of("splits/crashed")
+            .unwrap()
+            .is_empty());
+
+        // A damaged split object is an error, not a file outside the cache.
+        let mut damaged = Vec::from(&MAGIC[..]);
+        damaged.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+        damaged.extend_from_slice(&1u32.to_le_bytes());
+        damaged.extend_from_slice(&5u16.to_le_bytes());
+        damaged.extend_from_slice(b"../x1");
+        damaged.extend_from_slice(&0u64.to_le_bytes());
+        assert!(unpack(&damaged, &dirs.path().join("damaged")).is_err());
+        assert!(unpack(&damaged[..10], &dirs.path().join("short")).is_err());
+        assert!(!dirs.path().join("x1").exists());
+    }
+}

@@ -33,5 +33,8 @@ cargo test --release --locked --workspace "$@"
 HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace \
     --test retention --test sweeper --test discovery --test interactions \
     --test hostile_search --test http_api "$@"
+# (Cluster nodes that search splits in the bucket, `search = "splits"`, are tested by the
+# unit cases in server/src/search/splits.rs above; the black-box suites run on them with
+# HOLDFAST_TEST_BACKEND=cluster-splits.)
 # The Python tests, against the server binary just built.
 scripts/python-tests.sh

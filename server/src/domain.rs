@@ -168,6 +168,22 @@ pub struct ListCursor {
     pub id: InteractionId,
 }
 
+/// A 64-bit key of a mailbox id (the first 8 bytes of its SHA-256): the index filters by it,
+/// and a cluster partitions search by it.
+pub fn mailbox_key(mailbox: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(mailbox.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// Partitions of a cluster's search: each mailbox's items are in one of them.
+pub const SEARCH_PARTITIONS: u16 = 16;
+
+/// The search partition of `mailbox`.
+pub fn search_partition(mailbox: &str) -> i16 {
+    (mailbox_key(mailbox) % u64::from(SEARCH_PARTITIONS)) as i16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,20 +199,4 @@ mod tests {
         assert!(MailboxId::parse(&"a".repeat(321)).is_err());
         assert!(MailboxId::parse(&"a".repeat(320)).is_ok());
     }
-}
-
-/// A 64-bit key of a mailbox id (the first 8 bytes of its SHA-256): the index filters by it,
-/// and a cluster partitions search by it.
-pub fn mailbox_key(mailbox: &str) -> u64 {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(mailbox.as_bytes());
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
-/// Partitions of a cluster's search: each mailbox's items are in one of them.
-pub const SEARCH_PARTITIONS: u16 = 16;
-
-/// The search partition of `mailbox`.
-pub fn search_partition(mailbox: &str) -> i16 {
-    (mailbox_key(mailbox) % u64::from(SEARCH_PARTITIONS)) as i16
 }

@@ -429,12 +429,12 @@ fn lease_holder(node: &str) -> String {
     format!("{node}/{}", RUN.get_or_init(ulid::Ulid::new))
 }
 
+type OpenedStore = (Arc<dyn Store>, bool, Option<Arc<ClusterStore>>);
+
 /// The store the configuration asks for, and whether it is new (a new embedded data
 /// directory gets a bootstrap admin token; a cluster never does: its tokens come from the
-/// config files).
-fn open_store(
-    config: &Config,
-) -> anyhow::Result<(Arc<dyn Store>, bool, Option<Arc<ClusterStore>>)> {
+/// config files), and the cluster store when it is one.
+fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
     let Some(cluster) = &config.cluster else {
         let store_path = config.data_dir.join("store");
         // RocksDB writes CURRENT when it creates a store: without it the data directory is new.

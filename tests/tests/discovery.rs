@@ -479,6 +479,11 @@ async fn the_index_catches_up_after_kill_9_and_rebuilds_when_deleted() {
     let mut near = search_request(&case, "quarterly NEAR(2) memo");
     near.page_size = 1000;
     let near_before = reviewer.search(near.clone()).await.unwrap();
+    if common::splits_backend() {
+        // No local index to delete: the splits are in the bucket.
+        assert_eq!(near_before.total, acknowledged);
+        return;
+    }
 
     assert!(server.terminate().success());
     std::fs::remove_dir_all(server.data_dir().join("index")).unwrap();

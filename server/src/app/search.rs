@@ -290,7 +290,8 @@ impl SearchCursor {
 /// A searcher over everything searchable now; an index that cannot be read (cluster splits
 /// out of reach) answers UNAVAILABLE.
 pub(crate) fn searcher_of(index: &SearchIndex) -> Result<tantivy::Searcher, Error> {
-    index.searcher().map_err(|error| {
+    // Splits may be downloaded and composed: never on an async worker thread.
+    crate::store::cluster::off_async(|| index.searcher()).map_err(|error| {
         tracing::warn!(%error, "cannot open the search index");
         Error::Unavailable(format!(
             "the search index cannot be read now ({error}); retry"

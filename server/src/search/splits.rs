@@ -248,6 +248,12 @@ fn compose(
         let dead = cached.docs_of(fields, dead)?;
         for name in segment_files(&cached.dir, &cached.metas) {
             let (from, to) = (cached.dir.join(&name), dir.join(&name));
+            if to.exists() {
+                // Never overwrite: that file belongs to another split's segment.
+                return Err(IndexError::Splits(format!(
+                    "two splits hold the segment file {name}"
+                )));
+            }
             if std::fs::hard_link(&from, &to).is_err() {
                 std::fs::copy(&from, &to).map_err(io_error(&from))?;
             }
@@ -359,6 +365,13 @@ impl SplitSearch {
         {
             return Ok(Arc::clone(cached));
         }
+        // Ids name directories: only what an indexer writes (a ULID) is taken.
+        if ulid::Ulid::from_string(&split.id).is_err() || split.id.len() != 26 {
+            return Err(IndexError::Splits(format!(
+                "the catalog names a split with an invalid id {:?}",
+                split.id
+            )));
+        }
         let bytes = self.store.get_split_object(split)?.ok_or_else(|| {
             IndexError::Splits(format!(
                 "split {} is gone from the bucket (merged meanwhile?); retry",
@@ -367,17 +380,24 @@ impl SplitSearch {
         })?;
         let dir = self.dir.join("cache").join(&split.id);
         let staging = self.work_dir();
-        unpack(&bytes, &staging)?;
+        if let Err(error) = unpack(&bytes, &staging) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+        // Under the cache's lock, so that `trim_cache` never sees the directory without its
+        // entry.
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache.get(&split.id) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Ok(Arc::clone(cached));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
         }
         std::fs::rename(&staging, &dir).map_err(io_error(&dir))?;
         let cached = Arc::new(Cached::open(dir)?);
         metrics::counter!("holdfast_split_downloads_total").increment(1);
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(split.id.clone(), Arc::clone(&cached));
+        cache.insert(split.id.clone(), Arc::clone(&cached));
         Ok(cached)
     }
 
@@ -420,17 +440,18 @@ impl SplitSearch {
         opened
     }
 
-    /// Drops from the local cache every split no longer published.
+    /// Drops from the local cache every split no longer published (searchers still reading
+    /// one keep its files open until they go).
     fn trim_cache(&self, published: &HashSet<String>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|id, _| published.contains(id));
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("cache")) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if !published.contains(&name) {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
+        let gone: Vec<String> = cache
+            .keys()
+            .filter(|id| !published.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            cache.remove(&id);
+            let _ = std::fs::remove_dir_all(self.dir.join("cache").join(&id));
         }
     }
 
@@ -658,8 +679,11 @@ impl SplitSearch {
                     written.push(self.write_split(partition, at, &items)?);
                 }
             }
-            // Renewed as it goes: a long bootstrap keeps its lease.
+            // Renewed as it goes: a long bootstrap keeps its lease, and its staged splits
+            // are not taken for a crashed builder's.
             self.renew(lease)?;
+            let staged: Vec<String> = written.iter().map(|s: &SplitRow| s.id.clone()).collect();
+            self.store.touch_staged_splits(&staged)?;
         }
         for (partition, items) in pending {
             if !items.is_empty() {
@@ -722,8 +746,16 @@ impl SplitWorker {
     /// Runs steps until `shutdown`, then gives its leases up.
     pub fn run(mut self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            if let Err(error) = self.step() {
+            // A panic (a damaged split) fails the step, never the worker.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step()));
+            let failed = match step {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("a step panicked".to_string()),
+            };
+            if let Some(error) = failed {
                 tracing::warn!(%error, "search splits: a step failed; retrying");
+                metrics::counter!("holdfast_split_step_failures_total").increment(1);
                 std::thread::sleep(Duration::from_secs(1));
             }
             std::thread::sleep(STEP_PAUSE);
@@ -826,7 +858,9 @@ impl SplitWorker {
             .iter()
             .map(|(partition, (lease, _))| (*partition, lease.clone()))
             .collect();
-        if !held.is_empty() {
+        // No merges while the bootstrap runs: its splits, published later, need the
+        // tombstones a merge would clear.
+        if !held.is_empty() && head.bootstrapped {
             let to_erase: HashSet<i16> = store.partitions_to_erase()?.into_iter().collect();
             let catalog = store.split_catalog()?;
             checkpoints = store.split_checkpoints()?;

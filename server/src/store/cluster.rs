@@ -64,7 +64,7 @@ pub struct ClusterStore {
 /// Runs a blocking store call. Off an async worker thread it runs in place; on one, it moves
 /// off first (the PostgreSQL and S3 clients block on runtimes of their own, which a worker
 /// thread may not do).
-fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn off_async<T: Send>(call: impl FnOnce() -> T + Send) -> T {
     match tokio::runtime::Handle::try_current() {
         Err(_) => call(),
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -174,10 +174,12 @@ fn trim_feed(transaction: &mut postgres::Transaction<'_>) -> Result<(), StoreErr
         "DELETE FROM feed_readers WHERE seen_at < now() - $1::bigint * interval '1 second'",
         &[&READER_TIMEOUT_SECONDS],
     )?;
+    // While the splits' bootstrap runs it needs the entries after its start.
     let through: Option<i64> = transaction
         .query_one(
             "SELECT least((SELECT min(position) FROM feed_readers),
-                          (SELECT min(sequence) FROM split_checkpoints))",
+                          (SELECT min(sequence) FROM split_checkpoints),
+                          (SELECT bootstrap_at FROM split_head WHERE NOT bootstrapped))",
             &[],
         )?
         .get(0);

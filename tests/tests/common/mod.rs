@@ -199,6 +199,11 @@ pub fn cluster_backend() -> bool {
     }
 }
 
+/// Whether this run's servers search splits in the bucket (no local index directory).
+pub fn splits_backend() -> bool {
+    cluster_search() == "splits"
+}
+
 /// The `search` of this run's cluster nodes: `splits` for `cluster-splits`.
 fn cluster_search() -> &'static str {
     match std::env::var(BACKEND_VARIABLE).as_deref() {

@@ -175,11 +175,13 @@ impl ClusterStore {
             let mut transaction = connection.transaction()?;
             check_lease(&mut transaction, lease)?;
             let at: i64 = transaction
-                .query_one(
+                .query_opt(
                     "UPDATE split_head SET bootstrap_at = coalesce(bootstrap_at,
-                         (SELECT last FROM index_feed_head)) RETURNING bootstrap_at",
+                         (SELECT last FROM index_feed_head))
+                     WHERE NOT bootstrapped RETURNING bootstrap_at",
                     &[],
                 )?
+                .ok_or_else(|| StoreError::Fenced("the splits are bootstrapped already".into()))?
                 .get(0);
             let partitions: Vec<i16> = (0..SEARCH_PARTITIONS as i16).collect();
             transaction.execute(
@@ -205,10 +207,16 @@ impl ClusterStore {
             for split in splits {
                 publish_row(&mut transaction, split)?;
             }
-            transaction.execute(
-                "UPDATE split_head SET bootstrapped = true, generation = generation + 1",
+            let finished = transaction.execute(
+                "UPDATE split_head SET bootstrapped = true, generation = generation + 1
+                 WHERE NOT bootstrapped",
                 &[],
             )?;
+            if finished != 1 {
+                return Err(StoreError::Fenced(
+                    "the splits are bootstrapped already".into(),
+                ));
+            }
             transaction.commit()?;
             Ok(())
         })
@@ -350,9 +358,13 @@ impl ClusterStore {
         let indexed = self.splits_indexed_through(head)?;
         off_async(|| {
             let row = self.pg.connection()?.query_one(
+                // A split that may hold a destroyed item's text was built before the
+                // destruction: below its feed entry.
                 "SELECT least(
                      $1::bigint,
-                     (SELECT min(sequence) - 1 FROM split_tombstones WHERE erase),
+                     (SELECT min(s.max_seq) FROM splits s JOIN split_tombstones t
+                          ON s.partition = t.partition AND s.max_seq < t.sequence
+                      WHERE t.erase AND s.state = 'published'),
                      (SELECT min(max_seq) FROM splits WHERE state = 'retired'))",
                 &[&signed(indexed)],
             )?;
@@ -380,6 +392,17 @@ impl ClusterStore {
                 Some(first) => unsigned("index_feed", first - 1),
                 None => Ok(head),
             }
+        })
+    }
+
+    /// Keeps staged splits from being collected while their builder still works on them.
+    pub fn touch_staged_splits(&self, ids: &[String]) -> Result<(), StoreError> {
+        off_async(|| {
+            self.pg.connection()?.execute(
+                "UPDATE splits SET changed_at = now() WHERE id = ANY($1) AND state = 'staged'",
+                &[&ids],
+            )?;
+            Ok(())
         })
     }
 
@@ -469,11 +492,14 @@ impl ClusterStore {
                     ],
                 )?;
             }
-            // Tombstones at or below every published split's max_seq hide nothing any more.
+            // Tombstones at or below every published split's max_seq hide nothing any more,
+            // nor those at or below the start of a bootstrap still running (its splits are
+            // published later and hold older forms).
             transaction.execute(
                 "DELETE FROM split_tombstones WHERE partition = $1 AND sequence <= coalesce(
-                     (SELECT min(max_seq) FROM splits
-                      WHERE partition = $1 AND state = 'published'),
+                     least((SELECT min(max_seq) FROM splits
+                            WHERE partition = $1 AND state = 'published'),
+                           (SELECT bootstrap_at FROM split_head WHERE NOT bootstrapped)),
                      $2)",
                 &[&publish.partition, &signed(publish.checkpoint_to)],
             )?;
@@ -504,22 +530,17 @@ impl ClusterStore {
     pub fn collect_split_garbage(&self, grace: Duration) -> Result<u64, StoreError> {
         off_async(|| {
             let rows = self.pg.connection()?.query(
-                "SELECT id, version_id FROM splits WHERE state IN ('staged', 'retired')
+                "SELECT id FROM splits WHERE state IN ('staged', 'retired')
                      AND changed_at < now() - $1::bigint * interval '1 millisecond'
                  LIMIT 1000",
                 &[&i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)],
             )?;
             let mut collected = 0;
             for row in rows {
-                let (id, version_id): (String, String) = (row.get(0), row.get(1));
-                let key = split_key(&id);
-                // A staged split's write may have happened without its version being
-                // recorded: every version of its key goes.
-                let versions = if version_id.is_empty() {
-                    self.objects.versions_of(&key)?
-                } else {
-                    vec![ObjectVersion { key, version_id }]
-                };
+                let id: String = row.get(0);
+                // Every version of its key: a staged split's write may have happened without
+                // its version being recorded, and a retried write leaves another.
+                let versions = self.objects.versions_of(&split_key(&id))?;
                 for version in &versions {
                     self.objects.destroy(version)?;
                 }

@@ -47,7 +47,7 @@ const FEED_CHUNK: usize = 5_000;
 /// Items read from the store at once (their content is in the bucket).
 const LOAD_CHUNK: usize = 500;
 /// Items per split built by the bootstrap.
-const BOOTSTRAP_SPLIT: usize = 50_000;
+const BOOTSTRAP_SPLIT: usize = 10_000;
 /// Memory of a split builder's or merger's writer.
 const WRITER_MEMORY: usize = 50 << 20;
 /// Published splits of a partition at which its indexer merges them.
@@ -181,8 +181,9 @@ fn build(dir: &Path, fields: &Fields, items: &[StoredInteraction]) -> Result<Ind
 /// A split in the local cache, opened.
 struct Cached {
     dir: PathBuf,
-    index: Index,
     metas: Vec<SegmentMeta>,
+    /// The split alone, to find the documents of tombstoned items.
+    searcher: Searcher,
 }
 
 impl Cached {
@@ -190,7 +191,16 @@ impl Cached {
         let index = Index::open_in_dir(&dir)?;
         register_tokenizer(&index);
         let metas = index.searchable_segment_metas()?;
-        Ok(Cached { dir, index, metas })
+        let searcher = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?
+            .searcher();
+        Ok(Cached {
+            dir,
+            metas,
+            searcher,
+        })
     }
 
     /// The documents of `ids` in this split, by segment.
@@ -203,12 +213,7 @@ impl Cached {
         if ids.is_empty() {
             return Ok(by_segment);
         }
-        let searcher = self
-            .index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?
-            .searcher();
+        let searcher = &self.searcher;
         let query = TermSetQuery::new(
             ids.iter()
                 .map(|id| Term::from_field_text(fields.id, &id.to_string())),
@@ -724,6 +729,16 @@ pub struct SplitWorker {
     tried: HashMap<i16, Instant>,
     advanced: HashMap<i16, Instant>,
     housekept: Option<Instant>,
+    /// When this node last renewed its presence lease.
+    present: Option<Instant>,
+}
+
+/// The node that indexes `partition` among the `live` ones: the highest hash of (partition,
+/// node). `None` when no node is live.
+fn rendezvous_owner(partition: i16, live: &[String]) -> Option<&str> {
+    live.iter()
+        .max_by_key(|holder| crate::domain::mailbox_key(&format!("{partition}/{holder}")))
+        .map(String::as_str)
 }
 
 impl SplitWorker {
@@ -740,6 +755,7 @@ impl SplitWorker {
             tried: HashMap::new(),
             advanced: HashMap::new(),
             housekept: None,
+            present: None,
         }
     }
 
@@ -764,6 +780,7 @@ impl SplitWorker {
         for (lease, _) in self.held.values() {
             let _ = store.release_lease(&lease.name, &self.holder);
         }
+        let _ = store.release_lease(&format!("split-node/{}", self.holder), &self.holder);
     }
 
     fn lease(&mut self, name: &str) -> Result<Option<SplitLease>, IndexError> {
@@ -778,10 +795,34 @@ impl SplitWorker {
             }))
     }
 
-    /// The partitions whose leases this node holds now, taking free ones.
+    /// The partitions whose leases this node holds now. Partitions are placed on the live
+    /// nodes (those renewing a `split-node/<holder>` lease) by rendezvous hashing: a node
+    /// takes the partitions it ranks first for and gives up the others, so that a node
+    /// joining or leaving moves only its own share.
     fn partitions(&mut self) -> Result<Vec<(i16, SplitLease)>, IndexError> {
         let now = Instant::now();
+        if self
+            .present
+            .is_none_or(|at| now.duration_since(at) >= LEASE_TTL / 2)
+        {
+            let name = format!("split-node/{}", self.holder);
+            if self.lease(&name)?.is_some() {
+                self.present = Some(now);
+            }
+        }
+        let live = self.search.store.live_split_nodes()?;
         for partition in 0..SEARCH_PARTITIONS as i16 {
+            let mine = rendezvous_owner(partition, &live).is_none_or(|owner| owner == self.holder);
+            if !mine {
+                if let Some((lease, _)) = self.held.remove(&partition) {
+                    tracing::info!(
+                        partition,
+                        "search splits: a partition moves to another node"
+                    );
+                    self.search.store.release_lease(&lease.name, &self.holder)?;
+                }
+                continue;
+            }
             let due = match self.held.get(&partition) {
                 Some((_, at)) => now.duration_since(*at) >= LEASE_TTL / 2,
                 None => self
@@ -812,12 +853,20 @@ impl SplitWorker {
         Ok(held)
     }
 
-    /// One step: see `SplitWorker`.
+    /// One step: see `SplitWorker`. A partition whose work fails does not hold the others
+    /// back; the first failure is answered after the progress figures are updated.
     pub fn step(&mut self) -> Result<(), IndexError> {
+        let mut failure = None;
+        let work = self.work(&mut failure);
+        let progress = self.update_progress();
+        work.and(progress)?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn work(&mut self, failure: &mut Option<IndexError>) -> Result<(), IndexError> {
         let store = Arc::clone(&self.search.store);
         let head = store.split_head()?;
         if !head.bootstrapped {
-            self.progress.rebuilding.store(true, Ordering::Release);
             if let Some(lease) = self.lease("split-bootstrap")? {
                 self.search.bootstrap(&lease)?;
             }
@@ -826,7 +875,7 @@ impl SplitWorker {
         if head.bootstrap_at.is_none() {
             return Ok(());
         }
-        let mut checkpoints = store.split_checkpoints()?;
+        let checkpoints = store.split_checkpoints()?;
         let feed_head = store.committed_feed_head()?;
         let now = Instant::now();
         for (partition, lease) in self.partitions()? {
@@ -837,33 +886,25 @@ impl SplitWorker {
                 .advanced
                 .get(&partition)
                 .is_none_or(|at| now.duration_since(*at) >= IDLE_ADVANCE);
-            match self
+            let indexed = self
                 .search
-                .index_partition(&lease, partition, from, feed_head, idle)
-            {
-                Ok(true) => {
-                    self.advanced.insert(partition, now);
-                }
-                Ok(false) => {}
-                Err(IndexError::Store(StoreError::Fenced(reason))) => {
-                    tracing::info!(partition, %reason, "search splits: gave a partition up");
-                    self.held.remove(&partition);
-                }
-                Err(error) => return Err(error),
+                .index_partition(&lease, partition, from, feed_head, idle);
+            if let Ok(true) = indexed {
+                self.advanced.insert(partition, now);
             }
+            self.settle(partition, indexed.map(|_| ()), failure);
         }
-        // Merges: many splits, or destroyed text to erase.
+        // Merges: many splits, or destroyed text to erase. None while the bootstrap runs:
+        // its splits, published later, need the tombstones a merge would clear.
         let held: Vec<(i16, SplitLease)> = self
             .held
             .iter()
             .map(|(partition, (lease, _))| (*partition, lease.clone()))
             .collect();
-        // No merges while the bootstrap runs: its splits, published later, need the
-        // tombstones a merge would clear.
         if !held.is_empty() && head.bootstrapped {
             let to_erase: HashSet<i16> = store.partitions_to_erase()?.into_iter().collect();
             let catalog = store.split_catalog()?;
-            checkpoints = store.split_checkpoints()?;
+            let checkpoints = store.split_checkpoints()?;
             for (partition, lease) in held {
                 let count = catalog
                     .splits
@@ -876,17 +917,10 @@ impl SplitWorker {
                 let Some(&checkpoint) = checkpoints.get(&partition) else {
                     continue;
                 };
-                match self
+                let merged = self
                     .search
-                    .merge_partition(&lease, partition, checkpoint, &catalog)
-                {
-                    Ok(()) => {}
-                    Err(IndexError::Store(StoreError::Fenced(reason))) => {
-                        tracing::info!(partition, %reason, "search splits: a merge was fenced");
-                        self.held.remove(&partition);
-                    }
-                    Err(error) => return Err(error),
-                }
+                    .merge_partition(&lease, partition, checkpoint, &catalog);
+                self.settle(partition, merged, failure);
             }
         }
         if self
@@ -902,15 +936,44 @@ impl SplitWorker {
             let published = catalog.splits.iter().map(|s| s.id.clone()).collect();
             self.search.trim_cache(&published);
         }
+        Ok(())
+    }
+
+    /// What a partition's work came to: a lost lease gives the partition up; another
+    /// failure is kept (the first) for the step's answer.
+    fn settle(
+        &mut self,
+        partition: i16,
+        result: Result<(), IndexError>,
+        failure: &mut Option<IndexError>,
+    ) {
+        match result {
+            Ok(()) => {}
+            Err(IndexError::Store(StoreError::Fenced(reason))) => {
+                tracing::info!(partition, %reason, "search splits: gave a partition up");
+                self.held.remove(&partition);
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "search splits: a partition's work failed");
+                failure.get_or_insert(error);
+            }
+        }
+    }
+
+    /// The figures ingest back-pressure, searches and erasure read.
+    fn update_progress(&self) -> Result<(), IndexError> {
+        let store = &self.search.store;
         let head = store.split_head()?;
-        let committed = store.splits_indexed_through(feed_head)?;
-        self.progress.committed.store(committed, Ordering::Release);
-        self.progress
-            .rebuilding
-            .store(!head.bootstrapped, Ordering::Release);
-        self.progress
-            .erased_through
-            .store(store.splits_erased_through(feed_head)?, Ordering::Release);
+        let feed_head = store.committed_feed_head()?;
+        if head.bootstrap_at.is_some() {
+            let committed = store.splits_indexed_through(feed_head)?;
+            self.progress.committed.store(committed, Ordering::Release);
+            self.progress
+                .erased_through
+                .store(store.splits_erased_through(feed_head)?, Ordering::Release);
+        }
+        let partial = !head.bootstrapped && !store.holds_no_item()?;
+        self.progress.rebuilding.store(partial, Ordering::Release);
         Ok(())
     }
 }
@@ -930,10 +993,11 @@ pub fn start(
     let empty = Index::create_in_ram(schema);
     let reader = empty.reader()?;
     let progress = Arc::new(IndexProgress::default());
+    // Searches answer UNAVAILABLE until the bootstrap is published, unless there is nothing
+    // it could leave out.
     let head = store.split_head()?;
-    progress
-        .rebuilding
-        .store(!head.bootstrapped, Ordering::Release);
+    let partial = !head.bootstrapped && !store.holds_no_item()?;
+    progress.rebuilding.store(partial, Ordering::Release);
     if head.bootstrap_at.is_some() {
         let committed = store.splits_indexed_through(store.committed_feed_head()?)?;
         progress.committed.store(committed, Ordering::Release);
@@ -1204,5 +1268,47 @@ mod tests {
         assert!(unpack(&damaged, &dirs.path().join("damaged")).is_err());
         assert!(unpack(&damaged[..10], &dirs.path().join("short")).is_err());
         assert!(!dirs.path().join("x1").exists());
+    }
+
+    #[test]
+    fn partitions_are_placed_by_rendezvous_and_move_to_a_survivor() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let dirs = tempfile::tempdir().unwrap();
+        let worker = |holder: &str, sub: &str| {
+            let search = SplitSearch::open(Arc::clone(&store), &dirs.path().join(sub)).unwrap();
+            SplitWorker::new(search, Arc::new(IndexProgress::default()), holder)
+        };
+        let (mut a, mut b) = (worker("a/1", "a"), worker("b/1", "b"));
+        // Both say they are live, then each takes its own share.
+        for _ in 0..2 {
+            a.step().unwrap();
+            b.step().unwrap();
+        }
+        let live = store.live_split_nodes().unwrap();
+        assert_eq!(live, vec!["a/1".to_string(), "b/1".to_string()]);
+        let held = |w: &SplitWorker| {
+            let mut held: Vec<i16> = w.held.keys().copied().collect();
+            held.sort();
+            held
+        };
+        // b asked for its partitions while a still held them: it asks again after a pause.
+        std::thread::sleep(LEASE_RETRY + Duration::from_millis(200));
+        b.step().unwrap();
+        for partition in 0..SEARCH_PARTITIONS as i16 {
+            let owner = rendezvous_owner(partition, &live).unwrap();
+            assert_eq!(held(&a).contains(&partition), owner == "a/1", "{partition}");
+            assert_eq!(held(&b).contains(&partition), owner == "b/1", "{partition}");
+        }
+        // b stops: its leases are released and a takes every partition.
+        for (lease, _) in b.held.values() {
+            store.release_lease(&lease.name, "b/1").unwrap();
+        }
+        store.release_lease("split-node/b/1", "b/1").unwrap();
+        a.step().unwrap();
+        assert_eq!(held(&a).len(), SEARCH_PARTITIONS as usize);
     }
 }

@@ -395,6 +395,34 @@ impl ClusterStore {
         })
     }
 
+    /// The holders of live `split-node/<holder>` leases: the nodes that index splits now.
+    pub fn live_split_nodes(&self) -> Result<Vec<String>, StoreError> {
+        off_async(|| {
+            Ok(self
+                .pg
+                .connection()?
+                .query(
+                    "SELECT holder FROM leases WHERE name LIKE 'split-node/%'
+                         AND expires_at > clock_timestamp() ORDER BY holder",
+                    &[],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect())
+        })
+    }
+
+    /// Whether no item is stored: a catalog not yet bootstrapped then leaves nothing out.
+    pub fn holds_no_item(&self) -> Result<bool, StoreError> {
+        off_async(|| {
+            Ok(self
+                .pg
+                .connection()?
+                .query_one("SELECT NOT EXISTS (SELECT 1 FROM items)", &[])?
+                .get(0))
+        })
+    }
+
     /// Keeps staged splits from being collected while their builder still works on them.
     pub fn touch_staged_splits(&self, ids: &[String]) -> Result<(), StoreError> {
         off_async(|| {

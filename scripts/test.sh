@@ -33,8 +33,10 @@ cargo test --release --locked --workspace "$@"
 HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace \
     --test retention --test sweeper --test discovery --test interactions \
     --test hostile_search --test http_api "$@"
-# (Cluster nodes that search splits in the bucket, `search = "splits"`, are tested by the
-# unit cases in server/src/search/splits.rs above; the black-box suites run on them with
-# HOLDFAST_TEST_BACKEND=cluster-splits.)
+# eDiscovery, hostile queries, retention and the sweeper (with its erasure) once more on
+# cluster nodes that search splits in the bucket (`search = "splits"`) instead of a full
+# index each.
+HOLDFAST_TEST_BACKEND=cluster-splits cargo test --release --locked --workspace \
+    --test discovery --test hostile_search --test retention --test sweeper "$@"
 # The Python tests, against the server binary just built.
 scripts/python-tests.sh

@@ -291,7 +291,12 @@ impl SearchCursor {
 /// out of reach) answers UNAVAILABLE.
 pub(crate) fn searcher_of(index: &SearchIndex) -> Result<tantivy::Searcher, Error> {
     // Splits may be downloaded and composed: never on an async worker thread.
-    crate::store::cluster::off_async(|| index.searcher()).map_err(|error| {
+    let searcher = if index.splits.is_some() {
+        crate::store::cluster::off_async(|| index.searcher())
+    } else {
+        index.searcher()
+    };
+    searcher.map_err(|error| {
         tracing::warn!(%error, "cannot open the search index");
         Error::Unavailable(format!(
             "the search index cannot be read now ({error}); retry"

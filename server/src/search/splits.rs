@@ -52,8 +52,10 @@ const BOOTSTRAP_SPLIT: usize = 10_000;
 const WRITER_MEMORY: usize = 50 << 20;
 /// Published splits of a partition at which its indexer merges them.
 const MERGE_AT: usize = 8;
-/// How long a lease of this worker lasts; it is renewed at half of it.
+/// How long a lease of this worker lasts; it is renewed at half of it, and every
+/// `HEARTBEAT` during long work.
 const LEASE_TTL: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often a partition without a lease here is tried again.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// Pause between steps of the worker.
@@ -446,8 +448,15 @@ impl SplitSearch {
     }
 
     /// Drops from the local cache every split no longer published (searchers still reading
-    /// one keep its files open until they go).
-    fn trim_cache(&self, published: &HashSet<String>) {
+    /// one keep its files open until they go), and the view if it is older than
+    /// `generation` (it may hold merged-away files open).
+    fn trim_cache(&self, published: &HashSet<String>, generation: u64) {
+        {
+            let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            if view.as_ref().is_some_and(|v| v.generation != generation) {
+                *view = None;
+            }
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = cache
             .keys()
@@ -505,7 +514,7 @@ impl SplitSearch {
         });
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let size = bytes.len() as u64;
-        self.store.stage_split(&id, partition)?;
+        self.store.stage_split(&id, partition, max_seq)?;
         let version_id = self.store.put_split_object(&id, bytes)?;
         Ok(SplitRow {
             id,
@@ -693,6 +702,8 @@ impl SplitSearch {
         for (partition, items) in pending {
             if !items.is_empty() {
                 written.push(self.write_split(partition, at, &items)?);
+                let staged: Vec<String> = written.iter().map(|s| s.id.clone()).collect();
+                self.store.touch_staged_splits(&staged)?;
             }
         }
         self.store.finish_split_bootstrap(lease, &written)?;
@@ -701,6 +712,34 @@ impl SplitSearch {
             "search splits of every stored item published"
         );
         Ok(())
+    }
+
+    /// Runs `work` while a thread renews `leases` every `HEARTBEAT`, so that work longer
+    /// than a lease is not fenced for its length alone. (A lease lost meanwhile still fences
+    /// the work's publish.)
+    fn with_heartbeat<T>(
+        &self,
+        leases: &[&SplitLease],
+        work: impl FnOnce() -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        // The sender is dropped when `work` ends, even by a panic: the heartbeat wakes at
+        // once and the scope (which waits for it) ends.
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ended.recv_timeout(HEARTBEAT)
+                {
+                    for lease in leases {
+                        if let Err(error) = self.renew(lease) {
+                            tracing::info!(lease = %lease.name, %error, "search splits: a lease was not renewed");
+                        }
+                    }
+                }
+            });
+            let _done = done;
+            work()
+        })
     }
 
     fn renew(&self, lease: &SplitLease) -> Result<(), IndexError> {
@@ -731,6 +770,12 @@ pub struct SplitWorker {
     housekept: Option<Instant>,
     /// When this node last renewed its presence lease.
     present: Option<Instant>,
+}
+
+/// Runs `work`, a panic (a damaged split) becoming an error.
+fn catch<T>(work: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(IndexError::Panicked("search splits".into())))
 }
 
 /// The node that indexes `partition` among the `live` ones: the highest hash of (partition,
@@ -868,7 +913,14 @@ impl SplitWorker {
         let head = store.split_head()?;
         if !head.bootstrapped {
             if let Some(lease) = self.lease("split-bootstrap")? {
-                self.search.bootstrap(&lease)?;
+                let search = Arc::clone(&self.search);
+                let bootstrapped =
+                    catch(|| search.with_heartbeat(&[&lease], || search.bootstrap(&lease)));
+                if let Err(error) = bootstrapped {
+                    // Another node may try while this one waits.
+                    let _ = store.release_lease(&lease.name, &self.holder);
+                    return Err(error);
+                }
             }
         }
         let head = store.split_head()?;
@@ -886,9 +938,12 @@ impl SplitWorker {
                 .advanced
                 .get(&partition)
                 .is_none_or(|at| now.duration_since(*at) >= IDLE_ADVANCE);
-            let indexed = self
-                .search
-                .index_partition(&lease, partition, from, feed_head, idle);
+            let search = Arc::clone(&self.search);
+            let indexed = catch(|| {
+                search.with_heartbeat(&[&lease], || {
+                    search.index_partition(&lease, partition, from, feed_head, idle)
+                })
+            });
             if let Ok(true) = indexed {
                 self.advanced.insert(partition, now);
             }
@@ -917,9 +972,12 @@ impl SplitWorker {
                 let Some(&checkpoint) = checkpoints.get(&partition) else {
                     continue;
                 };
-                let merged = self
-                    .search
-                    .merge_partition(&lease, partition, checkpoint, &catalog);
+                let search = Arc::clone(&self.search);
+                let merged = catch(|| {
+                    search.with_heartbeat(&[&lease], || {
+                        search.merge_partition(&lease, partition, checkpoint, &catalog)
+                    })
+                });
                 self.settle(partition, merged, failure);
             }
         }
@@ -928,13 +986,18 @@ impl SplitWorker {
             .is_none_or(|at| now.duration_since(at) >= HOUSEKEEPING)
         {
             self.housekept = Some(now);
-            if self.lease("split-janitor")?.is_some() {
-                store.collect_split_garbage(SPLIT_GRACE)?;
-                store.trim_split_feed()?;
-            }
             let catalog = store.split_catalog()?;
             let published = catalog.splits.iter().map(|s| s.id.clone()).collect();
-            self.search.trim_cache(&published);
+            self.search.trim_cache(&published, catalog.head.generation);
+            if let Some(lease) = self.lease("split-janitor")? {
+                let collected = store
+                    .trim_split_feed()
+                    .and_then(|()| store.collect_split_garbage(SPLIT_GRACE));
+                if let Err(error) = collected {
+                    let _ = store.release_lease(&lease.name, &self.holder);
+                    return Err(error.into());
+                }
+            }
         }
         Ok(())
     }
@@ -1246,7 +1309,7 @@ mod tests {
 
         // A split staged and written, never published (its indexer crashed): collected,
         // object and row; searches never saw it.
-        store.stage_split("crashed", partition).unwrap();
+        store.stage_split("crashed", partition, head).unwrap();
         store
             .put_split_object("crashed", b"not even a split".to_vec())
             .unwrap();
@@ -1257,6 +1320,24 @@ mod tests {
             .versions_of("splits/crashed")
             .unwrap()
             .is_empty());
+        // Its builder, only slow, publishes too late: refused, never a row without object.
+        let late = SplitRow {
+            id: "crashed".into(),
+            partition,
+            max_seq: head,
+            min_created_us: None,
+            max_created_us: None,
+            num_docs: 1,
+            bytes: 16,
+            version_id: "v".into(),
+        };
+        let mut too_late = publish(lease("t/1", held.epoch), head);
+        too_late.split = Some(late);
+        assert!(matches!(
+            store.publish_splits(&too_late),
+            Err(StoreError::Fenced(_))
+        ));
+        assert!(store.split_catalog().unwrap().splits.is_empty());
 
         // A damaged split object is an error, not a file outside the cache.
         let mut damaged = Vec::from(&MAGIC[..]);

@@ -280,7 +280,8 @@ impl ClusterStore {
             self.pg
                 .connection()?
                 .query(
-                    "SELECT DISTINCT id FROM index_feed WHERE id = ANY($1) AND sequence > $2",
+                    "SELECT DISTINCT id FROM index_feed
+                     WHERE id = ANY($1) AND sequence > $2 AND partition IS NOT NULL",
                     &[&ids_bytes(ids), &signed(after)],
                 )?
                 .iter()
@@ -360,12 +361,15 @@ impl ClusterStore {
             let row = self.pg.connection()?.query_one(
                 // A split that may hold a destroyed item's text was built before the
                 // destruction: below its feed entry.
+                // Nor can a split not published (staged, retired, doomed), nor the bootstrap
+                // while it runs, be shown not to hold it.
                 "SELECT least(
                      $1::bigint,
                      (SELECT min(s.max_seq) FROM splits s JOIN split_tombstones t
                           ON s.partition = t.partition AND s.max_seq < t.sequence
                       WHERE t.erase AND s.state = 'published'),
-                     (SELECT min(max_seq) FROM splits WHERE state = 'retired'))",
+                     (SELECT min(max_seq) FROM splits WHERE state <> 'published'),
+                     (SELECT bootstrap_at FROM split_head WHERE NOT bootstrapped))",
                 &[&signed(indexed)],
             )?;
             row.get::<_, Option<i64>>(0)
@@ -434,13 +438,14 @@ impl ClusterStore {
         })
     }
 
-    /// Registers split `id` of `partition` as staged, before its object is written.
-    pub fn stage_split(&self, id: &str, partition: i16) -> Result<(), StoreError> {
+    /// Registers split `id` of `partition` as staged, before its object is written:
+    /// `max_seq` as it will be published.
+    pub fn stage_split(&self, id: &str, partition: i16, max_seq: u64) -> Result<(), StoreError> {
         off_async(|| {
             self.pg.connection()?.execute(
                 "INSERT INTO splits (id, partition, state, max_seq, num_docs, bytes)
-                 VALUES ($1, $2, 'staged', 0, 0, 0)",
-                &[&id, &partition],
+                 VALUES ($1, $2, 'staged', $3, 0, 0)",
+                &[&id, &partition, &signed(max_seq)],
             )?;
             Ok(())
         })
@@ -557,11 +562,16 @@ impl ClusterStore {
     /// (staged ones a crashed indexer left; retired ones a merge replaced). Answers how many.
     pub fn collect_split_garbage(&self, grace: Duration) -> Result<u64, StoreError> {
         off_async(|| {
-            let rows = self.pg.connection()?.query(
-                "SELECT id FROM splits WHERE state IN ('staged', 'retired')
-                     AND changed_at < now() - $1::bigint * interval '1 millisecond'
-                 LIMIT 1000",
+            // Doomed first: a publish of a staged split fails from then on, so no published
+            // row ever names a deleted object.
+            self.pg.connection()?.execute(
+                "UPDATE splits SET state = 'doomed' WHERE state IN ('staged', 'retired')
+                     AND changed_at < now() - $1::bigint * interval '1 millisecond'",
                 &[&i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)],
+            )?;
+            let rows = self.pg.connection()?.query(
+                "SELECT id FROM splits WHERE state = 'doomed' LIMIT 1000",
+                &[],
             )?;
             let mut collected = 0;
             for row in rows {
@@ -573,7 +583,7 @@ impl ClusterStore {
                     self.objects.destroy(version)?;
                 }
                 self.pg.connection()?.execute(
-                    "DELETE FROM splits WHERE id = $1 AND state IN ('staged', 'retired')",
+                    "DELETE FROM splits WHERE id = $1 AND state = 'doomed'",
                     &[&id],
                 )?;
                 collected += 1;

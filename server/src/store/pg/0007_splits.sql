@@ -11,13 +11,14 @@ CREATE INDEX index_feed_by_partition ON index_feed (partition, sequence);
 
 -- Every split: staged before its object is written, published (with the checkpoint, in one
 -- transaction) once it is searchable, retired when a merge replaced it. Staged and retired
--- splits are deleted, object and row, after a grace period (searches still reading them
--- keep their files).
+-- splits are doomed after a grace period (searches still reading them keep their files),
+-- which no publish can undo, and then deleted, object and row.
 CREATE TABLE splits (
     id text PRIMARY KEY,
     partition smallint NOT NULL,
-    state text NOT NULL CHECK (state IN ('staged', 'published', 'retired')),
-    -- Feed entries of the partition up to max_seq are in it (or in newer splits).
+    state text NOT NULL CHECK (state IN ('staged', 'published', 'retired', 'doomed')),
+    -- Feed entries of the partition up to max_seq are in it (or in newer splits); it holds
+    -- no text of an item destroyed by an entry up to there.
     max_seq bigint NOT NULL,
     min_created_us bigint,
     max_created_us bigint,

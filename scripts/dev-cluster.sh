@@ -6,6 +6,7 @@
 #   scripts/dev-cluster.sh stop DIR    # stops the nodes and the engines (DIR stays; start again reuses it)
 #
 # Every node reads the same admin token (DIR/admin.token); see docs/cluster.md.
+# HOLDFAST_CLUSTER_SEARCH=splits starts the nodes with `search = "splits"` (default: local).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: scripts/dev-cluster.sh start|stop DIR"
@@ -92,6 +93,7 @@ postgres_url_file = "$dir/secrets/postgres.url"
 s3_endpoint = "$endpoint"
 s3_bucket = "holdfast-dev"
 s3_credentials_file = "$dir/secrets/s3.credentials"
+search = "${HOLDFAST_CLUSTER_SEARCH:-local}"
 EOF
         echo "$grpc" >"$node/grpc.port"
         echo "$http" >"$node/http.port"

@@ -1095,7 +1095,7 @@ mod tests {
     use crate::search::searcher::{count_matching, execute, Sort};
     use crate::store::cluster::tests::Cluster;
     use crate::store::conformance::{content, new_item, Fixture};
-    use crate::store::{Disposition, ItemStates, NewInteraction, PlannedItem, SweepWrite};
+    use crate::store::{ItemStates, NewInteraction, SweepWrite};
 
     fn item(mailbox: &str, key: &str, prompt: &str) -> NewInteraction {
         let mut content = content(key, 1, "t");
@@ -1120,30 +1120,9 @@ mod tests {
     /// Destroys a held item as the sweeper would.
     fn destroy(store: &ClusterStore, id: InteractionId) {
         let now = Utc::now();
-        let planned: Vec<PlannedItem> = store
-            .planned_items(&[id])
-            .unwrap()
-            .into_iter()
-            .flatten()
-            .collect();
-        let destroys = planned
-            .into_iter()
-            .map(|item| {
-                let disposition = Disposition {
-                    id: item.id,
-                    mailbox: item.facts.mailbox.clone(),
-                    content_sha256: item.facts.content_sha256.clone(),
-                    created_at: item.facts.created_at,
-                    moved_at: now,
-                    purged_at: now,
-                    reason: MoveReason::UserDeleted,
-                    policies: Vec::new(),
-                };
-                (item, disposition)
-            })
-            .collect();
+        let planned = store.planned_items(&[id]).unwrap();
         let write = SweepWrite {
-            destroys,
+            destroys: crate::store::cluster::tests::user_deleted_destroys(&planned, now),
             ..SweepWrite::default()
         };
         assert_eq!(store.apply_sweep(&write, now).unwrap().destroyed, 1);

@@ -1871,6 +1871,30 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The destructions the sweeper would write for user-deleted `planned` items at `now`.
+    pub(crate) fn user_deleted_destroys(
+        planned: &[Option<PlannedItem>],
+        now: DateTime<Utc>,
+    ) -> Vec<(PlannedItem, Disposition)> {
+        planned
+            .iter()
+            .flatten()
+            .map(|item| {
+                let disposition = Disposition {
+                    id: item.id,
+                    mailbox: item.facts.mailbox.clone(),
+                    content_sha256: item.facts.content_sha256.clone(),
+                    created_at: item.facts.created_at,
+                    moved_at: now,
+                    purged_at: now,
+                    reason: MoveReason::UserDeleted,
+                    policies: Vec::new(),
+                };
+                (item.clone(), disposition)
+            })
+            .collect()
+    }
+
     /// A fresh cluster store's fixture, or `None` (saying so) without the engines.
     fn cluster() -> Option<Cluster> {
         Cluster::available().then(Cluster::new)
@@ -2163,26 +2187,7 @@ pub(crate) mod tests {
         store
             .move_ids_to_holds_area(&ids[..2], MoveReason::UserDeleted, now)
             .unwrap();
-        let planned = store.planned_items(&ids).unwrap();
-        let destroys: Vec<(PlannedItem, Disposition)> = planned
-            .iter()
-            .flatten()
-            .map(|item| {
-                (
-                    item.clone(),
-                    Disposition {
-                        id: item.id,
-                        mailbox: item.facts.mailbox.clone(),
-                        content_sha256: item.facts.content_sha256.clone(),
-                        created_at: item.facts.created_at,
-                        moved_at: now,
-                        purged_at: now,
-                        reason: MoveReason::UserDeleted,
-                        policies: Vec::new(),
-                    },
-                )
-            })
-            .collect();
+        let destroys = user_deleted_destroys(&store.planned_items(&ids).unwrap(), now);
         // The ACTIVE one is not where the sweeper thinks (it planned it as moved): skipped.
         let applied = store
             .apply_sweep(

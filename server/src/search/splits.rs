@@ -770,7 +770,17 @@ pub struct SplitWorker {
     housekept: Option<Instant>,
     /// When this node last renewed its presence lease.
     present: Option<Instant>,
+    /// Consecutive failures of each partition's work here.
+    failures: HashMap<i16, u32>,
+    /// Until when this node stands back (see `settle`).
+    sick_until: Option<Instant>,
 }
+
+/// Consecutive failures of one partition's work (not a lost lease) after which a node stands
+/// back from every partition for `STAND_BACK`: whatever fails here (a full disk, a broken
+/// cache) must not keep its partitions, and with them the cluster's back-pressure, stuck.
+const FAILURES_TO_STAND_BACK: u32 = 5;
+const STAND_BACK: Duration = Duration::from_secs(300);
 
 /// Runs `work`, a panic (a damaged split) becoming an error.
 fn catch<T>(work: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexError> {
@@ -801,6 +811,8 @@ impl SplitWorker {
             advanced: HashMap::new(),
             housekept: None,
             present: None,
+            failures: HashMap::new(),
+            sick_until: None,
         }
     }
 
@@ -846,6 +858,16 @@ impl SplitWorker {
     /// joining or leaving moves only its own share.
     fn partitions(&mut self) -> Result<Vec<(i16, SplitLease)>, IndexError> {
         let now = Instant::now();
+        if self.sick_until.is_some_and(|until| now < until) {
+            // Standing back: not live, so the others take every partition.
+            let store = &self.search.store;
+            store.release_lease(&format!("split-node/{}", self.holder), &self.holder)?;
+            self.present = None;
+            for (lease, _) in std::mem::take(&mut self.held).into_values() {
+                store.release_lease(&lease.name, &self.holder)?;
+            }
+            return Ok(Vec::new());
+        }
         if self
             .present
             .is_none_or(|at| now.duration_since(at) >= LEASE_TTL / 2)
@@ -1011,7 +1033,9 @@ impl SplitWorker {
         failure: &mut Option<IndexError>,
     ) {
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                self.failures.remove(&partition);
+            }
             Err(IndexError::Store(StoreError::Fenced(reason))) => {
                 tracing::info!(partition, %reason, "search splits: gave a partition up");
                 self.held.remove(&partition);
@@ -1019,6 +1043,17 @@ impl SplitWorker {
             Err(error) => {
                 tracing::warn!(partition, %error, "search splits: a partition's work failed");
                 failure.get_or_insert(error);
+                let failures = self.failures.entry(partition).or_insert(0);
+                *failures += 1;
+                if *failures >= FAILURES_TO_STAND_BACK {
+                    tracing::error!(
+                        partition,
+                        "search splits: this node's work keeps failing; it stands back from \
+                         every partition for 5 minutes"
+                    );
+                    self.failures.clear();
+                    self.sick_until = Some(Instant::now() + STAND_BACK);
+                }
             }
         }
     }
@@ -1370,5 +1405,38 @@ mod tests {
         store.release_lease("split-node/b/1", "b/1").unwrap();
         a.step().unwrap();
         assert_eq!(held(&a).len(), SEARCH_PARTITIONS as usize);
+    }
+
+    #[test]
+    fn a_node_whose_work_keeps_failing_stands_back() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let dirs = tempfile::tempdir().unwrap();
+        let search = SplitSearch::open(Arc::clone(&store), dirs.path()).unwrap();
+        let mut worker = SplitWorker::new(search, Arc::new(IndexProgress::default()), "a/1");
+        worker.step().unwrap();
+        assert_eq!(worker.held.len(), SEARCH_PARTITIONS as usize);
+        let mut failure = None;
+        for _ in 0..FAILURES_TO_STAND_BACK - 1 {
+            worker.settle(3, Err(IndexError::Splits("disk full".into())), &mut failure);
+        }
+        // A success in between starts the count again.
+        worker.settle(3, Ok(()), &mut failure);
+        worker.settle(3, Err(IndexError::Splits("disk full".into())), &mut failure);
+        assert!(worker.sick_until.is_none());
+        for _ in 0..FAILURES_TO_STAND_BACK - 1 {
+            worker.settle(3, Err(IndexError::Splits("disk full".into())), &mut failure);
+        }
+        assert!(worker.sick_until.is_some());
+        assert!(worker.partitions().unwrap().is_empty());
+        assert!(store.live_split_nodes().unwrap().is_empty());
+        // Its partitions are free for the others at once.
+        let taken = store
+            .acquire_lease("split-index-3", "b/1", LEASE_TTL)
+            .unwrap();
+        assert!(taken.is_some());
     }
 }

@@ -96,9 +96,15 @@ pub struct SearchIndex {
     pub fields: Fields,
     pub progress: Arc<IndexProgress>,
     pub settings: IndexSettings,
-    /// Cluster search in splits: searches read every published split (see `splits`), and
+    /// Cluster search in splits: searches read every published split (`splits.rs`), and
     /// `index` is left empty.
-    pub splits: Option<Arc<super::splits::SplitSearch>>,
+    pub splits: Option<Arc<dyn SearcherSource>>,
+}
+
+/// Where searches read when it is not the local index (cluster search in splits).
+pub trait SearcherSource: Send + Sync {
+    /// A searcher over everything searchable now.
+    fn searcher(&self) -> Result<tantivy::Searcher, IndexError>;
 }
 
 impl SearchIndex {

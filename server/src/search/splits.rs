@@ -33,7 +33,7 @@ use tantivy::{Index, IndexMeta, IndexWriter, ReloadPolicy, Searcher, SegmentMeta
 use tantivy_common::BitSet;
 use tokio_util::sync::CancellationToken;
 
-use super::index::{register_tokenizer, IndexError, IndexProgress};
+use super::index::{register_tokenizer, IndexError, IndexProgress, SearcherSource};
 use super::schema::{self, Fields, SCHEMA_VERSION};
 use crate::domain::{InteractionId, StoredInteraction, SEARCH_PARTITIONS};
 use crate::store::cluster::splits::{SplitCatalog, SplitLease, SplitPublish, SplitRow};
@@ -298,6 +298,12 @@ struct View {
     searcher: Searcher,
 }
 
+impl SearcherSource for SplitSearch {
+    fn searcher(&self) -> Result<Searcher, IndexError> {
+        self.current_view()
+    }
+}
+
 /// Searching and building splits on one node.
 pub struct SplitSearch {
     store: Arc<ClusterStore>,
@@ -340,6 +346,10 @@ impl SplitSearch {
 
     /// A searcher over every split published now, with every tombstone applied.
     pub fn searcher(&self) -> Result<Searcher, IndexError> {
+        self.current_view()
+    }
+
+    fn current_view(&self) -> Result<Searcher, IndexError> {
         let generation = self.store.split_head()?.generation;
         let current = |view: &Option<View>| {
             view.as_ref()
@@ -1106,7 +1116,7 @@ pub fn start(
         fields,
         progress: Arc::clone(&progress),
         settings,
-        splits: Some(Arc::clone(&search)),
+        splits: Some(Arc::clone(&search) as Arc<dyn SearcherSource>),
     });
     let worker = SplitWorker::new(search, progress, holder);
     let handle = std::thread::Builder::new()

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/holdfast/v1/holdfast.proto";
+    let cluster = "proto/holdfast/cluster/v1/cluster.proto";
     println!("cargo:rerun-if-changed={proto}");
+    println!("cargo:rerun-if-changed={cluster}");
     let file_descriptors = protox::compile([proto], ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
@@ -16,5 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(file_descriptors)?;
+    // Calls between the nodes of a cluster: not in the descriptor set (not reflected).
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(protox::compile([cluster], ["proto"])?)?;
     Ok(())
 }

@@ -35,8 +35,9 @@ HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace \
     --test hostile_search --test http_api "$@"
 # eDiscovery, hostile queries, retention and the sweeper (with its erasure) once more on
 # cluster nodes that search splits in the bucket (`search = "splits"`) instead of a full
-# index each.
+# index each, and the three-node test (kill -9, PostgreSQL restart) with searches fanned
+# out over the nodes.
 HOLDFAST_TEST_BACKEND=cluster-splits cargo test --release --locked --workspace \
-    --test discovery --test hostile_search --test retention --test sweeper "$@"
+    --test discovery --test hostile_search --test retention --test sweeper --test cluster "$@"
 # The Python tests, against the server binary just built.
 scripts/python-tests.sh

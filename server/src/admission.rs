@@ -182,6 +182,24 @@ impl Admission {
         with_slot(&self.searches, slot, work).await
     }
 
+    /// A leaf search another node of the cluster asks for: as `search`, but refused at once
+    /// when every `searches` permit is taken (the asking node then searches those splits
+    /// itself), so that nodes waiting for each other's leaf searches never wait in a circle.
+    /// No principal's slot: the search was admitted, as its caller's, on the asking node.
+    pub async fn leaf_search<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let permit = Arc::clone(&self.searches)
+            .try_acquire_owned()
+            .map_err(|_| Error::ResourceExhausted("every search permit is taken".into()))?;
+        run_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+    }
+
     /// Runs one bounded read of an export on the blocking pool once a permit is free (the
     /// permit stays with the read even if the stream is dropped meanwhile).
     pub async fn export_read<T: Send + 'static>(

@@ -204,6 +204,18 @@ pub struct ClusterConfig {
     /// node (docs/cluster.md, "Search").
     #[serde(default)]
     pub search: ClusterSearch,
+    /// With `search = "splits"`: the address (`host:port` of the gRPC listener) at which
+    /// the other nodes reach this node for leaf searches; by default `listen`, unless that
+    /// is a wildcard (`0.0.0.0`). Without one this node asks the others but is not asked:
+    /// the nodes searching for it search its share themselves.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// A file holding the secret nodes present to each other for leaf searches (the same
+    /// on every node; 32 to 256 visible ASCII characters). Without it the secret is derived
+    /// from the page-token key in PostgreSQL, so whoever can read the database can also
+    /// call leaf searches: set it where the database's readers are not trusted with search.
+    #[serde(default)]
+    pub node_key_file: Option<PathBuf>,
 }
 
 /// See `ClusterConfig::search`.

@@ -30,6 +30,9 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// The gRPC path prefix of holdfast's own services.
 const GATED_PREFIX: &str = "/holdfast.v1.";
 
+/// The gRPC path prefix of the calls between the nodes of a cluster.
+const NODE_PREFIX: &str = "/holdfast.cluster.v1.";
+
 /// OTLP trace export on the gRPC port: gated like holdfast's own ingest.
 const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -112,6 +115,9 @@ impl Gate {
     /// `Ok` when the call may go on to its handler; otherwise the status to answer with and
     /// whether the source is past its rate.
     fn check<B>(&self, request: &http::Request<B>) -> Result<(), (Status, bool)> {
+        if request.uri().path().starts_with(NODE_PREFIX) {
+            return self.check_node(request);
+        }
         let Some(method) = gated_method(request.uri().path()) else {
             return Ok(());
         };
@@ -141,6 +147,31 @@ impl Gate {
 }
 
 impl Gate {
+    /// A call between the nodes of a cluster: admitted only with the cluster's node key (no
+    /// token opens it). A refusal counts against its source as an anonymous call does.
+    fn check_node<B>(&self, request: &http::Request<B>) -> Result<(), (Status, bool)> {
+        let presented = request
+            .headers()
+            .get(crate::search::fanout::NODE_KEY_HEADER)
+            .map(|value| value.as_bytes());
+        let accepted = match (&self.app.fanout, presented) {
+            (Some(fanout), Some(presented)) => fanout.accepts(presented),
+            _ => false,
+        };
+        if accepted {
+            return Ok(());
+        }
+        let status: Status = crate::app::refuse_anonymous(
+            &self.refusals,
+            remote_ip(request),
+            "unknown",
+            "a call between cluster nodes without the cluster's node key",
+        )
+        .into();
+        let limited = status.code() == tonic::Code::ResourceExhausted;
+        Err((status, limited))
+    }
+
     /// An ingest request is the one large message: a principal without the ingest role is
     /// refused (and audited) from its headers, so that tonic never decodes (and allocates
     /// for) its body. Answers the principal and the action to refuse.

@@ -112,7 +112,14 @@ impl std::fmt::Debug for PageTokens {
 impl PageTokens {
     /// The key kept in the store, created (32 bytes from the OS's generator) if absent. A
     /// stored key of another length is a corrupt store, not a reason to mint a new one.
+    /// Nodes of a cluster starting together agree on one key: it is created only where none
+    /// is stored (compare and swap), and the one stored is used.
     pub fn load_or_create(store: &dyn Metadata) -> Result<PageTokens, StoreError> {
+        if store.get_meta(META_PAGE_TOKEN_KEY)?.is_none() {
+            let mut key = [0u8; KEY_BYTES];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+            store.swap_meta(META_PAGE_TOKEN_KEY, None, Some(&key))?;
+        }
         if let Some(stored) = store.get_meta(META_PAGE_TOKEN_KEY)? {
             let key: [u8; KEY_BYTES] =
                 stored
@@ -127,10 +134,18 @@ impl PageTokens {
                     })?;
             return Ok(PageTokens { key });
         }
-        let mut key = [0u8; KEY_BYTES];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-        store.put_meta(META_PAGE_TOKEN_KEY, Some(&key))?;
-        Ok(PageTokens { key })
+        Err(StoreError::Corrupt {
+            column_family: crate::store::keys::CF_META,
+            reason: "the page token key was stored and is gone".into(),
+        })
+    }
+
+    /// A secret derived from the key for `purpose` (hex): the same on every node of a
+    /// cluster, never equal to a page token's tag.
+    pub fn derive_secret(&self, purpose: &str) -> String {
+        let mut mac = self.tag(b"\0derived secret\0");
+        mac.update(purpose.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn with_key(key: [u8; KEY_BYTES]) -> PageTokens {

@@ -149,22 +149,68 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .as_ref()
         .filter(|cluster| cluster.search == crate::config::ClusterSearch::Splits)
         .zip(cluster_store);
-    let (index, indexer) = match splits {
-        Some((cluster, cluster_store)) => search::splits::start(
-            &config.data_dir.join("splits"),
-            cluster_store,
-            index_settings,
-            &lease_holder(&cluster.node),
-            indexer_stop.clone(),
-        )
-        .context("cannot open the search splits")?,
-        None => search::index::start(
-            &config.data_dir.join("index"),
-            Arc::clone(&store),
-            index_settings,
-            indexer_stop.clone(),
-        )
-        .context("cannot open the search index")?,
+    let (index, indexer, fanout) = match splits {
+        Some((cluster, cluster_store)) => {
+            let holder = lease_holder(&cluster.node);
+            let (index, indexer, split_search) = search::splits::start(
+                &config.data_dir.join("splits"),
+                Arc::clone(&cluster_store),
+                index_settings,
+                &holder,
+                indexer_stop.clone(),
+            )
+            .context("cannot open the search splits")?;
+            // Where the other nodes reach this one: as configured, else the listen address
+            // unless it is a wildcard.
+            let advertise = cluster.advertise.clone().or_else(|| {
+                (!config.listen.ip().is_unspecified() && config.listen.port() != 0)
+                    .then(|| config.listen.to_string())
+            });
+            match &advertise {
+                Some(address) if config.tls.is_none() => cluster_store
+                    .register_search_node(&holder, address)
+                    .context("cannot register this node's address for leaf searches")?,
+                Some(_) => tracing::warn!(
+                    "cluster.advertise is ignored with TLS: leaf searches between nodes are \
+                     plaintext only; this node searches every split it needs itself"
+                ),
+                None => {}
+            }
+            let node_key = match &cluster.node_key_file {
+                Some(path) => {
+                    let key = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .trim()
+                        .to_string();
+                    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+                    if !(32..=256).contains(&key.len()) || !visible {
+                        anyhow::bail!(
+                            "{}: the node key must be 32 to 256 visible ASCII characters",
+                            path.display()
+                        );
+                    }
+                    key
+                }
+                None => page_tokens.derive_secret(search::fanout::NODE_KEY_PURPOSE),
+            };
+            let fanout = search::fanout::FanOut::new(
+                split_search,
+                &holder,
+                node_key,
+                tokio::runtime::Handle::current(),
+            );
+            (index, indexer, Some(Arc::new(fanout)))
+        }
+        None => {
+            let (index, indexer) = search::index::start(
+                &config.data_dir.join("index"),
+                Arc::clone(&store),
+                index_settings,
+                indexer_stop.clone(),
+            )
+            .context("cannot open the search index")?;
+            (index, indexer, None)
+        }
     };
     let lifecycle = Arc::new(
         Lifecycle::load(Arc::clone(&store), &config.retention)
@@ -202,6 +248,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         committer,
         index,
         snapshots: Snapshots::new(SNAPSHOT_IDLE_TTL, SNAPSHOT_MAX_AGE),
+        fanout,
+        pinned_plans: Snapshots::new(SNAPSHOT_IDLE_TTL, SNAPSHOT_MAX_AGE),
         page_tokens,
         limits: config.limits.clone(),
         retention: config.retention.clone(),
@@ -294,7 +342,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             TraceServiceServer::new(OtlpTraceApi::new(Arc::clone(&app)))
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .max_decoding_message_size(max_message),
-        );
+        )
+        // Leaf searches from the other nodes (cluster, search in splits).
+        .add_optional_service(app.fanout.as_ref().map(|_| {
+            holdfast_proto::cluster::v1::leaf_service_server::LeafServiceServer::new(
+                crate::service::LeafApi::new(Arc::clone(&app)),
+            )
+            .max_encoding_message_size(256 << 20)
+        }));
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -74,6 +74,101 @@ async fn sweeping_node(nodes: &[&TestServer]) -> Option<usize> {
     None
 }
 
+/// The sum of the samples of `metric` (with `labels`, e.g. `{from="node"}`) `node` exports.
+fn metric(node: &TestServer, metric: &str) -> f64 {
+    use std::io::{Read, Write};
+    let port = node
+        .config
+        .split("metrics_listen = \"127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .expect("the node exports metrics");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|line| line.starts_with(metric))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With search in splits: a search on one node is answered by the leaf searches of both, its
+/// pages (over the plan pinned by the first) hold every acknowledged item once, and a call
+/// between nodes without the cluster's node key is refused.
+async fn searches_fan_out_over_the_nodes(
+    nodes: &[TestServer],
+    case_id: &str,
+    acked: &BTreeMap<String, String>,
+) {
+    let leaf_answers = r#"holdfast_split_leaf_answers_total{from="node"}"#;
+    let asked_before: f64 = nodes.iter().map(|node| metric(node, leaf_answers)).sum();
+    for node in nodes {
+        let reviewer = node.client(EDISCOVERY_TOKEN).await;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut page_token = String::new();
+        let total = loop {
+            let page = reviewer
+                .search(pb::SearchRequest {
+                    case_id: case_id.to_string(),
+                    query: "clusterword".into(),
+                    page_size: 7,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            for hit in &page.hits {
+                assert!(seen.insert(hit.id.clone()), "{} on two pages", hit.id);
+            }
+            if page.next_page_token.is_empty() {
+                break page.total;
+            }
+            page_token = page.next_page_token;
+        };
+        assert_eq!(seen.len() as u64, total);
+        for id in acked.keys() {
+            assert!(seen.contains(id), "{id} is on no page");
+        }
+    }
+    let asked: f64 = nodes.iter().map(|node| metric(node, leaf_answers)).sum();
+    assert!(
+        asked > asked_before,
+        "no search asked another node for a leaf search"
+    );
+
+    // The leaf service opens only to the node key, never to a token.
+    use holdfast_proto::cluster::v1 as leaf;
+    let address = format!("http://127.0.0.1:{}", nodes[0].port);
+    let channel = tonic::transport::Endpoint::from_shared(address)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = leaf::leaf_service_client::LeafServiceClient::new(channel);
+    for key in [None, Some("0".repeat(64))] {
+        let mut request = tonic::Request::new(leaf::LeafSearchRequest {
+            query: "clusterword".into(),
+            top: 10,
+            ..Default::default()
+        });
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        request
+            .metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        if let Some(key) = key {
+            request
+                .metadata_mut()
+                .insert("x-holdfast-node-key", key.parse().unwrap());
+        }
+        let refused = client.search_splits(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_restart() {
     let Some(engines) = engines() else { return };
@@ -188,6 +283,10 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    if splits_backend() {
+        searches_fan_out_over_the_nodes(&nodes, &case.id, &acked).await;
     }
 
     // The sweeper lease passes to a survivor once the dead node's expires.

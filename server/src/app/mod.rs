@@ -51,6 +51,10 @@ pub struct App {
     pub index: Arc<SearchIndex>,
     /// Index snapshots pinned for paging through search results.
     pub snapshots: Snapshots,
+    /// In a cluster searching splits: fanned-out searches, and the plans (split sets) pinned
+    /// for paging through them.
+    pub fanout: Option<Arc<crate::search::fanout::FanOut>>,
+    pub pinned_plans: Snapshots<Arc<crate::search::splits::Plan>>,
     /// Issues and checks every page token (HMAC with the key kept in the store).
     pub page_tokens: PageTokens,
     pub limits: Limits,

@@ -20,6 +20,10 @@ use crate::search::index::SearchIndex;
 use crate::search::kql::{self, TextField};
 use crate::search::query::{Highlighter, QueryError};
 use crate::search::searcher::{self, Sort};
+use crate::search::splits::Plan;
+
+/// How deep a search fanned out over cluster nodes pages (`search = "splits"`).
+pub const MAX_FANNED_OUT_DEPTH: usize = 100_000;
 
 /// Hits per page when the caller does not say.
 pub const DEFAULT_SEARCH_PAGE: usize = 50;
@@ -102,8 +106,21 @@ impl App {
         let index = complete_index(&self.index)?;
         // The first page runs on the newest snapshot, pinned below only if there is a next
         // page; later pages on the snapshot their token names.
-        let (pinned, offset, searcher) = if request.page_token.is_empty() {
-            (None, 0, searcher_of(&index)?)
+        let (pinned, offset, snapshot) = if request.page_token.is_empty() {
+            let snapshot = match &self.fanout {
+                Some(fanout) => {
+                    // A query the index cannot run is refused here, before any leaf.
+                    searcher::check_query(&index.reader.searcher(), &index.fields, &query)
+                        .map_err(query_error)?;
+                    let plan = crate::store::cluster::off_async(|| {
+                        fanout.splits().plan(&mailboxes, &query)
+                    })
+                    .map_err(splits_unavailable)?;
+                    Snapshot::Plan(Arc::new(plan))
+                }
+                None => Snapshot::Index(searcher_of(&index)?),
+            };
+            (None, 0, snapshot)
         } else {
             let payload = self.page_tokens.open(
                 TokenKind::Search,
@@ -112,21 +129,37 @@ impl App {
                 now(),
             )?;
             let cursor = SearchCursor::from_payload(&payload)?;
-            let searcher = self.snapshots.get(cursor.snapshot).ok_or_else(|| {
+            let snapshot = match &self.fanout {
+                Some(_) => self.pinned_plans.get(cursor.snapshot).map(Snapshot::Plan),
+                None => self.snapshots.get(cursor.snapshot).map(Snapshot::Index),
+            }
+            .ok_or_else(|| {
                 Error::FailedPrecondition(
                     "the page token's snapshot has expired; run the search again".into(),
                 )
             })?;
             // Bounded before tantivy sees it: never past this search's total on the snapshot.
-            if cursor.total > searcher.num_docs() {
+            if cursor.total > snapshot.num_docs() {
                 return Err(Error::invalid(
                     "page_token",
                     "starts past the end of its results",
                 ));
             }
-            (Some(cursor.snapshot), cursor.offset as usize, searcher)
+            (Some(cursor.snapshot), cursor.offset as usize, snapshot)
         };
-        let snapshot_searcher = searcher.clone();
+        // Every leaf sends its best `offset + page_size` hits: deep pages are bounded.
+        if matches!(snapshot, Snapshot::Plan(_)) && offset + page_size > MAX_FANNED_OUT_DEPTH {
+            return Err(Error::invalid(
+                "page_token",
+                format!(
+                    "a search pages through its first {MAX_FANNED_OUT_DEPTH} hits; narrow the \
+                     query, or export the results"
+                ),
+            ));
+        }
+        let pinnable = snapshot.clone();
+        let fanout = self.fanout.clone();
+        let query_text = request.query.clone();
         let store = Arc::clone(&self.store);
         let highlighter = Highlighter::new(&query);
         let search_query = query.clone();
@@ -134,16 +167,32 @@ impl App {
         let (results, items) = self
             .admission
             .search(slot, move || {
-                let results = searcher::execute(
-                    &searcher,
-                    &index.fields,
-                    &search_query,
-                    &mailboxes,
-                    sort,
-                    offset,
-                    page_size,
-                )
-                .map_err(query_error)?;
+                let results = match (&snapshot, &fanout) {
+                    (Snapshot::Plan(plan), Some(fanout)) => fanout
+                        .search(
+                            plan,
+                            &query_text,
+                            &search_query,
+                            &mailboxes,
+                            sort,
+                            offset,
+                            page_size,
+                        )
+                        .map_err(splits_unavailable)?,
+                    (Snapshot::Index(searcher), _) => searcher::execute(
+                        searcher,
+                        &index.fields,
+                        &search_query,
+                        &mailboxes,
+                        sort,
+                        offset,
+                        page_size,
+                    )
+                    .map_err(query_error)?,
+                    (Snapshot::Plan(_), None) => {
+                        return Err(Error::Internal("a split plan without splits".into()))
+                    }
+                };
                 let ids: Vec<InteractionId> = results.hits.iter().map(|hit| hit.id).collect();
                 let items = store.get_interactions(&ids)?;
                 Ok((results, items))
@@ -171,8 +220,10 @@ impl App {
         }
         let next_offset = offset + results.hits.len();
         let next_page_token = if (next_offset as u64) < results.total && !results.hits.is_empty() {
-            let snapshot =
-                pinned.unwrap_or_else(|| self.snapshots.pin(&principal.name, snapshot_searcher));
+            let snapshot = pinned.unwrap_or_else(|| match pinnable {
+                Snapshot::Index(searcher) => self.snapshots.pin(&principal.name, searcher),
+                Snapshot::Plan(plan) => self.pinned_plans.pin(&principal.name, plan),
+            });
             let cursor = SearchCursor {
                 snapshot,
                 offset: next_offset as u64,
@@ -204,6 +255,75 @@ impl App {
             counts_by_location: results.by_location,
             next_page_token,
         })
+    }
+}
+
+/// What the pages of a search read: an index snapshot, or (a cluster searching splits) the
+/// set of splits its first page planned.
+#[derive(Clone)]
+enum Snapshot {
+    Index(tantivy::Searcher),
+    Plan(Arc<Plan>),
+}
+
+impl Snapshot {
+    fn num_docs(&self) -> u64 {
+        match self {
+            Snapshot::Index(searcher) => searcher.num_docs(),
+            Snapshot::Plan(plan) => plan.num_docs(),
+        }
+    }
+}
+
+fn splits_unavailable(error: crate::search::index::IndexError) -> Error {
+    use crate::search::index::IndexError;
+    match error {
+        IndexError::Query(error) => return query_error(error),
+        IndexError::SplitGone(_) => {
+            return Error::FailedPrecondition(
+                "the search's index splits were merged away since its first page; run the \
+                 search again"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    tracing::warn!(%error, "cannot search the splits");
+    Error::Unavailable(format!(
+        "the search splits cannot be read now ({error}); retry"
+    ))
+}
+
+impl App {
+    /// A leaf search asked for by another node of the cluster (`search::fanout`): the best
+    /// `top` hits of `query` over `mailboxes` in `splits`, with totals and counts.
+    pub async fn leaf_search(
+        &self,
+        ids: Vec<String>,
+        dead: Vec<(i16, InteractionId, u64)>,
+        query: &str,
+        mailboxes: Vec<MailboxId>,
+        sort: Sort,
+        top: usize,
+    ) -> Result<searcher::Results, Error> {
+        let Some(fanout) = self.fanout.clone() else {
+            return Err(Error::FailedPrecondition(
+                "this node does not search splits".into(),
+            ));
+        };
+        let query = parse_query(query)?;
+        self.admission
+            .leaf_search(move || {
+                let search = fanout.splits();
+                let plan = Plan {
+                    splits: search.named_splits(&ids).map_err(splits_unavailable)?,
+                    dead,
+                };
+                search
+                    .leaf(&plan, &query, &mailboxes, sort, top)
+                    .map_err(splits_unavailable)
+            })
+            .await
     }
 }
 

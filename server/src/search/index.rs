@@ -39,6 +39,12 @@ pub enum IndexError {
     Store(#[from] StoreError),
     #[error("search splits: {0}")]
     Splits(String),
+    /// A split a search names is gone from the bucket: merged away, and its grace over.
+    #[error("search split {0} is gone (merged away)")]
+    SplitGone(String),
+    /// A query the index cannot run (a prefix matching too many words).
+    #[error(transparent)]
+    Query(#[from] super::query::QueryError),
     #[error("the indexer panicked: {0}")]
     Panicked(String),
     /// The shared feed forgot work this index had not read: only a rebuild catches up.

@@ -2,6 +2,7 @@
 //! (KQL), the tantivy index derived from the store, and query execution.
 
 pub mod analysis;
+pub mod fanout;
 pub mod id_pages;
 pub mod index;
 pub mod kql;

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use tantivy::collector::{Collector, Count, FilterCollector, SegmentCollector, TopDocs};
 use tantivy::columnar::StrColumn;
-use tantivy::schema::Value;
-use tantivy::{DocAddress, DocId, Order, Score, Searcher, SegmentReader, TantivyDocument};
+use tantivy::{DocAddress, DocId, Order, Score, Searcher, SegmentReader};
 
 use super::kql::Query;
 use super::query::{translate, QueryError};
@@ -29,6 +28,12 @@ pub enum Sort {
 pub struct Hit {
     pub id: InteractionId,
     pub score: f32,
+    /// When the item was created (µs since the epoch), for the sorts by time; 0 for the sort
+    /// by relevance.
+    pub created_us: i64,
+    /// Where the hit is in the searcher, in its order: ties of the sort key are broken by
+    /// it, so that the pages of a merge (`merge`) follow the same order as one search.
+    pub tie: (String, u64),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -136,6 +141,35 @@ pub fn execute(
     offset: usize,
     limit: usize,
 ) -> Result<Results, QueryError> {
+    execute_ranked(
+        searcher,
+        fields,
+        query,
+        mailboxes,
+        sort,
+        offset,
+        limit,
+        |address| (String::new(), address_rank(address)),
+    )
+}
+
+/// A document's place in its searcher's order.
+pub fn address_rank(address: DocAddress) -> u64 {
+    (u64::from(address.segment_ord) << 32) | u64::from(address.doc_id)
+}
+
+/// `execute`, naming each hit's place for ties with `tie`.
+#[allow(clippy::too_many_arguments)]
+pub fn execute_ranked(
+    searcher: &Searcher,
+    fields: &Fields,
+    query: &Query,
+    mailboxes: &[MailboxId],
+    sort: Sort,
+    offset: usize,
+    limit: usize,
+    tie: impl Fn(DocAddress) -> (String, u64),
+) -> Result<Results, QueryError> {
     // TopDocs reserves room for `offset + limit` hits: an offset past every document of the
     // snapshot is refused before tantivy sees it.
     if offset > searcher.num_docs() as usize {
@@ -145,14 +179,21 @@ pub fn execute(
     let scope = scope(mailboxes);
     let index_error = |e: tantivy::TantivyError| QueryError::Index(e.to_string());
     let top = TopDocs::with_limit(limit.max(1)).and_offset(offset);
-    let (total, counts, addresses): (usize, Counts, Vec<(f32, DocAddress)>) = match sort {
+    let (total, counts, addresses): (usize, Counts, Vec<(f32, i64, DocAddress)>) = match sort {
         Sort::Relevance => {
             let collector = FilterCollector::new(
                 "mailbox_key".to_string(),
                 scope,
                 (Count, CountsCollector, top),
             );
-            searcher.search(&query, &collector).map_err(index_error)?
+            let (total, counts, top) = searcher.search(&query, &collector).map_err(index_error)?;
+            (
+                total,
+                counts,
+                top.into_iter()
+                    .map(|(score, address)| (score, 0, address))
+                    .collect(),
+            )
         }
         Sort::Newest | Sort::Oldest => {
             let order = if sort == Sort::Newest {
@@ -173,19 +214,45 @@ pub fn execute(
             (
                 total,
                 counts,
-                top.into_iter().map(|(_, address)| (0.0, address)).collect(),
+                top.into_iter()
+                    .map(|(created, address)| (0.0, created, address))
+                    .collect(),
             )
         }
     };
     let mut hits = Vec::with_capacity(addresses.len());
-    for (score, address) in addresses.into_iter().take(limit) {
-        let doc: TantivyDocument = searcher.doc(address).map_err(index_error)?;
-        let id = doc
-            .get_first(fields.id)
-            .and_then(|value| value.as_str())
-            .and_then(|text| text.parse().ok())
+    // Ids from the `id` fast field, one column per segment: no stored document is read (a
+    // leaf search returns thousands of hits for a deep page).
+    let mut columns: HashMap<u32, Option<StrColumn>> = HashMap::new();
+    let mut text = String::new();
+    for (score, created_us, address) in addresses.into_iter().take(limit) {
+        let column = match columns.entry(address.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                searcher
+                    .segment_reader(address.segment_ord)
+                    .fast_fields()
+                    .str("id")
+                    .map_err(index_error)?,
+            ),
+        };
+        text.clear();
+        let found = column.as_ref().is_some_and(|column| {
+            column
+                .term_ords(address.doc_id)
+                .next()
+                .is_some_and(|ord| column.ord_to_str(ord, &mut text).unwrap_or(false))
+        });
+        let id = found
+            .then(|| text.parse().ok())
+            .flatten()
             .ok_or_else(|| QueryError::Index("a document has no valid id".into()))?;
-        hits.push(Hit { id, score });
+        hits.push(Hit {
+            id,
+            score,
+            created_us,
+            tie: tie(address),
+        });
     }
     let mut counts = counts.into_iter();
     Ok(Results {
@@ -195,6 +262,38 @@ pub fn execute(
         by_app: counts.next().unwrap_or_default(),
         by_location: counts.next().unwrap_or_default(),
     })
+}
+
+/// Merges the results of searches over disjoint parts of an index (leaf searches over
+/// disjoint sets of splits), each holding its best `offset + limit` hits, into page
+/// `[offset, offset + limit)`: totals and counts add up; hits follow `sort`, then their
+/// `tie`.
+pub fn merge(parts: Vec<Results>, sort: Sort, offset: usize, limit: usize) -> Results {
+    let mut merged = Results::default();
+    let mut hits = Vec::new();
+    for part in parts {
+        merged.total += part.total;
+        for (total, counts) in [
+            (&mut merged.by_mailbox, part.by_mailbox),
+            (&mut merged.by_app, part.by_app),
+            (&mut merged.by_location, part.by_location),
+        ] {
+            for (key, count) in counts {
+                *total.entry(key).or_insert(0) += count;
+            }
+        }
+        hits.extend(part.hits);
+    }
+    hits.sort_by(|a, b| {
+        let key = match sort {
+            Sort::Relevance => b.score.total_cmp(&a.score),
+            Sort::Newest => b.created_us.cmp(&a.created_us),
+            Sort::Oldest => a.created_us.cmp(&b.created_us),
+        };
+        key.then_with(|| a.tie.cmp(&b.tie))
+    });
+    merged.hits = hits.into_iter().skip(offset).take(limit).collect();
+    merged
 }
 
 /// The predicate that keeps documents of `mailboxes`, on the `mailbox_key` fast field: cost
@@ -257,6 +356,12 @@ impl SegmentCollector for SegmentIds {
     }
 }
 
+/// Whether `query` can run on an index of this schema (fields, budget of terms), without
+/// running it.
+pub fn check_query(searcher: &Searcher, fields: &Fields, query: &Query) -> Result<(), QueryError> {
+    translate(query, fields, searcher).map(|_| ())
+}
+
 /// The ids of every item matching `query` over `mailboxes`, sorted: 16 bytes per match, no
 /// content, so that an export can stream them in a stable, resumable order.
 pub fn matching_ids(
@@ -296,8 +401,8 @@ pub const MAX_PINNED: usize = 1_000;
 /// releases its own snapshots and not everyone else's.
 pub const MAX_PINNED_PER_OWNER: usize = 100;
 
-struct Pinned {
-    searcher: Searcher,
+struct Pinned<T> {
+    snapshot: T,
     owner: String,
     pinned_at: Instant,
     used_at: Instant,
@@ -308,15 +413,15 @@ struct Pinned {
 /// (in all, or by its owner) would pass the limits above; its page tokens then answer
 /// "expired". A pinned snapshot keeps its segment files open, so every bound here is a bound
 /// on memory and disk.
-pub struct Snapshots {
+pub struct Snapshots<T = Searcher> {
     idle_ttl: Duration,
     max_age: Duration,
     next_id: AtomicU64,
-    pinned: Mutex<HashMap<u64, Pinned>>,
+    pinned: Mutex<HashMap<u64, Pinned<T>>>,
 }
 
-impl Snapshots {
-    pub fn new(idle_ttl: Duration, max_age: Duration) -> Snapshots {
+impl<T: Clone> Snapshots<T> {
+    pub fn new(idle_ttl: Duration, max_age: Duration) -> Snapshots<T> {
         Snapshots {
             idle_ttl,
             max_age,
@@ -327,7 +432,7 @@ impl Snapshots {
         }
     }
 
-    fn release_expired(&self, pinned: &mut HashMap<u64, Pinned>, now: Instant) {
+    fn release_expired(&self, pinned: &mut HashMap<u64, Pinned<T>>, now: Instant) {
         pinned.retain(|_, entry| {
             now.saturating_duration_since(entry.used_at) < self.idle_ttl
                 && now.saturating_duration_since(entry.pinned_at) < self.max_age
@@ -335,15 +440,15 @@ impl Snapshots {
     }
 
     /// Pins `searcher` for `owner` and returns its id.
-    pub fn pin(&self, owner: &str, searcher: Searcher) -> u64 {
-        self.pin_at(owner, searcher, Instant::now())
+    pub fn pin(&self, owner: &str, snapshot: T) -> u64 {
+        self.pin_at(owner, snapshot, Instant::now())
     }
 
-    fn pin_at(&self, owner: &str, searcher: Searcher, now: Instant) -> u64 {
+    fn pin_at(&self, owner: &str, snapshot: T, now: Instant) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         self.release_expired(&mut pinned, now);
-        let least_recently_used = |pinned: &HashMap<u64, Pinned>, of_owner: bool| {
+        let least_recently_used = |pinned: &HashMap<u64, Pinned<T>>, of_owner: bool| {
             pinned
                 .iter()
                 .filter(|(_, entry)| !of_owner || entry.owner == owner)
@@ -364,7 +469,7 @@ impl Snapshots {
         pinned.insert(
             id,
             Pinned {
-                searcher,
+                snapshot,
                 owner: owner.to_string(),
                 pinned_at: now,
                 used_at: now,
@@ -375,16 +480,16 @@ impl Snapshots {
     }
 
     /// The pinned snapshot `id`, if it has not been released.
-    pub fn get(&self, id: u64) -> Option<Searcher> {
+    pub fn get(&self, id: u64) -> Option<T> {
         self.get_at(id, Instant::now())
     }
 
-    fn get_at(&self, id: u64, now: Instant) -> Option<Searcher> {
+    fn get_at(&self, id: u64, now: Instant) -> Option<T> {
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         self.release_expired(&mut pinned, now);
         pinned.get_mut(&id).map(|entry| {
             entry.used_at = now;
-            entry.searcher.clone()
+            entry.snapshot.clone()
         })
     }
 

@@ -34,8 +34,12 @@ use tantivy_common::BitSet;
 use tokio_util::sync::CancellationToken;
 
 use super::index::{register_tokenizer, IndexError, IndexProgress, SearcherSource};
+use super::kql;
 use super::schema::{self, Fields, SCHEMA_VERSION};
-use crate::domain::{InteractionId, StoredInteraction, SEARCH_PARTITIONS};
+use super::searcher::{execute_ranked, merge, Results, Sort};
+use crate::domain::{
+    search_partition, InteractionId, MailboxId, StoredInteraction, SEARCH_PARTITIONS,
+};
 use crate::store::cluster::splits::{SplitCatalog, SplitLease, SplitPublish, SplitRow};
 use crate::store::cluster::ClusterStore;
 use crate::store::{Interactions, Leases, StoreError};
@@ -292,10 +296,96 @@ fn compose(
     Ok(index)
 }
 
+/// Bounds of the creation time of every item `query` can match: `[from, to)` in µs, `None`
+/// where unbounded.
+fn created_bounds(query: &kql::Query) -> (Option<i64>, Option<i64>) {
+    use kql::Query;
+    let tighter = |a: Option<i64>, b: Option<i64>, pick: fn(i64, i64) -> i64| match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    };
+    match query {
+        Query::Created { from, to } => (*from, *to),
+        Query::And(parts) => parts.iter().map(created_bounds).fold(
+            (None, None),
+            |(from, to), (part_from, part_to)| {
+                (
+                    tighter(from, part_from, i64::max),
+                    tighter(to, part_to, i64::min),
+                )
+            },
+        ),
+        Query::Or(parts) if !parts.is_empty() => {
+            let bounds: Vec<_> = parts.iter().map(created_bounds).collect();
+            // Bounded on a side only if every alternative is.
+            let from = bounds
+                .iter()
+                .map(|(from, _)| *from)
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|froms| froms.into_iter().min());
+            let to = bounds
+                .iter()
+                .map(|(_, to)| *to)
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|tos| tos.into_iter().max());
+            (from, to)
+        }
+        _ => (None, None),
+    }
+}
+
 /// A view: one searcher over every published split of a catalog generation.
 struct View {
     generation: u64,
     searcher: Searcher,
+}
+
+/// A view of one partition's splits for leaf searches (`SplitSearch::leaf`), with, per
+/// segment of its searcher, the split it comes from and its place in that split: the tie
+/// order of hits, the same whichever node searches the splits.
+struct LeafView {
+    searcher: Searcher,
+    ties: Vec<(String, u64)>,
+    opened: Instant,
+}
+
+/// Leaf views kept open at most (each keeps its splits' files open).
+const LEAF_VIEWS: usize = 64;
+
+/// What a leaf view is of: the splits (sorted ids) and a digest of the tombstones applied.
+type LeafKey = (Vec<String>, [u8; 32]);
+
+/// What a search reads (`SplitSearch::plan`): splits, and the tombstones of their
+/// partitions as they were when it was planned. Pinned for paging.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub splits: Vec<SplitRow>,
+    /// (partition, item, sequence).
+    pub dead: Vec<(i16, InteractionId, u64)>,
+}
+
+impl Plan {
+    /// The part of the plan of `partitions`.
+    pub fn of_partitions(&self, partitions: &HashSet<i16>) -> Plan {
+        Plan {
+            splits: self
+                .splits
+                .iter()
+                .filter(|split| partitions.contains(&split.partition))
+                .cloned()
+                .collect(),
+            dead: self
+                .dead
+                .iter()
+                .filter(|(partition, _, _)| partitions.contains(partition))
+                .copied()
+                .collect(),
+        }
+    }
+
+    pub fn num_docs(&self) -> u64 {
+        self.splits.iter().map(|split| split.num_docs).sum()
+    }
 }
 
 impl SearcherSource for SplitSearch {
@@ -311,6 +401,9 @@ pub struct SplitSearch {
     dir: PathBuf,
     fields: Fields,
     view: Mutex<Option<View>>,
+    leaf_views: Mutex<HashMap<LeafKey, Arc<LeafView>>>,
+    /// The catalog last read, reused while its generation is current.
+    catalog: Mutex<Option<Arc<SplitCatalog>>>,
     cache: Mutex<HashMap<String, Arc<Cached>>>,
     /// One composition at a time.
     composing: Mutex<()>,
@@ -333,9 +426,15 @@ impl SplitSearch {
             dir: dir.to_path_buf(),
             fields,
             view: Mutex::new(None),
+            leaf_views: Mutex::new(HashMap::new()),
+            catalog: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
             composing: Mutex::new(()),
         }))
+    }
+
+    pub(crate) fn store(&self) -> &Arc<ClusterStore> {
+        &self.store
     }
 
     fn work_dir(&self) -> PathBuf {
@@ -372,6 +471,210 @@ impl SplitSearch {
         Ok(searcher)
     }
 
+    /// The catalog now (read again only when its generation moved).
+    fn catalog_now(&self) -> Result<Arc<SplitCatalog>, IndexError> {
+        let generation = self.store.split_head()?.generation;
+        if let Some(catalog) = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|catalog| catalog.head.generation == generation)
+        {
+            return Ok(Arc::clone(catalog));
+        }
+        let catalog = Arc::new(self.store.split_catalog()?);
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&catalog));
+        Ok(catalog)
+    }
+
+    /// The published splits a search of `query` over `mailboxes` reads: those of their
+    /// partitions holding items created when the query can match.
+    /// The plan is a snapshot: its splits with the tombstones of now, so that every page
+    /// of a search sees the same documents dead, whatever is published or merged meanwhile.
+    pub fn plan(&self, mailboxes: &[MailboxId], query: &kql::Query) -> Result<Plan, IndexError> {
+        let partitions: HashSet<i16> = mailboxes
+            .iter()
+            .map(|mailbox| search_partition(mailbox.as_str()))
+            .collect();
+        let (from, to) = created_bounds(query);
+        let catalog = self.catalog_now()?;
+        let splits: Vec<SplitRow> = catalog
+            .splits
+            .iter()
+            .filter(|split| partitions.contains(&split.partition))
+            .filter(|split| {
+                from.is_none_or(|from| split.max_created_us.is_none_or(|max| max >= from))
+                    && to.is_none_or(|to| split.min_created_us.is_none_or(|min| min < to))
+            })
+            .cloned()
+            .collect();
+        // The tombstones any planned split is older than.
+        let mut oldest: HashMap<i16, u64> = HashMap::new();
+        for split in &splits {
+            let entry = oldest.entry(split.partition).or_insert(split.max_seq);
+            *entry = (*entry).min(split.max_seq);
+        }
+        let dead = catalog
+            .tombstones
+            .iter()
+            .filter(|(partition, _, sequence)| {
+                oldest
+                    .get(partition)
+                    .is_some_and(|oldest| sequence > oldest)
+            })
+            .copied()
+            .collect();
+        Ok(Plan { splits, dead })
+    }
+
+    /// The published or recently retired splits named `ids`, as the catalog has them: a
+    /// leaf search asked for by another node reads only those (`SplitGone` for any other).
+    pub fn named_splits(&self, ids: &[String]) -> Result<Vec<SplitRow>, IndexError> {
+        let rows = self.store.searchable_splits(ids)?;
+        if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|row| &row.id == *id)) {
+            return Err(IndexError::SplitGone(missing.clone()));
+        }
+        Ok(rows)
+    }
+
+    /// A leaf search: the best `top` hits of `query` over `mailboxes` in `splits` (any
+    /// partitions), with the exact total and counts, each partition's splits searched as
+    /// one view with the tombstones of the catalog now applied.
+    pub fn leaf(
+        &self,
+        plan: &Plan,
+        query: &kql::Query,
+        mailboxes: &[MailboxId],
+        sort: Sort,
+        top: usize,
+    ) -> Result<Results, IndexError> {
+        let mut by_partition: std::collections::BTreeMap<i16, Vec<&SplitRow>> = Default::default();
+        for split in &plan.splits {
+            by_partition.entry(split.partition).or_default().push(split);
+        }
+        let mut parts = Vec::with_capacity(by_partition.len());
+        for (partition, mut rows) in by_partition {
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            rows.dedup_by(|a, b| a.id == b.id);
+            let mut dead: Vec<(InteractionId, u64)> = plan
+                .dead
+                .iter()
+                .filter(|(p, _, _)| *p == partition)
+                .map(|(_, id, sequence)| (*id, *sequence))
+                .collect();
+            dead.sort();
+            dead.dedup();
+            let view = self.leaf_view(&rows, &dead)?;
+            // Never more room for hits than the view has documents.
+            let top = top.min(view.searcher.num_docs() as usize);
+            let results = execute_ranked(
+                &view.searcher,
+                &self.fields,
+                query,
+                mailboxes,
+                sort,
+                0,
+                top,
+                |address| {
+                    let (split, first) = &view.ties[address.segment_ord as usize];
+                    (split.clone(), first + u64::from(address.doc_id))
+                },
+            )
+            .map_err(IndexError::Query)?;
+            parts.push(results);
+        }
+        metrics::counter!("holdfast_split_leaf_searches_total").increment(1);
+        Ok(merge(parts, sort, 0, top))
+    }
+
+    /// The view of `rows` (one partition's, sorted by id) with the tombstones `dead` (of
+    /// that partition, sorted).
+    fn leaf_view(
+        &self,
+        rows: &[&SplitRow],
+        dead: &[(InteractionId, u64)],
+    ) -> Result<Arc<LeafView>, IndexError> {
+        let digest = {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            for (id, sequence) in dead {
+                hasher.update(id.0.to_bytes());
+                hasher.update(sequence.to_be_bytes());
+            }
+            hasher.finalize().into()
+        };
+        let key: LeafKey = (rows.iter().map(|split| split.id.clone()).collect(), digest);
+        if let Some(view) = self
+            .leaf_views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(view));
+        }
+        let mut parts = Vec::with_capacity(rows.len());
+        for split in rows {
+            let cached = self.cached(split)?;
+            let dead: Vec<InteractionId> = dead
+                .iter()
+                .filter(|(_, sequence)| *sequence > split.max_seq)
+                .map(|(id, _)| *id)
+                .collect();
+            parts.push((split.id.clone(), cached, dead));
+        }
+        let borrowed: Vec<(&Cached, Vec<InteractionId>)> = parts
+            .iter()
+            .map(|(_, cached, dead)| (cached.as_ref(), dead.clone()))
+            .collect();
+        let dir = self.work_dir();
+        let opened = compose(&dir, &self.fields, &borrowed).and_then(|index| {
+            Ok(index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()?
+                .searcher())
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        let searcher = opened?;
+        // Each segment's split, and where its documents start in that split's order.
+        let mut of_segment: HashMap<SegmentId, (String, u64)> = HashMap::new();
+        for (id, cached, _) in &parts {
+            for (number, meta) in cached.metas.iter().enumerate() {
+                of_segment.insert(meta.id(), (id.clone(), (number as u64) << 32));
+            }
+        }
+        let ties = searcher
+            .segment_readers()
+            .iter()
+            .map(|reader| {
+                of_segment
+                    .get(&reader.segment_id())
+                    .cloned()
+                    .ok_or_else(|| {
+                        IndexError::Splits("a leaf view holds a segment of no split".into())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let view = Arc::new(LeafView {
+            searcher,
+            ties,
+            opened: Instant::now(),
+        });
+        let mut views = self.leaf_views.lock().unwrap_or_else(|e| e.into_inner());
+        if views.len() >= LEAF_VIEWS {
+            if let Some(oldest) = views
+                .iter()
+                .min_by_key(|(_, view)| view.opened)
+                .map(|(key, _)| key.clone())
+            {
+                views.remove(&oldest);
+            }
+        }
+        views.insert(key, Arc::clone(&view));
+        Ok(view)
+    }
+
     /// The split, from the local cache or downloaded into it.
     fn cached(&self, split: &SplitRow) -> Result<Arc<Cached>, IndexError> {
         if let Some(cached) = self
@@ -389,12 +692,10 @@ impl SplitSearch {
                 split.id
             )));
         }
-        let bytes = self.store.get_split_object(split)?.ok_or_else(|| {
-            IndexError::Splits(format!(
-                "split {} is gone from the bucket (merged meanwhile?); retry",
-                split.id
-            ))
-        })?;
+        let bytes = self
+            .store
+            .get_split_object(split)?
+            .ok_or_else(|| IndexError::SplitGone(split.id.clone()))?;
         let dir = self.dir.join("cache").join(&split.id);
         let staging = self.work_dir();
         if let Err(error) = unpack(&bytes, &staging) {
@@ -467,6 +768,12 @@ impl SplitSearch {
                 *view = None;
             }
         }
+        // Leaf views of splits merged away go too: a page pinned on them composes them again
+        // from the bucket while they are there.
+        self.leaf_views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(ids, _), _| ids.iter().all(|id| published.contains(id)));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = cache
             .keys()
@@ -800,7 +1107,7 @@ fn catch<T>(work: impl FnOnce() -> Result<T, IndexError>) -> Result<T, IndexErro
 
 /// The node that indexes `partition` among the `live` ones: the highest hash of (partition,
 /// node). `None` when no node is live.
-fn rendezvous_owner(partition: i16, live: &[String]) -> Option<&str> {
+pub(crate) fn rendezvous_owner(partition: i16, live: &[String]) -> Option<&str> {
     live.iter()
         .max_by_key(|holder| crate::domain::mailbox_key(&format!("{partition}/{holder}")))
         .map(String::as_str)
@@ -1094,7 +1401,7 @@ pub fn start(
     settings: super::index::IndexSettings,
     holder: &str,
     shutdown: CancellationToken,
-) -> Result<(Arc<super::index::SearchIndex>, super::index::IndexerThread), IndexError> {
+) -> Result<Started, IndexError> {
     let search = SplitSearch::open(store.clone(), dir)?;
     store.forget_feed_reader()?;
     let (schema, fields) = schema::schema();
@@ -1118,7 +1425,7 @@ pub fn start(
         settings,
         splits: Some(Arc::clone(&search) as Arc<dyn SearcherSource>),
     });
-    let worker = SplitWorker::new(search, progress, holder);
+    let worker = SplitWorker::new(Arc::clone(&search), progress, holder);
     let handle = std::thread::Builder::new()
         .name("holdfast-splits".into())
         .spawn(move || worker.run(shutdown))
@@ -1126,8 +1433,16 @@ pub fn start(
             path: dir.to_path_buf(),
             source,
         })?;
-    Ok((index, super::index::IndexerThread::new(handle)))
+    Ok((index, super::index::IndexerThread::new(handle), search))
 }
+
+/// What `start` opened: the index searches read, the worker, and this node's split search
+/// (for leaf searches).
+pub type Started = (
+    Arc<super::index::SearchIndex>,
+    super::index::IndexerThread,
+    Arc<SplitSearch>,
+);
 
 #[cfg(test)]
 mod tests {
@@ -1171,6 +1486,116 @@ mod tests {
             ..SweepWrite::default()
         };
         assert_eq!(store.apply_sweep(&write, now).unwrap().destroyed, 1);
+    }
+
+    /// Leaf searches over any grouping of a plan's splits merge into the same pages as one
+    /// leaf search over all of them: the same totals and counts, every hit once, in one
+    /// order (ties of equal scores and times broken the same way whoever searched).
+    #[test]
+    fn leaf_searches_over_any_grouping_merge_into_the_same_pages() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let dirs = tempfile::tempdir().unwrap();
+        let search = SplitSearch::open(Arc::clone(&store), &dirs.path().join("a")).unwrap();
+        let progress = Arc::new(IndexProgress::default());
+        let mut worker = SplitWorker::new(Arc::clone(&search), Arc::clone(&progress), "a/1");
+        worker.step().unwrap();
+        // Several splits per partition, equal texts (equal scores), some equal times.
+        let people = ["alice", "bob", "carol", "dave", "erin", "frank"];
+        for round in 0..3 {
+            let mut written = Vec::new();
+            for (n, person) in people.iter().enumerate() {
+                for k in 0..3 {
+                    let mut one = content(&format!("{person}-{round}-{k}"), 1, "t");
+                    one.mailbox_id = MailboxId::parse(&format!("{person}@contoso.com")).unwrap();
+                    one.prompt = "budget review".into();
+                    one.created_at = chrono::DateTime::from_timestamp(
+                        1_700_000_000 + (round * 10 + n as i64 % 2) * 60,
+                        0,
+                    )
+                    .unwrap();
+                    written.push(new_item(one));
+                }
+            }
+            store.write_interactions(&written).unwrap();
+            worker.step().unwrap();
+        }
+        let everyone: Vec<MailboxId> = people
+            .iter()
+            .map(|p| MailboxId::parse(&format!("{p}@contoso.com")).unwrap())
+            .collect();
+        let query = kql::parse("budget").unwrap();
+        let plan = search.plan(&everyone, &query).unwrap();
+        let partitions: HashSet<i16> = plan.splits.iter().map(|split| split.partition).collect();
+        assert!(partitions.len() >= 2, "{partitions:?}");
+        for sort in [Sort::Relevance, Sort::Newest, Sort::Oldest] {
+            let whole = search.leaf(&plan, &query, &everyone, sort, 1_000).unwrap();
+            let odd_partitions: HashSet<i16> =
+                partitions.iter().copied().filter(|p| p % 2 == 1).collect();
+            let even_partitions: HashSet<i16> =
+                partitions.iter().copied().filter(|p| p % 2 == 0).collect();
+            assert_eq!(whole.total, 54);
+            let order: Vec<InteractionId> = whole.hits.iter().map(|hit| hit.id).collect();
+            assert_eq!(order.iter().collect::<HashSet<_>>().len(), 54);
+            // Two groups (as two nodes would search them), paged by 5.
+            let (odd, even) = (
+                plan.of_partitions(&odd_partitions),
+                plan.of_partitions(&even_partitions),
+            );
+            let mut paged = Vec::new();
+            for offset in (0..54).step_by(5) {
+                let parts = [&odd, &even]
+                    .iter()
+                    .map(|group| {
+                        search
+                            .leaf(group, &query, &everyone, sort, offset + 5)
+                            .unwrap()
+                    })
+                    .collect();
+                let page = merge(parts, sort, offset, 5);
+                assert_eq!(page.total, 54);
+                assert_eq!(page.by_mailbox, whole.by_mailbox);
+                paged.extend(page.hits.iter().map(|hit| hit.id));
+            }
+            assert_eq!(paged, order, "{sort:?}");
+        }
+        // A plan reads only the partitions of its custodians.
+        let alice = [MailboxId::parse("alice@contoso.com").unwrap()];
+        let only = search.plan(&alice, &query).unwrap();
+        assert!(!only.splits.is_empty());
+        assert!(only
+            .splits
+            .iter()
+            .all(|split| split.partition == crate::domain::search_partition("alice@contoso.com")));
+        let results = search
+            .leaf(&only, &query, &alice, Sort::Newest, 100)
+            .unwrap();
+        assert_eq!(results.total, 9);
+        // ... and only splits holding items created when the query can match.
+        let first_round = kql::Query::And(vec![
+            query.clone(),
+            kql::Query::Created {
+                from: Some(1_700_000_000_000_000),
+                to: Some(1_700_000_120_000_000),
+            },
+        ]);
+        let early = search.plan(&everyone, &first_round).unwrap();
+        assert!(
+            !early.splits.is_empty() && early.splits.len() < plan.splits.len(),
+            "{early:?}"
+        );
+        let results = search
+            .leaf(&early, &first_round, &everyone, Sort::Newest, 100)
+            .unwrap();
+        assert_eq!(results.total, 18);
+        let unbounded = kql::Query::Or(vec![first_round, query.clone()]);
+        assert_eq!(
+            search.plan(&everyone, &unbounded).unwrap().splits.len(),
+            plan.splits.len()
+        );
     }
 
     #[test]

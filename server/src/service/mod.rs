@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod discovery;
 mod interactions;
+mod leaf;
 mod otlp;
 mod retention;
 
@@ -18,6 +19,7 @@ pub use admin::AdminApi;
 pub use audit::AuditApi;
 pub use discovery::DiscoveryApi;
 pub use interactions::InteractionApi;
+pub use leaf::LeafApi;
 pub use otlp::OtlpTraceApi;
 pub use retention::RetentionApi;
 

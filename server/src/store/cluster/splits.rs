@@ -416,6 +416,68 @@ impl ClusterStore {
         })
     }
 
+    /// The splits named `ids` that are published or retired (a retired split stays
+    /// searchable for a search planned before its merge until it is doomed).
+    pub fn searchable_splits(&self, ids: &[String]) -> Result<Vec<SplitRow>, StoreError> {
+        off_async(|| {
+            self.pg
+                .connection()?
+                .query(
+                    &format!(
+                        "SELECT {SPLIT_COLUMNS} FROM splits
+                         WHERE id = ANY($1) AND state IN ('published', 'retired')"
+                    ),
+                    &[&ids],
+                )?
+                .iter()
+                .map(split_row)
+                .collect()
+        })
+    }
+
+    /// Registers where this run of a node (`holder`, `<node>/<run>`) answers leaf searches,
+    /// forgetting the addresses of the node's earlier runs.
+    pub fn register_search_node(&self, holder: &str, address: &str) -> Result<(), StoreError> {
+        let node = holder.split('/').next().unwrap_or(holder);
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut tx = connection.transaction()?;
+            tx.execute(
+                "DELETE FROM search_nodes WHERE split_part(holder, '/', 1) = $1
+                     AND holder <> $2",
+                &[&node, &holder],
+            )?;
+            tx.execute(
+                "INSERT INTO search_nodes (holder, address) VALUES ($1, $2)
+                 ON CONFLICT (holder) DO UPDATE SET address = excluded.address,
+                     registered_at = clock_timestamp()",
+                &[&holder, &address],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The live nodes (holders of live `split-node/<holder>` leases) with the address each
+    /// answers leaf searches at, if it registered one.
+    pub fn live_search_nodes(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        off_async(|| {
+            Ok(self
+                .pg
+                .connection()?
+                .query(
+                    "SELECT l.holder, n.address FROM leases l
+                         LEFT JOIN search_nodes n ON n.holder = l.holder
+                     WHERE l.name LIKE 'split-node/%' AND l.expires_at > clock_timestamp()
+                     ORDER BY l.holder",
+                    &[],
+                )?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect())
+        })
+    }
+
     /// Whether no item is stored: a catalog not yet bootstrapped then leaves nothing out.
     pub fn holds_no_item(&self) -> Result<bool, StoreError> {
         off_async(|| {

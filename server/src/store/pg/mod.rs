@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("0005_object_locks.sql")),
     (6, include_str!("0006_lock_retry.sql")),
     (7, include_str!("0007_splits.sql")),
+    (8, include_str!("0008_search_nodes.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).

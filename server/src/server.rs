@@ -349,6 +349,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 crate::service::LeafApi::new(Arc::clone(&app)),
             )
             .max_encoding_message_size(256 << 20)
+            // A plan's tombstones can be many; the door checked the node key before this.
+            .max_decoding_message_size(256 << 20)
         }));
 
     let listener = TcpListener::bind(config.listen)

@@ -147,16 +147,22 @@ impl App {
             }
             (Some(cursor.snapshot), cursor.offset as usize, snapshot)
         };
-        // Every leaf sends its best `offset + page_size` hits: deep pages are bounded.
-        if matches!(snapshot, Snapshot::Plan(_)) && offset + page_size > MAX_FANNED_OUT_DEPTH {
+        // Every leaf sends its best `offset + page_size` hits: deep pages are bounded (the
+        // last page is cut short at the bound, and has no next page).
+        let depth = match snapshot {
+            Snapshot::Plan(_) => MAX_FANNED_OUT_DEPTH,
+            Snapshot::Index(_) => usize::MAX,
+        };
+        if offset >= depth {
             return Err(Error::invalid(
                 "page_token",
                 format!(
-                    "a search pages through its first {MAX_FANNED_OUT_DEPTH} hits; narrow the \
-                     query, or export the results"
+                    "a search pages through its first {depth} hits; narrow the query, or \
+                     export the results"
                 ),
             ));
         }
+        let page_size = page_size.min(depth - offset);
         let pinnable = snapshot.clone();
         let fanout = self.fanout.clone();
         let query_text = request.query.clone();
@@ -219,7 +225,10 @@ impl App {
             });
         }
         let next_offset = offset + results.hits.len();
-        let next_page_token = if (next_offset as u64) < results.total && !results.hits.is_empty() {
+        let next_page_token = if (next_offset as u64) < results.total
+            && !results.hits.is_empty()
+            && next_offset < depth
+        {
             let snapshot = pinned.unwrap_or_else(|| match pinnable {
                 Snapshot::Index(searcher) => self.snapshots.pin(&principal.name, searcher),
                 Snapshot::Plan(plan) => self.pinned_plans.pin(&principal.name, plan),

@@ -532,7 +532,8 @@ impl SplitSearch {
     /// leaf search asked for by another node reads only those (`SplitGone` for any other).
     pub fn named_splits(&self, ids: &[String]) -> Result<Vec<SplitRow>, IndexError> {
         let rows = self.store.searchable_splits(ids)?;
-        if let Some(missing) = ids.iter().find(|id| !rows.iter().any(|row| &row.id == *id)) {
+        let known: HashSet<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        if let Some(missing) = ids.iter().find(|id| !known.contains(id.as_str())) {
             return Err(IndexError::SplitGone(missing.clone()));
         }
         Ok(rows)

@@ -622,27 +622,14 @@ impl SplitSearch {
                 .filter(|(_, sequence)| *sequence > split.max_seq)
                 .map(|(id, _)| *id)
                 .collect();
-            parts.push((split.id.clone(), cached, dead));
+            parts.push((cached, dead));
         }
-        let borrowed: Vec<(&Cached, Vec<InteractionId>)> = parts
-            .iter()
-            .map(|(_, cached, dead)| (cached.as_ref(), dead.clone()))
-            .collect();
-        let dir = self.work_dir();
-        let opened = compose(&dir, &self.fields, &borrowed).and_then(|index| {
-            Ok(index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()?
-                .searcher())
-        });
-        let _ = std::fs::remove_dir_all(&dir);
-        let searcher = opened?;
+        let searcher = self.open_composed(&parts)?;
         // Each segment's split, and where its documents start in that split's order.
         let mut of_segment: HashMap<SegmentId, (String, u64)> = HashMap::new();
-        for (id, cached, _) in &parts {
+        for (split, (cached, _)) in rows.iter().zip(&parts) {
             for (number, meta) in cached.metas.iter().enumerate() {
-                of_segment.insert(meta.id(), (id.clone(), (number as u64) << 32));
+                of_segment.insert(meta.id(), (split.id.clone(), (number as u64) << 32));
             }
         }
         let ties = searcher
@@ -741,6 +728,15 @@ impl SplitSearch {
                 .collect();
             parts.push((cached, dead));
         }
+        self.open_composed(&parts)
+    }
+
+    /// Composes a view of `parts` (splits with their dead items) in a new work directory
+    /// and opens it.
+    fn open_composed(
+        &self,
+        parts: &[(Arc<Cached>, Vec<InteractionId>)],
+    ) -> Result<Searcher, IndexError> {
         let borrowed: Vec<(&Cached, Vec<InteractionId>)> = parts
             .iter()
             .map(|(cached, dead)| (cached.as_ref(), dead.clone()))

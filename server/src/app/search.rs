@@ -109,7 +109,8 @@ impl App {
         let (pinned, offset, snapshot) = if request.page_token.is_empty() {
             let snapshot = match &self.fanout {
                 Some(fanout) => {
-                    // A query the index cannot run is refused here, before any leaf.
+                    // A query no index could run is refused here, before any leaf (one whose
+                    // prefixes match too many words of the splits is refused by a leaf).
                     searcher::check_query(&index.reader.searcher(), &index.fields, &query)
                         .map_err(query_error)?;
                     let plan = crate::store::cluster::off_async(|| {

@@ -342,3 +342,40 @@ fn results_of(answer: pb::LeafSearchResponse) -> Result<Results, String> {
         by_location: answer.by_location.into_iter().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(partition: i32, id: &str) -> pb::LeafSearchRequest {
+        pb::LeafSearchRequest {
+            splits: vec![pb::SplitRef {
+                id: "01m8yfexwa2w4a0bczvp0w4wxz".into(),
+            }],
+            dead: vec![pb::Tombstone {
+                partition,
+                id: id.into(),
+                sequence: 7,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_leaf_request_with_a_bad_tombstone_or_sort_is_refused() {
+        let item = InteractionId(ulid::Ulid::new()).to_string();
+        let (ids, dead) = plan_of(&request(3, &item)).unwrap();
+        assert_eq!(ids, ["01m8yfexwa2w4a0bczvp0w4wxz"]);
+        assert_eq!(dead, [(3, item.parse().unwrap(), 7)]);
+        for partition in [-1, SEARCH_PARTITIONS_WIRE, 1 << 20] {
+            let refused = plan_of(&request(partition, &item)).unwrap_err();
+            assert!(refused.contains("partition"), "{refused}");
+        }
+        let refused = plan_of(&request(3, "not-an-id")).unwrap_err();
+        assert!(refused.contains("item id"), "{refused}");
+        assert_eq!(sort_from_wire(1), Some(Sort::Newest));
+        assert_eq!(sort_from_wire(7), None);
+    }
+
+    const SEARCH_PARTITIONS_WIRE: i32 = crate::domain::SEARCH_PARTITIONS as i32;
+}

@@ -7,7 +7,10 @@
 #   scripts/fuzz.sh            # 10 s per target
 #   scripts/fuzz.sh 600        # the long run: 10 minutes per target
 #   FUZZ_TARGETS="kql bag_verify" scripts/fuzz.sh 60
-#   FUZZ_SEED=1 scripts/fuzz.sh 5   # what CI runs (.ci/run)
+#   FUZZ_SEED=1 scripts/fuzz.sh 5   # a short run with a fixed seed
+#
+# CI does not run this: it replays each target's corpus and mutations of it in the main
+# build (tests/tests/fuzz_corpus.rs; the checks are shared, fuzz/targets/<target>.rs).
 #
 # The fuzz build uses other compiler flags than the main build, so it would compile
 # RocksDB's C++ again (~20 minutes on 2 cores). Instead it links the librocksdb.a that

@@ -1,13 +1,8 @@
-//! The retention-facts decoder: any bytes decode or are refused, never a panic; what decodes
-//! encodes back to the same bytes.
+//! The `item_facts` fuzz target; its checks are in fuzz/targets/item_facts.rs (shared with the corpus
+//! replay test of the main workspace, tests/tests/fuzz_corpus.rs).
 #![no_main]
 
-use holdfast_server::store::ItemFacts;
-use libfuzzer_sys::fuzz_target;
+#[path = "../targets/item_facts.rs"]
+mod target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(facts) = ItemFacts::decode(data) {
-        assert_eq!(facts.encode(), data);
-        assert_eq!(ItemFacts::decode(&facts.encode()), Ok(facts));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| target::run(data));

@@ -30,14 +30,15 @@ cargo test --release --locked --workspace "$@"
 # the embedded store has: its files, backups, the bootstrap admin token.)
 # (`--workspace`, as above: `-p` alone would unify features differently and build the
 # server a second time.)
-HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace \
-    --test retention --test sweeper --test discovery --test interactions \
-    --test hostile_search --test http_api "$@"
+# (One test binary holds them all, a module each; the names select the modules.)
+HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace --test blackbox "$@" -- \
+    retention:: sweeper:: discovery:: interactions:: hostile_search:: http_api::
 # eDiscovery, hostile queries, retention and the sweeper (with its erasure) once more on
 # cluster nodes that search splits in the bucket (`search = "splits"`) instead of a full
 # index each, and the three-node test (kill -9, PostgreSQL restart) with searches fanned
 # out over the nodes.
-HOLDFAST_TEST_BACKEND=cluster-splits cargo test --release --locked --workspace \
-    --test discovery --test hostile_search --test retention --test sweeper --test cluster "$@"
+HOLDFAST_TEST_BACKEND=cluster-splits cargo test --release --locked --workspace --test blackbox "$@" -- \
+    discovery:: hostile_search:: retention:: sweeper::
+HOLDFAST_TEST_BACKEND=cluster-splits cargo test --release --locked --workspace --test cluster "$@"
 # The Python tests, against the server binary just built.
 scripts/python-tests.sh

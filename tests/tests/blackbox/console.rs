@@ -2,7 +2,7 @@
 //! against the real server, and as plain HTTP forms (no JavaScript): sign-in, cases, search
 //! with live query errors, an item, sessions, CSRF, access between cases, accessibility.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! eDiscovery through the real server: cases, KQL search, export to BagIt, and the index's
 //! catch-up and rebuild.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

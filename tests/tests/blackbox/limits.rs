@@ -3,7 +3,7 @@
 //! a revoked token stops writing on an open stream, no admin token is minted for an existing
 //! data directory, and out-of-range config values are refused at start.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A hostile caller against search, paging, cases and holds (issue 8: defects 1, 3, 6, 7, 8
 //! and 10), through the real server binary.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! every answer checked against the server's own OpenAPI document, errors as JSON with the
 //! gRPC code's name, and the same results as gRPC.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Ingest, read, list and delete through the real server and client.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

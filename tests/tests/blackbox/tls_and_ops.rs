@@ -1,6 +1,6 @@
 //! TLS with client certificates, health checking, metrics and request-size limits.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 

@@ -1,6 +1,6 @@
 //! Authentication, roles, tokens and the tamper-evident audit log.
 
-mod common;
+use crate::common;
 
 use common::*;
 use holdfast_client::{pb, ClientConfig, HoldfastClient};

@@ -1,6 +1,6 @@
 //! Restarts, `kill -9` and graceful shutdown on the same data directory.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

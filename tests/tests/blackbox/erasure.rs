@@ -16,7 +16,7 @@
 //! in the store and in the index afterwards, so a scan that sees nothing proves erasure, not
 //! blindness.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! The data directory is a size-limited tmpfs mounted by the test (we run as root in CI);
 //! where mounting is not permitted the test says so and passes without running.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! The `holdfast` CLI against the real server.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -3,7 +3,7 @@
 //! and every hold allow. The test server runs with a zero holds-area minimum age and passes
 //! only on request (`RunSweep`); items are created in the past instead of waiting years.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! - store and index agree after catch-up (export returns exactly the stored items);
 //! - the audit chain verifies.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

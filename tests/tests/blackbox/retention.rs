@@ -1,7 +1,7 @@
 //! Retention policies, the preservation lock, litigation and delay holds, and
 //! `ExplainRetention`, through the real server.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use common::*;

@@ -1,7 +1,7 @@
 //! Online backup while ingest runs, and verified restore (`holdfast backup`,
 //! `holdfast-server --restore`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

@@ -30,7 +30,9 @@ cargo test --release --locked --workspace "$@"
 # the embedded store has: its files, backups, the bootstrap admin token.)
 # (`--workspace`, as above: `-p` alone would unify features differently and build the
 # server a second time.)
-# (One test binary holds them all, a module each; the names select the modules.)
+# (One test binary holds them all, a module each; the names select the modules. Test-name
+# filters given to this script after `--` add to those names: they widen these two runs,
+# they do not narrow them.)
 HOLDFAST_TEST_BACKEND=cluster cargo test --release --locked --workspace --test blackbox "$@" -- \
     retention:: sweeper:: discovery:: interactions:: hostile_search:: http_api::
 # eDiscovery, hostile queries, retention and the sweeper (with its erasure) once more on

@@ -410,7 +410,12 @@ impl TestServer {
                     panic!("server exited early with {status}:\n{}", self.log());
                 }
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // gRPC, and the HTTP listener too when the test asked for one: the server binds
+            // them one after the other, and a busy machine can show the gap.
+            let http_ready = !self.http
+                || self.http_port == 0
+                || std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok();
+            if http_ready && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             assert!(

@@ -122,7 +122,11 @@ fn replay(target: &str, mutations: usize, run: fn(&[u8])) {
             panic!("{target}: seed {name} fails (reproduce: the fuzz binary on fuzz/corpus/{target}/{name})");
         }
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ target.len() as u64);
+    // A sequence of its own per target (FNV-1a of the name; never zero for xorshift).
+    let name_hash = target.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = Rng(name_hash | 1);
     for n in 0..mutations {
         let (name, seed) = &seeds[rng.below(seeds.len())];
         let (_, other) = &seeds[rng.below(seeds.len())];

@@ -23,6 +23,7 @@ use crate::audit_intent::AuditIntent;
 use crate::config::RetentionConfig;
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
+use crate::search::fanout::QueryText;
 use crate::search::kql;
 use crate::store::keys::META_REPLAN;
 use crate::store::{ItemRetention, PolicyWrite, RulesWrite, Store, StoreError};
@@ -93,13 +94,18 @@ impl HoldRecord {
     /// the sweeper evaluates for the items of its custodians and what counts the items it
     /// keeps. `None` for holds that cover whole mailboxes.
     pub fn index_query(&self) -> Option<Result<kql::Query, Error>> {
+        self.leaf_query().map(|query| query.map(|(_, query)| query))
+    }
+
+    /// `index_query`, with the text the leaves of a cluster searching splits are sent.
+    pub fn leaf_query(&self) -> Option<Result<(QueryText, kql::Query), Error>> {
         match &self.kind {
             HoldKind::Case {
                 query,
                 created_from,
                 created_to,
                 ..
-            } => Some(case_hold_query(query, *created_from, *created_to)),
+            } => Some(case_hold_text(query, *created_from, *created_to)),
             _ => None,
         }
     }
@@ -162,6 +168,27 @@ pub fn case_hold_query(
         });
     }
     Ok(kql::Query::And(parts))
+}
+
+/// A case hold's query (text and created range) as the leaves of a cluster searching splits
+/// are sent it (`search::fanout`), and parsed (`case_hold_query`).
+pub fn case_hold_text(
+    text: &str,
+    created_from: Option<DateTime<Utc>>,
+    created_to: Option<DateTime<Utc>>,
+) -> Result<(QueryText, kql::Query), Error> {
+    let query = case_hold_query(text, created_from, created_to)?;
+    // The range as the query holds it (whole microseconds, rounded up).
+    Ok((
+        QueryText {
+            text: text.to_string(),
+            case_hold: Some((
+                created_from.map(micros_rounded_up),
+                created_to.map(micros_rounded_up),
+            )),
+        },
+        query,
+    ))
 }
 
 /// `t` in microseconds since the epoch, rounded up to the next whole microsecond.

@@ -229,7 +229,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Arc::clone(&audit),
         sweep_interval,
     )
-    .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds));
+    .with_erasure_bound(Duration::from_secs(config.retention.erasure_bound_seconds))
+    .with_fanout(fanout.clone());
     if let Some(cluster) = &config.cluster {
         // One sweeper across the cluster: the holder of the lease. A restarted node is a new
         // holder: it took its predecessor's leases back at start (`open_store`), with a new

@@ -30,6 +30,7 @@ use crate::audit::{AuditEvent, AuditLog};
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
 use crate::lifecycle::{HoldKind, HoldRecord, Lifecycle, ReplanScope};
+use crate::search::fanout::FanOut;
 use crate::search::index::SearchIndex;
 use crate::search::searcher;
 use crate::store::keys::META_LOCKS_DELAYS_ENDED;
@@ -138,6 +139,9 @@ pub struct Sweeper {
     lease_holder: Option<String>,
     /// The epoch of the lease when last taken or renewed.
     lease_epoch: Mutex<Option<u64>>,
+    /// A cluster searching splits: case holds are evaluated by the nodes holding the items'
+    /// partitions, never over every split on this node.
+    fanout: Option<Arc<FanOut>>,
 }
 
 /// The active holds at some time, by mailbox (a hold on several mailboxes is under each).
@@ -223,7 +227,14 @@ impl Sweeper {
             before_recheck: Mutex::new(None),
             lease_holder: None,
             lease_epoch: Mutex::new(None),
+            fanout: None,
         }
+    }
+
+    /// Evaluates case holds over the leaves of a cluster searching splits.
+    pub fn with_fanout(mut self, fanout: Option<Arc<FanOut>>) -> Sweeper {
+        self.fanout = fanout;
+        self
     }
 
     /// The lease this sweeper's writes are fenced on (none when it is the only sweeper).
@@ -435,18 +446,19 @@ impl Sweeper {
         holds: &HoldsByMailbox,
         now: DateTime<Utc>,
     ) -> CaseMatches {
-        let mut by_hold: BTreeMap<String, (&HoldRecord, Vec<InteractionId>)> = BTreeMap::new();
+        type Evaluated<'h> = (&'h HoldRecord, Vec<InteractionId>, BTreeSet<MailboxId>);
+        let mut by_hold: BTreeMap<String, Evaluated> = BTreeMap::new();
         for item in items {
             for hold in holds.on(&item.facts.mailbox) {
                 // Holds whose query alone decides whether they cover the item.
                 if hold.query().is_some()
                     && hold.covers(&item.facts.mailbox, item.facts.created_at, now, || true)
                 {
-                    by_hold
+                    let (_, ids, mailboxes) = by_hold
                         .entry(hold.id.to_string())
-                        .or_insert_with(|| (hold, Vec::new()))
-                        .1
-                        .push(item.id);
+                        .or_insert_with(|| (hold, Vec::new(), BTreeSet::new()));
+                    ids.push(item.id);
+                    mailboxes.insert(item.facts.mailbox.clone());
                 }
             }
         }
@@ -454,24 +466,37 @@ impl Sweeper {
         if by_hold.is_empty() {
             return matches;
         }
-        // Unreadable (cluster splits out of reach): every such hold keeps, as below.
-        let searcher = self.index.searcher().map_err(|error| error.to_string());
-        for (hold_id, (hold, ids)) in by_hold {
+        // Unreadable (cluster splits out of reach): every such hold keeps, as below. A
+        // cluster searching splits asks the nodes holding the items' partitions instead.
+        let searcher = match &self.fanout {
+            None => Some(self.index.searcher().map_err(|error| error.to_string())),
+            Some(_) => None,
+        };
+        for (hold_id, (hold, ids, mailboxes)) in by_hold {
             // A panic while evaluating one hold makes that hold unevaluable (it keeps), never
             // a failed pass for everyone.
             let evaluated = catch_item(|| {
-                hold.index_query()
+                hold.leaf_query()
                     .unwrap_or_else(|| Err(Error::Internal("not a case hold".into())))
                     .map_err(|error| error.to_string())
-                    .and_then(|query| {
-                        let searcher = searcher.as_ref().map_err(Clone::clone)?;
-                        searcher::present_and_matching(
-                            searcher,
-                            &self.index.fields,
-                            Some(&query),
-                            &ids,
-                        )
-                        .map_err(|error| error.to_string())
+                    .and_then(|(text, query)| match (&searcher, &self.fanout) {
+                        (Some(searcher), _) => {
+                            let searcher = searcher.as_ref().map_err(Clone::clone)?;
+                            searcher::present_and_matching(
+                                searcher,
+                                &self.index.fields,
+                                Some(&query),
+                                &ids,
+                            )
+                            .map_err(|error| error.to_string())
+                        }
+                        (None, Some(fanout)) => {
+                            let mailboxes: Vec<MailboxId> = mailboxes.into_iter().collect();
+                            fanout
+                                .present_and_matching(&text, &query, &mailboxes, &ids)
+                                .map_err(|error| error.to_string())
+                        }
+                        (None, None) => Err("no index to evaluate the hold".to_string()),
                     })
             })
             .unwrap_or_else(|_| Err("evaluating the hold's query panicked".to_string()));

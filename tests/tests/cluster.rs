@@ -90,27 +90,51 @@ fn metric(node: &TestServer, metric: &str) -> f64 {
         .unwrap();
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
+    // `name{a="1",b="2"}`: the lines of `name` with both labels, in any order.
+    let (name, labels) = match metric.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (metric, ""),
+    };
     body.lines()
-        .filter(|line| line.starts_with(metric))
+        .filter(|line| {
+            line.strip_prefix(name).is_some_and(|rest| {
+                rest.starts_with(['{', ' '])
+                    && labels
+                        .split(',')
+                        .filter(|label| !label.is_empty())
+                        .all(|label| rest.contains(label))
+            })
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
 /// With search in splits: a search on one node is answered by the leaf searches of both, its
-/// pages (over the plan pinned by the first) hold every acknowledged item once, and a call
-/// between nodes without the cluster's node key is refused.
+/// pages (over the plan pinned by the first) hold every acknowledged item once; an export is
+/// walked over the leaves too; and a call between nodes without the cluster's node key is
+/// refused.
 async fn searches_fan_out_over_the_nodes(
     nodes: &[TestServer],
     case_id: &str,
     acked: &BTreeMap<String, String>,
 ) {
-    let leaf_answers = r#"holdfast_split_leaf_answers_total{from="node"}"#;
+    let leaf_answers = r#"holdfast_split_leaf_answers_total{from="node",call="search"}"#;
     let asked_before: f64 = nodes.iter().map(|node| metric(node, leaf_answers)).sum();
+    let loaded = "holdfast_search_plans_loaded_total";
+    let loaded_before: f64 = nodes.iter().map(|node| metric(node, loaded)).sum();
+    let mut reviewers = Vec::new();
     for node in nodes {
-        let reviewer = node.client(EDISCOVERY_TOKEN).await;
+        reviewers.push(node.client(EDISCOVERY_TOKEN).await);
+    }
+    // Each search starts on another node, and each of its pages goes to the next node (as a
+    // load balancer would send them): a page token works on every node.
+    for start in 0..nodes.len() {
         let mut seen = std::collections::BTreeSet::new();
         let mut page_token = String::new();
+        let mut pages = 0;
         let total = loop {
+            let reviewer = &reviewers[(start + pages) % reviewers.len()];
+            pages += 1;
             let page = reviewer
                 .search(pb::SearchRequest {
                     case_id: case_id.to_string(),
@@ -139,6 +163,50 @@ async fn searches_fan_out_over_the_nodes(
         asked > asked_before,
         "no search asked another node for a leaf search"
     );
+    let loaded_now: f64 = nodes.iter().map(|node| metric(node, loaded)).sum();
+    assert!(
+        loaded_now > loaded_before,
+        "no node answered a page of a search another node started"
+    );
+
+    // Exports and case holds walk the matches over the leaves: every node exports every
+    // acknowledged item, once, and counts them for a hold.
+    let id_answers = r#"holdfast_split_leaf_answers_total{from="node",call="ids"}"#;
+    let asked_before: f64 = nodes.iter().map(|node| metric(node, id_answers)).sum();
+    for node in nodes {
+        let reviewer = node.client(EDISCOVERY_TOKEN).await;
+        let mut stream = reviewer
+            .export(pb::ExportRequest {
+                case_id: case_id.to_string(),
+                query: "clusterword".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut exported = Vec::new();
+        let mut trailer = None;
+        while let Some(message) = stream.message().await.unwrap() {
+            match message.message {
+                Some(pb::export_message::Message::Interaction(item)) => exported.push(item.id),
+                Some(pb::export_message::Message::Trailer(t)) => trailer = Some(t),
+                None => {}
+            }
+        }
+        let trailer = trailer.expect("an export ends with a trailer");
+        assert_eq!(trailer.count as usize, exported.len());
+        assert!(
+            exported.windows(2).all(|pair| pair[0] < pair[1]),
+            "an export is in id order, each item once"
+        );
+        for id in acked.keys() {
+            assert!(exported.contains(id), "{id} is not exported");
+        }
+    }
+    let asked: f64 = nodes.iter().map(|node| metric(node, id_answers)).sum();
+    assert!(
+        asked > asked_before,
+        "no export or hold asked another node for matching ids"
+    );
 
     // The leaf service opens only to the node key, never to a token.
     use holdfast_proto::cluster::v1 as leaf;
@@ -159,13 +227,127 @@ async fn searches_fan_out_over_the_nodes(
         request
             .metadata_mut()
             .insert("authorization", bearer.parse().unwrap());
-        if let Some(key) = key {
+        if let Some(key) = &key {
             request
                 .metadata_mut()
                 .insert("x-holdfast-node-key", key.parse().unwrap());
         }
         let refused = client.search_splits(request).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+        let mut request = tonic::Request::new(leaf::LeafIdsRequest {
+            query: "clusterword".into(),
+            limit: 10,
+            ..Default::default()
+        });
+        if let Some(key) = &key {
+            request
+                .metadata_mut()
+                .insert("x-holdfast-node-key", key.parse().unwrap());
+        }
+        let refused = client.matching_ids(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    }
+}
+
+async fn export_ids(
+    client: &HoldfastClient,
+    case_id: &str,
+    query: &str,
+    mailbox: &str,
+) -> Vec<String> {
+    let mut stream = client
+        .export(pb::ExportRequest {
+            case_id: case_id.to_string(),
+            query: query.into(),
+            mailboxes: vec![mailbox.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(pb::export_message::Message::Interaction(item)) = message.message {
+            ids.push(item.id);
+        }
+    }
+    ids
+}
+
+/// With search in splits: a case hold's count, and the sweeper's evaluation of its query,
+/// are walked over the leaves. The items of a deleted mailbox that match the hold survive a
+/// sweep; the others are destroyed.
+async fn case_holds_are_evaluated_over_the_leaves(
+    nodes: &[TestServer],
+    sweeper: usize,
+    case_id: &str,
+    acked: &BTreeMap<String, String>,
+) {
+    let mailbox = "m2@contoso.com";
+    let reviewer = nodes[1 - sweeper].client(EDISCOVERY_TOKEN).await;
+    let held = export_ids(&reviewer, case_id, "\"round 0\"", mailbox).await;
+    let all = export_ids(&reviewer, case_id, "clusterword", mailbox).await;
+    assert!(!held.is_empty() && held.len() < all.len(), "{held:?}");
+    // Read item by item, not through the index: every acknowledged item of round 0 is held.
+    let admin = nodes[sweeper].client(ADMIN_TOKEN).await;
+    for id in acked
+        .iter()
+        .filter(|(_, m)| *m == mailbox)
+        .map(|(id, _)| id)
+    {
+        let item = admin.get(id).await.unwrap();
+        let round_zero = item.prompt.contains("round 0 ");
+        assert_eq!(held.contains(id), round_zero, "{id}: {}", item.prompt);
+    }
+    let hold = reviewer
+        .place_case_hold(pb::PlaceCaseHoldRequest {
+            case_id: case_id.to_string(),
+            name: "round zero".into(),
+            custodians: vec![mailbox.into()],
+            query: "\"round 0\"".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(hold.items_held, held.len() as u64, "{hold:?}");
+    nodes[1 - sweeper]
+        .client(ADMIN_TOKEN)
+        .await
+        .delete_history(pb::DeleteHistoryRequest {
+            mailbox_id: mailbox.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The sweeper evaluates the hold by leaf id pages (its own or another node's), never by
+    // a view of every split.
+    let id_pages = "holdfast_split_leaf_id_pages_total";
+    let pages_before: f64 = nodes.iter().map(|node| metric(node, id_pages)).sum();
+    let stats = nodes[sweeper]
+        .client(RETENTION_ADMIN_TOKEN)
+        .await
+        .run_sweep(pb::RunSweepRequest {})
+        .await
+        .unwrap();
+    let pages: f64 = nodes.iter().map(|node| metric(node, id_pages)).sum();
+    assert!(pages > pages_before, "the sweep read no leaf id page");
+    assert_eq!(stats.unevaluable_holds, 0, "{stats:?}");
+    assert_eq!(
+        stats.destroyed,
+        (all.len() - held.len()) as u64,
+        "{stats:?}"
+    );
+    let reader = nodes[sweeper].client(ADMIN_TOKEN).await;
+    for id in acked
+        .iter()
+        .filter(|(_, m)| *m == mailbox)
+        .map(|(id, _)| id)
+    {
+        let got = reader.get(id).await;
+        if held.contains(id) {
+            assert!(got.is_ok(), "{id} is held, yet destroyed");
+        } else {
+            assert_eq!(got.unwrap_err().code(), Some(tonic::Code::NotFound), "{id}");
+        }
     }
 }
 
@@ -344,6 +526,10 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
                 _ => assert!(got.is_ok(), "{id} of {mailbox} was destroyed"),
             }
         }
+    }
+
+    if splits_backend() {
+        case_holds_are_evaluated_over_the_leaves(&nodes, sweeper, &case.id, &acked).await;
     }
 
     // One audit chain, written by every node, verifies.

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::search::{complete_index, query_error, searcher_of};
+use super::matches::Matches;
+use super::search::complete_index;
 use super::{blocking, now, parse_ulid, App, EDISCOVERY};
 use crate::auth::Principal;
 use crate::cases::{self, CaseRecord, CaseStatus};
 use crate::domain::MailboxId;
 use crate::error::Error;
 use crate::lifecycle::{HoldKind, HoldRecord};
-use crate::search::searcher;
 
 /// A case to create. The creator is always a member.
 #[derive(Debug, Clone, Default)]
@@ -252,16 +252,15 @@ impl App {
 
     /// How many stored items a case hold covers now, by the search index.
     pub(crate) async fn items_held(&self, hold: &HoldRecord) -> Result<u64, Error> {
-        let Some(query) = hold.index_query() else {
+        let Some(query) = hold.leaf_query() else {
             return Ok(0);
         };
-        let query = query?;
+        let (query_text, query) = query?;
         let mailboxes: Vec<MailboxId> = hold.mailboxes.iter().cloned().collect();
         let index = complete_index(&self.index)?;
+        let fanout = self.fanout.clone();
         blocking(move || {
-            let searcher = searcher_of(&index)?;
-            searcher::count_matching(&searcher, &index.fields, &query, &mailboxes)
-                .map_err(query_error)
+            Matches::open(&index, fanout.as_ref(), &query_text, &query, &mailboxes)?.count(None)
         })
         .await
     }

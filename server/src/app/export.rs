@@ -14,14 +14,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
-use super::search::{complete_index, parse_query, query_error, searcher_of};
+use super::matches::{kql_text, Matches};
+use super::search::{complete_index, parse_query};
 use super::App;
 use super::EDISCOVERY;
 use crate::admission::{Admission, Work};
 use crate::auth::{Principal, TokenRegistry};
 use crate::domain::{InteractionId, StoredInteraction};
 use crate::error::Error;
-use crate::search::id_pages::IdPages;
 use crate::store::Store;
 
 /// Ids an export or a purge takes from the index at once (16 bytes each).
@@ -88,14 +88,15 @@ impl App {
         // The principal's place is taken before anything is read, and kept until the
         // producer ends (trailer sent, client gone, idle timeout or shutdown).
         let slot = self.admission.admit(Work::Export, &principal.name)?;
-        let searcher = searcher_of(&self.index)?;
-        let fields = self.index.fields;
+        let index = Arc::clone(&self.index);
+        let fanout = self.fanout.clone();
+        let query_text = kql_text(&request.query);
         let (pages, total) = self
             .admission
             .export_read(move || {
                 let pages =
-                    IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
-                let total = pages.count(after).map_err(query_error)?;
+                    Matches::open(&index, fanout.as_ref(), &query_text, &query, &mailboxes)?;
+                let total = pages.count(after)?;
                 Ok((pages, total))
             })
             .await?;
@@ -147,7 +148,7 @@ impl App {
 /// chunks, each read on a short blocking call. It never holds a thread while it waits for the
 /// client, and gives up when the client reads nothing for `idle_timeout`.
 struct ExportProducer {
-    pages: Arc<IdPages>,
+    pages: Arc<Matches>,
     store: Arc<dyn Store>,
     admission: Arc<Admission>,
     sender: tokio::sync::mpsc::Sender<Result<ExportMessage, Error>>,
@@ -173,7 +174,7 @@ impl ExportProducer {
             let pages = Arc::clone(&self.pages);
             let ids = self
                 .admission
-                .export_read(move || pages.page(after, ID_PAGE).map_err(query_error))
+                .export_read(move || pages.page(after, ID_PAGE))
                 .await
                 .map_err(Some)?;
             let Some(&last) = ids.last() else { break };

@@ -8,16 +8,16 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use ulid::Ulid;
 
+use super::matches::Matches;
 use super::policies::{RETENTION_ADMIN, RETENTION_READERS};
-use super::search::{complete_index, hold_query, query_error, searcher_of};
+use super::search::complete_index;
 use super::EDISCOVERY;
 use super::{blocking, now, parse_ulid, App};
 use crate::audit_intent::AuditIntent;
 use crate::auth::Principal;
 use crate::cases;
 use crate::error::Error;
-use crate::lifecycle::{HoldKind, HoldRecord, ReplanScope};
-use crate::search::query::translate;
+use crate::lifecycle::{case_hold_text, HoldKind, HoldRecord, ReplanScope};
 
 /// A case hold to place: the case's custodians (or a subset), optionally narrowed by a KQL
 /// query and a created range.
@@ -67,12 +67,13 @@ impl App {
             // The hold's query must translate against the index now (prefixes within their
             // limits), or it is not saved: a hold that cannot be evaluated protects nothing
             // predictable.
-            let matched = hold_query(&new.query, new.created_from, new.created_to)?;
+            let (query_text, matched) =
+                case_hold_text(&new.query, new.created_from, new.created_to)?;
             let index = complete_index(&self.index)?;
+            let fanout = self.fanout.clone();
+            let mailboxes = custodians.to_vec();
             blocking(move || {
-                let searcher = searcher_of(&index)?;
-                translate(&matched, &index.fields, &searcher).map_err(query_error)?;
-                Ok(())
+                Matches::open(&index, fanout.as_ref(), &query_text, &matched, &mailboxes)?.check()
             })
             .await?;
             let record = HoldRecord {

@@ -12,6 +12,7 @@ pub mod export;
 pub mod holds;
 pub mod ingest;
 pub mod interactions;
+pub(crate) mod matches;
 pub mod otlp;
 pub mod policies;
 pub mod purge;

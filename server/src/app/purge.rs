@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::export::ID_PAGE;
-use super::search::{complete_index, parse_query, query_error, searcher_of};
+use super::matches::{kql_text, Matches};
+use super::search::{complete_index, parse_query};
 use super::{audit_settling, now, App};
 use crate::admission::Work;
 use crate::audit::AuditEvent;
@@ -17,7 +18,6 @@ use crate::audit_intent::AuditIntent;
 use crate::auth::{Principal, Role};
 use crate::domain::{InteractionId, MailboxId};
 use crate::error::Error;
-use crate::search::id_pages::IdPages;
 
 pub const PURGE: &[Role] = &[Role::Purge];
 
@@ -96,8 +96,9 @@ impl App {
                 return Err(error);
             }
         };
-        let searcher = searcher_of(&self.index)?;
-        let fields = self.index.fields;
+        let index = Arc::clone(&self.index);
+        let fanout = self.fanout.clone();
+        let query_text = kql_text(&request.query);
         let store = Arc::clone(&self.store);
         let audit = Arc::clone(&self.audit);
         let actor = principal.name.clone();
@@ -111,7 +112,7 @@ impl App {
                 let intent = intent.save_before(store.as_ref())?;
                 let outcome = crate::workers::catch_panic("Purge", || {
                     let pages =
-                        IdPages::new(searcher, &fields, &query, &mailboxes).map_err(query_error)?;
+                        Matches::open(&index, fanout.as_ref(), &query_text, &query, &mailboxes)?;
                     // Only ACTIVE items move; oldest first (ids sort by time), up to the cap.
                     // The matches are walked page by page in id order: memory is bounded by
                     // the cap per mailbox, not by the number of matches.
@@ -119,7 +120,7 @@ impl App {
                         BTreeMap::new();
                     let mut after = None;
                     loop {
-                        let ids = pages.page(after, ID_PAGE).map_err(query_error)?;
+                        let ids = pages.page(after, ID_PAGE)?;
                         let Some(&last) = ids.last() else { break };
                         after = Some(last);
                         for chunk in ids.chunks(10_000) {

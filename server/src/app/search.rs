@@ -131,7 +131,10 @@ impl App {
             )?;
             let cursor = SearchCursor::from_payload(&payload)?;
             let snapshot = match &self.fanout {
-                Some(_) => self.pinned_plans.get(cursor.snapshot).map(Snapshot::Plan),
+                Some(fanout) => self
+                    .pinned_plan(fanout, &principal.name, cursor.snapshot)
+                    .await?
+                    .map(Snapshot::Plan),
                 None => self.snapshots.get(cursor.snapshot).map(Snapshot::Index),
             }
             .ok_or_else(|| {
@@ -230,10 +233,11 @@ impl App {
             && !results.hits.is_empty()
             && next_offset < depth
         {
-            let snapshot = pinned.unwrap_or_else(|| match pinnable {
-                Snapshot::Index(searcher) => self.snapshots.pin(&principal.name, searcher),
-                Snapshot::Plan(plan) => self.pinned_plans.pin(&principal.name, plan),
-            });
+            let snapshot = match (pinned, pinnable) {
+                (Some(pinned), _) => pinned,
+                (None, Snapshot::Index(searcher)) => self.snapshots.pin(&principal.name, searcher),
+                (None, Snapshot::Plan(plan)) => self.pin_plan(&principal.name, plan).await,
+            };
             let cursor = SearchCursor {
                 snapshot,
                 offset: next_offset as u64,
@@ -268,6 +272,56 @@ impl App {
     }
 }
 
+impl App {
+    /// Pins a search's plan here and in PostgreSQL, so that any node answers its later
+    /// pages. Answers the plan's id. A plan the database could not take still pages on
+    /// this node.
+    async fn pin_plan(&self, owner: &str, plan: Arc<Plan>) -> u64 {
+        let id = rand::random::<u64>();
+        self.pinned_plans.pin_as(id, owner, Arc::clone(&plan));
+        if let Some(fanout) = self.fanout.clone() {
+            let (owner, max_age) = (owner.to_string(), self.pinned_plans.max_age());
+            let saved = crate::admission::run_blocking(move || {
+                fanout
+                    .pin(id, &owner, &plan, max_age, searcher::MAX_PINNED_PER_OWNER)
+                    .map_err(|error| Error::Unavailable(error.to_string()))
+            })
+            .await;
+            if let Err(error) = saved {
+                metrics::counter!("holdfast_search_plans_unshared_total").increment(1);
+                tracing::warn!(%error, "a search plan was not saved for the other nodes; its \
+                    next pages work on this node only");
+            }
+        }
+        id
+    }
+
+    /// The plan pinned as `id`: here, or else (pinned by another node) from PostgreSQL,
+    /// then pinned here too.
+    async fn pinned_plan(
+        &self,
+        fanout: &Arc<crate::search::fanout::FanOut>,
+        owner: &str,
+        id: u64,
+    ) -> Result<Option<Arc<Plan>>, Error> {
+        if let Some(plan) = self.pinned_plans.get(id) {
+            return Ok(Some(plan));
+        }
+        let fanout = Arc::clone(fanout);
+        let max_age = self.pinned_plans.max_age();
+        let loaded = crate::admission::run_blocking(move || {
+            fanout.pinned(id, max_age).map_err(splits_unavailable)
+        })
+        .await?;
+        Ok(loaded.map(|plan| {
+            let plan = Arc::new(plan);
+            metrics::counter!("holdfast_search_plans_loaded_total").increment(1);
+            self.pinned_plans.pin_as(id, owner, Arc::clone(&plan));
+            plan
+        }))
+    }
+}
+
 /// What the pages of a search read: an index snapshot, or (a cluster searching splits) the
 /// set of splits its first page planned.
 #[derive(Clone)]
@@ -285,7 +339,7 @@ impl Snapshot {
     }
 }
 
-fn splits_unavailable(error: crate::search::index::IndexError) -> Error {
+pub(crate) fn splits_unavailable(error: crate::search::index::IndexError) -> Error {
     use crate::search::index::IndexError;
     match error {
         IndexError::Query(error) => return query_error(error),
@@ -446,12 +500,10 @@ pub(crate) fn complete_index(index: &Arc<SearchIndex>) -> Result<Arc<SearchIndex
     Ok(Arc::clone(index))
 }
 
-/// What a case hold matches, as one query (see `lifecycle::case_hold_query`).
-pub(crate) use crate::lifecycle::case_hold_query as hold_query;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::case_hold_query as hold_query;
     use crate::search::index::{self, IndexSettings};
     use crate::store::{RocksStore, Store};
     use std::sync::atomic::Ordering;

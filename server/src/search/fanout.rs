@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::index::IndexError;
 use super::kql;
 use super::searcher::{merge, Hit, Results, Sort};
-use super::splits::{rendezvous_owner, Plan, SplitSearch};
+use super::splits::{rendezvous_owner, IdPage, Plan, SplitSearch};
 use crate::domain::{InteractionId, MailboxId};
 
 /// The metadata a node presents the cluster's node key in.
@@ -30,13 +30,26 @@ pub const NODE_KEY_HEADER: &str = "x-holdfast-node-key";
 /// What the node key is derived for (`PageTokens::derive_secret`).
 pub const NODE_KEY_PURPOSE: &str = "holdfast cluster node key v1";
 /// How long the root waits for a leaf before searching its splits itself.
-const LEAF_TIMEOUT: Duration = Duration::from_secs(20);
+pub const LEAF_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the list of live nodes is reused.
 const NODES_REFRESH: Duration = Duration::from_secs(2);
+/// Most ids a case hold is evaluated for in one leaf call.
+const AMONG_AT_ONCE: usize = 4_096;
+/// How long the sweeper waits for a leaf before reading its splits itself: it renews its
+/// lease between chunks, so a node that hangs must not hold a chunk long.
+const SWEEP_LEAF_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest leaf answer read (hits are ~100 bytes each).
 const MAX_LEAF_ANSWER: usize = 256 << 20;
 
 type Nodes = Arc<Vec<(String, Option<String>)>>;
+
+/// A query as the leaves are sent it (each parses it again): its KQL text, and for a case
+/// hold the hold's created range (microseconds; either end open).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryText {
+    pub text: String,
+    pub case_hold: Option<(Option<i64>, Option<i64>)>,
+}
 /// (partition, item, sequence).
 type Tombstones = Vec<(i16, InteractionId, u64)>;
 
@@ -131,6 +144,194 @@ impl FanOut {
         limit: usize,
     ) -> Result<Results, IndexError> {
         let top = offset.saturating_add(limit);
+        let parts = self.gather(
+            plan,
+            "search",
+            |share| self.search.leaf(share, query, mailboxes, sort, top),
+            |mut client, share| {
+                let request = leaf_request(share, query_text, mailboxes, sort, top);
+                let key = self.key.clone();
+                async move {
+                    let call = client.search_splits(keyed(&key, request, LEAF_TIMEOUT)?);
+                    results_of(answered(LEAF_TIMEOUT, call).await?)
+                }
+            },
+        )?;
+        Ok(merge(parts, sort, offset, limit))
+    }
+
+    /// The `limit` smallest ids of `query` over `mailboxes` in the plan's splits greater
+    /// than `after` (and among `among`, when given), in order, and (with `count`) how many
+    /// match after `after`: one page of an export, a purge or a case hold's count, from the
+    /// leaves, each given `timeout`. With `among`, also which of those are in the splits at
+    /// all. Runs on a blocking thread.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ids(
+        &self,
+        plan: &Plan,
+        query_text: &QueryText,
+        query: &kql::Query,
+        mailboxes: &[MailboxId],
+        among: Option<&[InteractionId]>,
+        after: Option<InteractionId>,
+        limit: usize,
+        count: bool,
+        timeout: Duration,
+    ) -> Result<IdPage, IndexError> {
+        // No id to look among: nothing (on the wire, an empty list means every id).
+        if among.is_some_and(|among| among.is_empty()) {
+            return Ok(IdPage::default());
+        }
+        let parts = self.gather(
+            plan,
+            "ids",
+            |share| {
+                self.search
+                    .leaf_ids(share, query, mailboxes, among, after, limit, count)
+            },
+            |mut client, share| {
+                let (case_hold, (created_from_us, created_to_us)) = match query_text.case_hold {
+                    Some(range) => (true, range),
+                    None => (false, (None, None)),
+                };
+                let request = pb::LeafIdsRequest {
+                    query: query_text.text.clone(),
+                    case_hold,
+                    created_from_us,
+                    created_to_us,
+                    among: among
+                        .unwrap_or_default()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    mailboxes: mailboxes.iter().map(|m| m.as_str().to_string()).collect(),
+                    splits: split_refs(share),
+                    dead: tombstones(share),
+                    after: after.map(|id| id.to_string()).unwrap_or_default(),
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    count,
+                };
+                let key = self.key.clone();
+                let among: Option<HashSet<InteractionId>> =
+                    among.map(|among| among.iter().copied().collect());
+                async move {
+                    let call = client.matching_ids(keyed(&key, request, timeout)?);
+                    let answer = answered(timeout, call).await?;
+                    ids_of(answer, after, limit, among.as_ref())
+                }
+            },
+        )?;
+        let mut page = IdPage::default();
+        for part in parts {
+            page.ids.extend(part.ids);
+            page.present.extend(part.present);
+            page.count = page.count.saturating_add(part.count);
+        }
+        // Each node's share is its own partitions: the smallest overall are among its own.
+        page.ids.sort();
+        page.ids.dedup();
+        page.ids.truncate(limit);
+        page.present.sort();
+        page.present.dedup();
+        Ok(page)
+    }
+
+    /// Saves `plan`, pinned by a search's first page as `id`, so that any node can answer
+    /// the later pages (`pinned`). Plans live `max_age`, and an owner keeps its newest
+    /// `max_per_owner`.
+    pub fn pin(
+        &self,
+        id: u64,
+        owner: &str,
+        plan: &Plan,
+        max_age: Duration,
+        max_per_owner: usize,
+    ) -> Result<(), IndexError> {
+        let encoded = prost::Message::encode_to_vec(&pb::PinnedPlan {
+            splits: split_refs(plan),
+            dead: tombstones(plan),
+        });
+        self.search.store().pin_search_plan(
+            id,
+            owner,
+            &encoded,
+            max_age.as_secs_f64(),
+            i64::try_from(max_per_owner).unwrap_or(i64::MAX),
+        )?;
+        Ok(())
+    }
+
+    /// The plan another node pinned as `id` (`pin`), if it is younger than `max_age`. Its
+    /// splits are read from the catalog: a split deleted since (merged away two minutes
+    /// before) fails the plan with `SplitGone`.
+    pub fn pinned(&self, id: u64, max_age: Duration) -> Result<Option<Plan>, IndexError> {
+        let Some(encoded) = self.search.store().search_plan(id, max_age.as_secs_f64())? else {
+            return Ok(None);
+        };
+        let decoded: pb::PinnedPlan = prost::Message::decode(encoded.as_slice())
+            .map_err(|_| IndexError::Splits("a pinned plan cannot be decoded".into()))?;
+        let (ids, dead) = plan_of(&decoded.splits, &decoded.dead).map_err(IndexError::Splits)?;
+        let splits = self.search.named_splits(&ids)?;
+        Ok(Some(Plan { splits, dead }))
+    }
+
+    /// Which of `ids` (items of `mailboxes`) are in the splits at all, and which of those
+    /// match `query`: a case hold evaluated for the items a sweep looks at, from the leaves
+    /// (`searcher::present_and_matching` on one index). Runs on a blocking thread.
+    pub fn present_and_matching(
+        &self,
+        query_text: &QueryText,
+        query: &kql::Query,
+        mailboxes: &[MailboxId],
+        ids: &[InteractionId],
+    ) -> Result<(HashSet<InteractionId>, HashSet<InteractionId>), IndexError> {
+        let mut present = HashSet::new();
+        let mut matching = HashSet::new();
+        for chunk in ids.chunks(AMONG_AT_ONCE) {
+            // One call per node for both answers, planned again when a merge retired a
+            // planned split. The plan is pruned by the hold's created range, which every
+            // item asked about is within (an item not found counts as held anyway).
+            let mut attempts = 0;
+            let page = loop {
+                let plan = self.search.plan(mailboxes, query)?;
+                match self.ids(
+                    &plan,
+                    query_text,
+                    query,
+                    mailboxes,
+                    Some(chunk),
+                    None,
+                    chunk.len(),
+                    false,
+                    SWEEP_LEAF_TIMEOUT,
+                ) {
+                    Err(IndexError::SplitGone(_)) if attempts < 3 => attempts += 1,
+                    answer => break answer?,
+                }
+            };
+            present.extend(page.present);
+            matching.extend(page.ids);
+        }
+        // Matching and not present cannot be (one view answers both); kept safe anyway: an
+        // id not present counts as held.
+        matching.retain(|id| present.contains(id));
+        Ok((present, matching))
+    }
+
+    /// Runs `local` on this node's share of the plan and `remote` on each other node's (one
+    /// call per node, all at once), and answers every share's result. A node that cannot be
+    /// reached or answers an error has its share run here.
+    fn gather<T, Fut>(
+        &self,
+        plan: &Plan,
+        what: &'static str,
+        local: impl Fn(&Plan) -> Result<T, IndexError>,
+        remote: impl Fn(LeafServiceClient<Channel>, &Plan) -> Fut,
+    ) -> Result<Vec<T>, IndexError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    {
         let nodes = self.nodes()?;
         // Nodes that can be asked: those that said where; this node in any case.
         let mut live: Vec<String> = nodes
@@ -153,7 +354,7 @@ impl FanOut {
             .into_iter()
             .map(|(owner, partitions)| (owner, plan.of_partitions(&partitions)))
             .collect();
-        let local = groups.remove(&self.holder);
+        let own = groups.remove(&self.holder);
         let mut pending = Vec::new();
         for (holder, share) in groups {
             let address = nodes
@@ -161,9 +362,8 @@ impl FanOut {
                 .find(|(node, _)| *node == holder)
                 .and_then(|(_, address)| address.clone())
                 .unwrap_or_default();
-            let request = leaf_request(&share, query_text, mailboxes, sort, top);
             let task = match self.client(&address) {
-                Ok(client) => Some(self.runtime.spawn(ask(client, self.key.clone(), request))),
+                Ok(client) => Some(self.runtime.spawn(remote(client, &share))),
                 Err(error) => {
                     tracing::warn!(node = %holder, %error, "a node's address is not valid");
                     None
@@ -172,8 +372,8 @@ impl FanOut {
             pending.push((holder, share, task));
         }
         let mut parts = Vec::with_capacity(pending.len() + 1);
-        if let Some(local) = local {
-            parts.push(self.search.leaf(&local, query, mailboxes, sort, top)?);
+        if let Some(own) = own {
+            parts.push(local(&own)?);
         }
         for (holder, share, task) in pending {
             let answer = match task {
@@ -184,45 +384,118 @@ impl FanOut {
                     .and_then(|answer| answer),
                 None => Err("no address".to_string()),
             };
-            match answer.and_then(results_of) {
-                Ok(results) => {
-                    metrics::counter!("holdfast_split_leaf_answers_total", "from" => "node")
-                        .increment(1);
-                    parts.push(results);
+            match answer {
+                Ok(part) => {
+                    metrics::counter!(
+                        "holdfast_split_leaf_answers_total",
+                        "from" => "node",
+                        "call" => what
+                    )
+                    .increment(1);
+                    parts.push(part);
                 }
                 Err(error) => {
                     tracing::warn!(
                         node = %holder,
                         %error,
-                        "a leaf search failed; searching its splits here"
+                        call = what,
+                        "a leaf call failed; reading its splits here"
                     );
-                    metrics::counter!("holdfast_split_leaf_answers_total", "from" => "fallback")
-                        .increment(1);
-                    parts.push(self.search.leaf(&share, query, mailboxes, sort, top)?);
+                    metrics::counter!(
+                        "holdfast_split_leaf_answers_total",
+                        "from" => "fallback",
+                        "call" => what
+                    )
+                    .increment(1);
+                    parts.push(local(&share)?);
                 }
             }
         }
-        Ok(merge(parts, sort, offset, limit))
+        Ok(parts)
     }
 }
 
-async fn ask(
-    mut client: LeafServiceClient<Channel>,
-    key: String,
-    request: pb::LeafSearchRequest,
-) -> Result<pb::LeafSearchResponse, String> {
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(LEAF_TIMEOUT);
+/// A request carrying the cluster's node key.
+fn keyed<R>(key: &str, message: R, timeout: Duration) -> Result<tonic::Request<R>, String> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
     let value = key
         .parse()
         .map_err(|_| "the node key is not valid metadata".to_string())?;
     request.metadata_mut().insert(NODE_KEY_HEADER, value);
-    match tokio::time::timeout(LEAF_TIMEOUT, client.search_splits(request)).await {
+    Ok(request)
+}
+
+/// A leaf's answer, within `timeout`.
+async fn answered<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         // The code only: a refusal's message may quote the query.
         Ok(Err(status)) => Err(format!("the node answered {:?}", status.code())),
-        Err(_) => Err(format!("no answer in {LEAF_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer in {timeout:?}")),
     }
+}
+
+fn split_refs(plan: &Plan) -> Vec<pb::SplitRef> {
+    plan.splits
+        .iter()
+        .map(|split| pb::SplitRef {
+            id: split.id.clone(),
+        })
+        .collect()
+}
+
+fn tombstones(plan: &Plan) -> Vec<pb::Tombstone> {
+    plan.dead
+        .iter()
+        .map(|(partition, id, sequence)| pb::Tombstone {
+            partition: i32::from(*partition),
+            id: id.to_string(),
+            sequence: *sequence,
+        })
+        .collect()
+}
+
+/// A leaf's page of ids, checked: valid, in order, after `after`, at most `limit`, and
+/// (with `among`) only ids asked about.
+fn ids_of(
+    answer: pb::LeafIdsResponse,
+    after: Option<InteractionId>,
+    limit: usize,
+    among: Option<&HashSet<InteractionId>>,
+) -> Result<IdPage, String> {
+    if answer.ids.len() > limit {
+        return Err("a leaf answered more ids than asked for".into());
+    }
+    let parse = |ids: &[String]| {
+        ids.iter()
+            .map(|id| {
+                id.parse::<InteractionId>()
+                    .map_err(|_| "a leaf answered an invalid id".to_string())
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let ids = parse(&answer.ids)?;
+    let present = parse(&answer.present)?;
+    let ordered = ids.windows(2).all(|pair| pair[0] < pair[1])
+        && ids
+            .first()
+            .is_none_or(|first| after.is_none_or(|after| *first > after));
+    if !ordered {
+        return Err("a leaf answered ids out of order".into());
+    }
+    let asked = |id: &InteractionId| among.is_none_or(|among| among.contains(id));
+    if !ids.iter().chain(&present).all(asked) || (among.is_none() && !present.is_empty()) {
+        return Err("a leaf answered ids it was not asked about".into());
+    }
+    Ok(IdPage {
+        ids,
+        count: answer.count,
+        present,
+    })
 }
 
 fn sort_to_wire(sort: Sort) -> pb::LeafSort {
@@ -253,34 +526,18 @@ fn leaf_request(
         mailboxes: mailboxes.iter().map(|m| m.as_str().to_string()).collect(),
         sort: sort_to_wire(sort) as i32,
         top: u32::try_from(top).unwrap_or(u32::MAX),
-        splits: plan
-            .splits
-            .iter()
-            .map(|split| pb::SplitRef {
-                id: split.id.clone(),
-            })
-            .collect(),
-        dead: plan
-            .dead
-            .iter()
-            .map(|(partition, id, sequence)| pb::Tombstone {
-                partition: i32::from(*partition),
-                id: id.to_string(),
-                sequence: *sequence,
-            })
-            .collect(),
+        splits: split_refs(plan),
+        dead: tombstones(plan),
     }
 }
 
 /// The split ids and the tombstones a leaf request names.
-pub fn plan_of(request: &pb::LeafSearchRequest) -> Result<(Vec<String>, Tombstones), String> {
-    let ids = request
-        .splits
-        .iter()
-        .map(|split| split.id.clone())
-        .collect();
-    let dead = request
-        .dead
+pub fn plan_of(
+    splits: &[pb::SplitRef],
+    dead: &[pb::Tombstone],
+) -> Result<(Vec<String>, Tombstones), String> {
+    let ids = splits.iter().map(|split| split.id.clone()).collect();
+    let dead = dead
         .iter()
         .map(|tombstone| {
             let partition = i16::try_from(tombstone.partition)
@@ -364,17 +621,59 @@ mod tests {
     #[test]
     fn a_leaf_request_with_a_bad_tombstone_or_sort_is_refused() {
         let item = InteractionId(ulid::Ulid::new()).to_string();
-        let (ids, dead) = plan_of(&request(3, &item)).unwrap();
+        let plan = |r: pb::LeafSearchRequest| plan_of(&r.splits, &r.dead);
+        let (ids, dead) = plan(request(3, &item)).unwrap();
         assert_eq!(ids, ["01m8yfexwa2w4a0bczvp0w4wxz"]);
         assert_eq!(dead, [(3, item.parse().unwrap(), 7)]);
         for partition in [-1, SEARCH_PARTITIONS_WIRE, 1 << 20] {
-            let refused = plan_of(&request(partition, &item)).unwrap_err();
+            let refused = plan(request(partition, &item)).unwrap_err();
             assert!(refused.contains("partition"), "{refused}");
         }
-        let refused = plan_of(&request(3, "not-an-id")).unwrap_err();
+        let refused = plan(request(3, "not-an-id")).unwrap_err();
         assert!(refused.contains("item id"), "{refused}");
         assert_eq!(sort_from_wire(1), Some(Sort::Newest));
         assert_eq!(sort_from_wire(7), None);
+    }
+
+    #[test]
+    fn a_leaf_page_of_ids_is_checked_before_it_is_merged() {
+        let ids: Vec<InteractionId> = (0..4).map(|_| InteractionId(ulid::Ulid::new())).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let answer = |ids: &[InteractionId]| pb::LeafIdsResponse {
+            ids: ids.iter().map(ToString::to_string).collect(),
+            count: 9,
+            ..Default::default()
+        };
+        let page = ids_of(answer(&sorted), None, 4, None).unwrap();
+        assert_eq!((page.ids, page.count), (sorted.clone(), 9));
+        // More than asked for, out of order, repeated, not after `after`, or not ids.
+        let refused = ids_of(answer(&sorted), None, 3, None).unwrap_err();
+        assert!(refused.contains("more ids"), "{refused}");
+        let mut reversed = sorted.clone();
+        reversed.reverse();
+        assert!(ids_of(answer(&reversed), None, 4, None).is_err());
+        assert!(ids_of(answer(&[sorted[0], sorted[0]]), None, 4, None).is_err());
+        assert!(ids_of(answer(&sorted[1..]), Some(sorted[1]), 4, None).is_err());
+        assert!(ids_of(answer(&sorted[2..]), Some(sorted[1]), 4, None).is_ok());
+        let bad = pb::LeafIdsResponse {
+            ids: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(ids_of(bad, None, 4, None)
+            .unwrap_err()
+            .contains("invalid id"));
+        // Among some ids: only those may come back, as matching or as present.
+        let asked: HashSet<InteractionId> = sorted[..2].iter().copied().collect();
+        assert!(ids_of(answer(&sorted[..2]), None, 4, Some(&asked)).is_ok());
+        let refused = ids_of(answer(&sorted[1..3]), None, 4, Some(&asked)).unwrap_err();
+        assert!(refused.contains("not asked"), "{refused}");
+        let stray = pb::LeafIdsResponse {
+            present: vec![sorted[3].to_string()],
+            ..Default::default()
+        };
+        assert!(ids_of(stray.clone(), None, 4, Some(&asked)).is_err());
+        assert!(ids_of(stray, None, 4, None).is_err());
     }
 
     const SEARCH_PARTITIONS_WIRE: i32 = crate::domain::SEARCH_PARTITIONS as i32;

@@ -31,7 +31,29 @@ impl IdPages {
         query: &Query,
         mailboxes: &[MailboxId],
     ) -> Result<IdPages, QueryError> {
-        let query = translate(query, fields, &searcher)?;
+        IdPages::among(searcher, fields, query, mailboxes, None)
+    }
+
+    /// As `new`, the matches restricted to the ids `among` (when given).
+    pub fn among(
+        searcher: Searcher,
+        fields: &Fields,
+        query: &Query,
+        mailboxes: &[MailboxId],
+        among: Option<&[InteractionId]>,
+    ) -> Result<IdPages, QueryError> {
+        let mut query = translate(query, fields, &searcher)?;
+        if let Some(ids) = among {
+            use tantivy::query::{BooleanQuery, Occur, TermSetQuery};
+            let ids = TermSetQuery::new(
+                ids.iter()
+                    .map(|id| tantivy::Term::from_field_text(fields.id, &id.to_string())),
+            );
+            query = Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query),
+                (Occur::Must, Box::new(ids)),
+            ]));
+        }
         let scope = Arc::new(mailboxes.iter().map(|m| mailbox_key(m.as_str())).collect());
         Ok(IdPages {
             searcher,

@@ -446,6 +446,22 @@ impl<T: Clone> Snapshots<T> {
 
     fn pin_at(&self, owner: &str, snapshot: T, now: Instant) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.pin_as_at(id, owner, snapshot, now);
+        id
+    }
+
+    /// Pins `snapshot` for `owner` as `id` (a cluster's plans: ids are chosen at random,
+    /// and a plan pinned by another node is pinned here under its id).
+    pub fn pin_as(&self, id: u64, owner: &str, snapshot: T) {
+        self.pin_as_at(id, owner, snapshot, Instant::now())
+    }
+
+    /// How long a snapshot stays pinned at most.
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    fn pin_as_at(&self, id: u64, owner: &str, snapshot: T, now: Instant) {
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         self.release_expired(&mut pinned, now);
         let least_recently_used = |pinned: &HashMap<u64, Pinned<T>>, of_owner: bool| {
@@ -476,7 +492,6 @@ impl<T: Clone> Snapshots<T> {
             },
         );
         metrics::gauge!("holdfast_search_pinned_snapshots").set(pinned.len() as f64);
-        id
     }
 
     /// The pinned snapshot `id`, if it has not been released.

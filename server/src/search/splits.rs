@@ -33,6 +33,7 @@ use tantivy::{Index, IndexMeta, IndexWriter, ReloadPolicy, Searcher, SegmentMeta
 use tantivy_common::BitSet;
 use tokio_util::sync::CancellationToken;
 
+use super::id_pages::IdPages;
 use super::index::{register_tokenizer, IndexError, IndexProgress, SearcherSource};
 use super::kql;
 use super::schema::{self, Fields, SCHEMA_VERSION};
@@ -394,6 +395,17 @@ impl SearcherSource for SplitSearch {
     }
 }
 
+/// A page of matching ids (`SplitSearch::leaf_ids`, `FanOut::ids`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdPage {
+    /// The smallest matching ids asked for, in order.
+    pub ids: Vec<InteractionId>,
+    /// How many match after the id asked for, when asked.
+    pub count: u64,
+    /// With `among`: which of those ids are in the splits at all (whatever the query).
+    pub present: Vec<InteractionId>,
+}
+
 /// Searching and building splits on one node.
 pub struct SplitSearch {
     store: Arc<ClusterStore>,
@@ -550,23 +562,9 @@ impl SplitSearch {
         sort: Sort,
         top: usize,
     ) -> Result<Results, IndexError> {
-        let mut by_partition: std::collections::BTreeMap<i16, Vec<&SplitRow>> = Default::default();
-        for split in &plan.splits {
-            by_partition.entry(split.partition).or_default().push(split);
-        }
-        let mut parts = Vec::with_capacity(by_partition.len());
-        for (partition, mut rows) in by_partition {
-            rows.sort_by(|a, b| a.id.cmp(&b.id));
-            rows.dedup_by(|a, b| a.id == b.id);
-            let mut dead: Vec<(InteractionId, u64)> = plan
-                .dead
-                .iter()
-                .filter(|(p, _, _)| *p == partition)
-                .map(|(_, id, sequence)| (*id, *sequence))
-                .collect();
-            dead.sort();
-            dead.dedup();
-            let view = self.leaf_view(&rows, &dead)?;
+        let views = self.partition_views(plan)?;
+        let mut parts = Vec::with_capacity(views.len());
+        for view in views {
             // Never more room for hits than the view has documents.
             let top = top.min(view.searcher.num_docs() as usize);
             let results = execute_ranked(
@@ -587,6 +585,83 @@ impl SplitSearch {
         }
         metrics::counter!("holdfast_split_leaf_searches_total").increment(1);
         Ok(merge(parts, sort, 0, top))
+    }
+
+    /// A leaf's share of walking every match (exports, purges, case holds): the `limit`
+    /// smallest ids of `query` over `mailboxes` in the plan's splits greater than `after`
+    /// (and among `among`, when given), in order, and (with `count`) how many match after
+    /// `after`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn leaf_ids(
+        &self,
+        plan: &Plan,
+        query: &kql::Query,
+        mailboxes: &[MailboxId],
+        among: Option<&[InteractionId]>,
+        after: Option<InteractionId>,
+        limit: usize,
+        count: bool,
+    ) -> Result<IdPage, IndexError> {
+        let mut page = IdPage::default();
+        if among.is_some_and(|among| among.is_empty()) {
+            return Ok(page);
+        }
+        for view in self.partition_views(plan)? {
+            let pages =
+                IdPages::among(view.searcher.clone(), &self.fields, query, mailboxes, among)
+                    .map_err(IndexError::Query)?;
+            if limit > 0 {
+                page.ids
+                    .extend(pages.page(after, limit).map_err(IndexError::Query)?);
+            }
+            if count {
+                page.count += pages.count(after).map_err(IndexError::Query)?;
+            }
+            if let Some(among) = among {
+                let everything = kql::Query::And(Vec::new());
+                let present = IdPages::among(
+                    view.searcher.clone(),
+                    &self.fields,
+                    &everything,
+                    mailboxes,
+                    Some(among),
+                )
+                .map_err(IndexError::Query)?;
+                page.present
+                    .extend(present.page(None, among.len()).map_err(IndexError::Query)?);
+            }
+        }
+        // Partitions hold different items: the smallest overall are among each one's.
+        page.ids.sort();
+        page.ids.dedup();
+        page.ids.truncate(limit);
+        page.present.sort();
+        page.present.dedup();
+        metrics::counter!("holdfast_split_leaf_id_pages_total").increment(1);
+        Ok(page)
+    }
+
+    /// One view per partition of the plan: its splits (by id) with its tombstones.
+    fn partition_views(&self, plan: &Plan) -> Result<Vec<Arc<LeafView>>, IndexError> {
+        let mut by_partition: std::collections::BTreeMap<i16, Vec<&SplitRow>> = Default::default();
+        for split in &plan.splits {
+            by_partition.entry(split.partition).or_default().push(split);
+        }
+        let mut views = Vec::with_capacity(by_partition.len());
+        for (partition, mut rows) in by_partition {
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            rows.dedup_by(|a, b| a.id == b.id);
+            let mut dead: Vec<(InteractionId, u64)> = plan
+                .dead
+                .iter()
+                .filter(|(p, _, _)| *p == partition)
+                .map(|(_, id, sequence)| (*id, *sequence))
+                .collect();
+            dead.sort();
+            dead.dedup();
+            views.push(self.leaf_view(&rows, &dead)?);
+        }
+        Ok(views)
     }
 
     /// The view of `rows` (one partition's, sorted by id) with the tombstones `dead` (of
@@ -1485,6 +1560,41 @@ mod tests {
         assert_eq!(store.apply_sweep(&write, now).unwrap().destroyed, 1);
     }
 
+    /// Plans pinned by a search's first page, in PostgreSQL for every node.
+    #[test]
+    fn pinned_plans_are_shared_kept_per_owner_and_expire() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let hour = 3600.0;
+        for id in 1..=3u64 {
+            store
+                .pin_search_plan(id, "alice", &[id as u8; 3], hour, 2)
+                .unwrap();
+        }
+        // Ids past i64::MAX are kept too (the column is signed).
+        store
+            .pin_search_plan(u64::MAX - 1, "bob", b"b", hour, 2)
+            .unwrap();
+        assert_eq!(
+            store.search_plan(u64::MAX - 1, hour).unwrap().as_deref(),
+            Some(&b"b"[..])
+        );
+        // Alice keeps her newest two; an unknown id is none.
+        assert_eq!(store.search_plan(1, hour).unwrap(), None);
+        assert_eq!(store.search_plan(3, hour).unwrap(), Some(vec![3; 3]));
+        assert_eq!(store.search_plan(2, hour).unwrap(), Some(vec![2; 3]));
+        assert_eq!(store.search_plan(99, hour).unwrap(), None);
+        // Older than the age asked for: gone for readers, and deleted by the next pin.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(store.search_plan(3, 0.01).unwrap(), None);
+        store.pin_search_plan(4, "carol", b"c", 0.01, 2).unwrap();
+        assert_eq!(store.search_plan(3, hour).unwrap(), None);
+        assert_eq!(store.search_plan(4, hour).unwrap(), Some(b"c".to_vec()));
+    }
+
     /// Leaf searches over any grouping of a plan's splits merge into the same pages as one
     /// leaf search over all of them: the same totals and counts, every hit once, in one
     /// order (ties of equal scores and times broken the same way whoever searched).
@@ -1559,6 +1669,66 @@ mod tests {
             }
             assert_eq!(paged, order, "{sort:?}");
         }
+        // Id pages (exports, purges): the groups' smallest ids after the last, merged, walk
+        // every match once in id order, and their counts add up.
+        let IdPage {
+            ids: all,
+            count: counted,
+            ..
+        } = search
+            .leaf_ids(&plan, &query, &everyone, None, None, 1_000, true)
+            .unwrap();
+        assert_eq!((all.len(), counted), (54, 54));
+        assert!(all.windows(2).all(|pair| pair[0] < pair[1]));
+        let odd: HashSet<i16> = partitions.iter().copied().filter(|p| p % 2 == 1).collect();
+        let even: HashSet<i16> = partitions.iter().copied().filter(|p| p % 2 == 0).collect();
+        let groups = [plan.of_partitions(&odd), plan.of_partitions(&even)];
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let mut page = Vec::new();
+            let mut remaining = 0;
+            for group in &groups {
+                let IdPage { ids, count, .. } = search
+                    .leaf_ids(group, &query, &everyone, None, after, 5, true)
+                    .unwrap();
+                assert!(ids.len() <= 5);
+                page.extend(ids);
+                remaining += count;
+            }
+            assert_eq!(remaining as usize, 54 - walked.len());
+            page.sort();
+            page.truncate(5);
+            let Some(&last) = page.last() else { break };
+            after = Some(last);
+            walked.extend(page);
+        }
+        assert_eq!(walked, all);
+        // No ids asked for: the query is translated and nothing else.
+        let nothing = search
+            .leaf_ids(&plan, &query, &everyone, None, None, 0, false)
+            .unwrap();
+        assert_eq!(nothing, IdPage::default());
+        // Among some ids: which are present, and which of those match.
+        let stranger = InteractionId(ulid::Ulid::new());
+        let some = [all[0], all[7], stranger];
+        let erin = kql::parse("budget AND NOT review").unwrap();
+        let page = search
+            .leaf_ids(&plan, &erin, &everyone, Some(&some), None, 3, false)
+            .unwrap();
+        assert!(page.ids.is_empty(), "{page:?}");
+        let mut present = vec![all[0], all[7]];
+        present.sort();
+        assert_eq!(page.present, present);
+        let page = search
+            .leaf_ids(&plan, &query, &everyone, Some(&some), None, 3, false)
+            .unwrap();
+        assert_eq!((page.ids.clone(), page.present), (present.clone(), present));
+        // An empty `among` is no id, never every id.
+        let page = search
+            .leaf_ids(&plan, &query, &everyone, Some(&[]), None, 3, true)
+            .unwrap();
+        assert_eq!(page, IdPage::default());
         // A plan reads only the partitions of its custodians.
         let alice = [MailboxId::parse("alice@contoso.com").unwrap()];
         let only = search.plan(&alice, &query).unwrap();

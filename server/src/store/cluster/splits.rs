@@ -435,6 +435,62 @@ impl ClusterStore {
         })
     }
 
+    /// Saves a search's pinned plan (encoded) as `id`, for any node to answer its later
+    /// pages. Deletes plans older than `max_age_seconds`, and `owner`'s oldest beyond
+    /// `max_per_owner`.
+    pub fn pin_search_plan(
+        &self,
+        id: u64,
+        owner: &str,
+        plan: &[u8],
+        max_age_seconds: f64,
+        max_per_owner: i64,
+    ) -> Result<(), StoreError> {
+        // Ids are random 64-bit numbers; the column is signed.
+        let id = id as i64;
+        off_async(|| {
+            let mut connection = self.pg.connection()?;
+            let mut tx = connection.transaction()?;
+            tx.execute(
+                "DELETE FROM search_plans
+                 WHERE pinned_at < clock_timestamp() - make_interval(secs => $1)",
+                &[&max_age_seconds],
+            )?;
+            tx.execute(
+                "DELETE FROM search_plans WHERE id IN (
+                     SELECT id FROM search_plans WHERE owner = $1
+                     ORDER BY pinned_at DESC OFFSET $2)",
+                &[&owner, &(max_per_owner - 1).max(0)],
+            )?;
+            tx.execute(
+                "INSERT INTO search_plans (id, owner, plan) VALUES ($1, $2, $3)",
+                &[&id, &owner, &plan],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// A pinned plan (encoded) no older than `max_age_seconds`.
+    pub fn search_plan(
+        &self,
+        id: u64,
+        max_age_seconds: f64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = id as i64;
+        off_async(|| {
+            Ok(self
+                .pg
+                .connection()?
+                .query_opt(
+                    "SELECT plan FROM search_plans WHERE id = $1
+                         AND pinned_at >= clock_timestamp() - make_interval(secs => $2)",
+                    &[&id, &max_age_seconds],
+                )?
+                .map(|row| row.get(0)))
+        })
+    }
+
     /// Registers where this run of a node (`holder`, `<node>/<run>`) answers leaf searches,
     /// forgetting the addresses of the node's earlier runs.
     pub fn register_search_node(&self, holder: &str, address: &str) -> Result<(), StoreError> {

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("0006_lock_retry.sql")),
     (7, include_str!("0007_splits.sql")),
     (8, include_str!("0008_search_nodes.sql")),
+    (9, include_str!("0009_search_plans.sql")),
 ];
 
 /// Advisory lock keys (one namespace: "hf" in the high bytes).

@@ -1704,6 +1704,32 @@ mod tests {
             walked.extend(page);
         }
         assert_eq!(walked, all);
+        // The root's walk (`FanOut::ids`; this node is the only live one, so it reads every
+        // share itself) pages the same ids, with the same count.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let fanout = crate::search::fanout::FanOut::new(
+            Arc::clone(&search),
+            "a/1",
+            "key".into(),
+            runtime.handle().clone(),
+        );
+        let text = crate::search::fanout::QueryText {
+            text: "budget".into(),
+            case_hold: None,
+        };
+        let timeout = Duration::from_secs(5);
+        let mut rooted = Vec::new();
+        let mut after = None;
+        loop {
+            let page = fanout
+                .ids(&plan, &text, &query, &everyone, None, after, 7, true, timeout)
+                .unwrap();
+            assert_eq!(page.count as usize, 54 - rooted.len());
+            let Some(&last) = page.ids.last() else { break };
+            after = Some(last);
+            rooted.extend(page.ids);
+        }
+        assert_eq!(rooted, all);
         // No ids asked for: the query is translated and nothing else.
         let nothing = search
             .leaf_ids(&plan, &query, &everyone, None, None, 0, false)

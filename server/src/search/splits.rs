@@ -1722,7 +1722,9 @@ mod tests {
         let mut after = None;
         loop {
             let page = fanout
-                .ids(&plan, &text, &query, &everyone, None, after, 7, true, timeout)
+                .ids(
+                    &plan, &text, &query, &everyone, None, after, 7, true, timeout,
+                )
                 .unwrap();
             assert_eq!(page.count as usize, 54 - rooted.len());
             let Some(&last) = page.ids.last() else { break };

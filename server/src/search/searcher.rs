@@ -380,21 +380,6 @@ pub fn matching_ids(
     Ok(ids)
 }
 
-/// How many items match `query` over `mailboxes` (counted, never collected).
-pub fn count_matching(
-    searcher: &Searcher,
-    fields: &Fields,
-    query: &Query,
-    mailboxes: &[MailboxId],
-) -> Result<u64, QueryError> {
-    let query = translate(query, fields, searcher)?;
-    let collector = FilterCollector::new("mailbox_key".to_string(), scope(mailboxes), Count);
-    searcher
-        .search(&query, &collector)
-        .map(|count| count as u64)
-        .map_err(|e| QueryError::Index(e.to_string()))
-}
-
 /// Most snapshots pinned at once: pinning one more releases the least recently used.
 pub const MAX_PINNED: usize = 1_000;
 /// Most snapshots one principal has pinned at once, so that one caller's flood of searches

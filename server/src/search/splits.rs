@@ -1524,7 +1524,7 @@ mod tests {
     use super::*;
     use crate::domain::MailboxId;
     use crate::search::kql;
-    use crate::search::searcher::{count_matching, execute, Sort};
+    use crate::search::searcher::{execute, Sort};
     use crate::store::cluster::tests::Cluster;
     use crate::store::conformance::{content, new_item, Fixture};
     use crate::store::{ItemStates, NewInteraction, SweepWrite};
@@ -1546,7 +1546,10 @@ mod tests {
     fn count(search: &SplitSearch, query: &str) -> u64 {
         let searcher = search.searcher().unwrap();
         let query = kql::parse(query).unwrap();
-        count_matching(&searcher, &search.fields, &query, &mailboxes()).unwrap()
+        IdPages::new(searcher, &search.fields, &query, &mailboxes())
+            .unwrap()
+            .count(None)
+            .unwrap()
     }
 
     /// Destroys a held item as the sweeper would.

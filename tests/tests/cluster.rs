@@ -12,18 +12,24 @@ use common::*;
 use holdfast_client::{pb, HoldfastClient, InteractionBuilder};
 
 /// The config of node `node`: the tests' tokens, items destroyable as soon as nothing
-/// retains or holds them, no periodic passes (the test runs them), and the shared engines.
+/// retains or holds them, no periodic passes (the test runs them), the shared engines, and
+/// the nodes' key in `secrets/node.key`.
 fn node_config(node: &str, secrets: &std::path::Path, engines: &Engines, bucket: &str) -> String {
     format!(
         r#"{tokens}
 [retention]
 holds_area_minimum_age_hours = 0
 sweep_interval_seconds = 0
-{cluster}"#,
+{cluster}node_key_file = "{secrets}/node.key"
+"#,
         tokens = default_config(),
         cluster = cluster_section(node, secrets, engines, bucket),
+        secrets = secrets.display(),
     )
 }
+
+/// The key the test's nodes present to each other.
+const NODE_KEY: &str = "test-node-key-0123456789abcdefghijklmnopqrstuv";
 
 fn batch(node: usize, round: usize) -> Vec<pb::InteractionInput> {
     (0..20)
@@ -111,8 +117,8 @@ fn metric(node: &TestServer, metric: &str) -> f64 {
 
 /// With search in splits: a search on one node is answered by the leaf searches of both, its
 /// pages (over the plan pinned by the first) hold every acknowledged item once; an export is
-/// walked over the leaves too; and a call between nodes without the cluster's node key is
-/// refused.
+/// walked over the leaves too; a call between nodes without the cluster's node key is
+/// refused, and one with it but malformed is refused by name.
 async fn searches_fan_out_over_the_nodes(
     nodes: &[TestServer],
     case_id: &str,
@@ -247,6 +253,89 @@ async fn searches_fan_out_over_the_nodes(
         let refused = client.matching_ids(request).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
     }
+
+    // With the key, a well-formed call is answered (nothing named, nothing found), and each
+    // malformed or oversized part is refused by name.
+    fn keyed<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("x-holdfast-node-key", NODE_KEY.parse().unwrap());
+        request
+    }
+    let well_formed = leaf::LeafIdsRequest {
+        query: "clusterword".into(),
+        mailboxes: vec!["m0@contoso.com".into()],
+        limit: 10,
+        count: true,
+        ..Default::default()
+    };
+    let answer = client
+        .matching_ids(keyed(well_formed.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.ids.is_empty() && answer.count == 0, "{answer:?}");
+    let an_id = acked.keys().next().unwrap().clone();
+    let malformed = [
+        (
+            "among",
+            leaf::LeafIdsRequest {
+                among: vec![an_id.clone(); 16_385],
+                ..well_formed.clone()
+            },
+        ),
+        (
+            "limit",
+            leaf::LeafIdsRequest {
+                limit: 16_385,
+                ..well_formed.clone()
+            },
+        ),
+        (
+            "after",
+            leaf::LeafIdsRequest {
+                after: "not-an-id".into(),
+                ..well_formed.clone()
+            },
+        ),
+        (
+            "mailboxes",
+            leaf::LeafIdsRequest {
+                mailboxes: vec![String::new()],
+                ..well_formed.clone()
+            },
+        ),
+        (
+            "splits",
+            leaf::LeafIdsRequest {
+                dead: vec![leaf::Tombstone {
+                    partition: 99,
+                    id: an_id.clone(),
+                    sequence: 1,
+                }],
+                ..well_formed.clone()
+            },
+        ),
+    ];
+    for (field, request) in malformed {
+        let refused = client.matching_ids(keyed(request)).await.expect_err(field);
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+        assert!(
+            refused.message().starts_with(&format!("invalid {field}:")),
+            "{field}: {refused}"
+        );
+    }
+    let refused = client
+        .search_splits(keyed(leaf::LeafSearchRequest {
+            query: "clusterword".into(),
+            top: 100_001,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(refused.message().starts_with("invalid top:"), "{refused}");
 }
 
 async fn export_ids(
@@ -356,6 +445,7 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
     let Some(engines) = engines() else { return };
     let secrets = tempfile::tempdir().unwrap();
     write_cluster_secrets(&engines, secrets.path()).await;
+    std::fs::write(secrets.path().join("node.key"), NODE_KEY).unwrap();
     let bucket = format!("holdfast-cluster-{}", free_port());
     let mut nodes = Vec::new();
     for n in 1..=3 {

@@ -71,6 +71,9 @@ const IDLE_ADVANCE: Duration = Duration::from_secs(5);
 /// How long a staged or retired split's object stays: longer than any indexer takes from
 /// staging to publishing, and than any node takes to download a split it has just listed.
 const SPLIT_GRACE: Duration = Duration::from_secs(120);
+/// How long one step of the worker spends downloading the splits of its partitions at most
+/// (it renews its leases between steps).
+const PREFETCH_BUDGET: Duration = Duration::from_secs(2);
 /// How often the garbage of the catalog is collected, the feed trimmed and the local cache
 /// trimmed to the published splits.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -759,27 +762,112 @@ impl SplitSearch {
             .store
             .get_split_object(split)?
             .ok_or_else(|| IndexError::SplitGone(split.id.clone()))?;
-        let dir = self.dir.join("cache").join(&split.id);
         let staging = self.work_dir();
         if let Err(error) = unpack(&bytes, &staging) {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(error);
         }
+        let cached = self.install(&split.id, staging)?;
+        metrics::counter!("holdfast_split_downloads_total").increment(1);
+        Ok(cached)
+    }
+
+    /// Moves a split's files (in `staging`, a work directory) into the cache as split `id`,
+    /// unless another thread put it there first.
+    fn install(&self, id: &str, staging: PathBuf) -> Result<Arc<Cached>, IndexError> {
+        let dir = self.dir.join("cache").join(id);
         // Under the cache's lock, so that `trim_cache` never sees the directory without its
         // entry.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = cache.get(&split.id) {
+        if let Some(cached) = cache.get(id) {
             let _ = std::fs::remove_dir_all(&staging);
             return Ok(Arc::clone(cached));
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+        let installed = (|| {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io_error(&dir))?;
+            }
+            std::fs::rename(&staging, &dir).map_err(io_error(&dir))?;
+            Cached::open(dir.clone())
+        })();
+        match installed {
+            Ok(cached) => {
+                let cached = Arc::new(cached);
+                cache.insert(id.to_string(), Arc::clone(&cached));
+                Ok(cached)
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(error)
+            }
         }
-        std::fs::rename(&staging, &dir).map_err(io_error(&dir))?;
-        let cached = Arc::new(Cached::open(dir)?);
-        metrics::counter!("holdfast_split_downloads_total").increment(1);
-        cache.insert(split.id.clone(), Arc::clone(&cached));
-        Ok(cached)
+    }
+
+    /// Puts a split this node has just built and written (`files` in `dir`) into the local
+    /// cache by linking its files, so that searching it downloads nothing. Best effort: a
+    /// split not adopted is downloaded when first needed.
+    fn adopt(&self, id: &str, dir: &Path, files: &[String]) {
+        let staging = self.work_dir();
+        let adopted = (|| {
+            std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+            for name in files {
+                let (from, to) = (dir.join(name), staging.join(name));
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(io_error(&from))?;
+                }
+            }
+            self.install(id, staging.clone())
+        })();
+        match adopted {
+            Ok(_) => metrics::counter!("holdfast_split_adopted_total").increment(1),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                tracing::warn!(%error, "search splits: a split built here was not cached");
+            }
+        }
+    }
+
+    /// Downloads into the local cache the published splits of `partitions` (those this node
+    /// indexes, and so is asked to search) that it lacks, until `budget` has passed: the
+    /// first search after a restart, a move of partitions or another node's merge then
+    /// waits for no download. Answers how many it downloaded.
+    fn prefetch(
+        &self,
+        catalog: &SplitCatalog,
+        partitions: &HashSet<i16>,
+        budget: Duration,
+    ) -> usize {
+        let started = Instant::now();
+        let mut fetched = 0;
+        for split in &catalog.splits {
+            if started.elapsed() >= budget {
+                break;
+            }
+            if !partitions.contains(&split.partition)
+                || self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&split.id)
+            {
+                continue;
+            }
+            match self.cached(split) {
+                Ok(_) => {
+                    fetched += 1;
+                    metrics::counter!("holdfast_split_prefetches_total").increment(1);
+                }
+                // Merged away since the catalog was read: nothing to fetch.
+                Err(IndexError::SplitGone(_)) => {}
+                Err(error) => {
+                    tracing::warn!(%error, split = %split.id, "search splits: a prefetch failed");
+                    metrics::counter!("holdfast_split_prefetch_failures_total").increment(1);
+                    break;
+                }
+            }
+        }
+        fetched
     }
 
     /// Opens a view of `catalog`: its published splits with their delete sets.
@@ -830,10 +918,11 @@ impl SplitSearch {
         opened
     }
 
-    /// Drops from the local cache every split no longer published (searchers still reading
-    /// one keep its files open until they go), and the view if it is older than
-    /// `generation` (it may hold merged-away files open).
-    fn trim_cache(&self, published: &HashSet<String>, generation: u64) {
+    /// Drops from the local cache every split not in `keep` (searchers still reading one
+    /// keep its files open until they go), and the view if it is older than `generation`
+    /// (it may hold merged-away files open). Leaf views go once one of their splits is no
+    /// longer `published`.
+    fn trim_cache(&self, published: &HashSet<String>, keep: &HashSet<String>, generation: u64) {
         {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             if view.as_ref().is_some_and(|v| v.generation != generation) {
@@ -849,7 +938,7 @@ impl SplitSearch {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = cache
             .keys()
-            .filter(|id| !published.contains(*id))
+            .filter(|id| !keep.contains(*id))
             .cloned()
             .collect();
         for id in gone {
@@ -859,12 +948,13 @@ impl SplitSearch {
     }
 
     /// Builds, writes and stages a split of `items` for `partition`; answers its row (to
-    /// publish).
+    /// publish). With `keep`, the split also goes into the local cache.
     fn write_split(
         &self,
         partition: i16,
         max_seq: u64,
         items: &[StoredInteraction],
+        keep: bool,
     ) -> Result<SplitRow, IndexError> {
         let dir = self.work_dir();
         let result = (|| {
@@ -878,6 +968,7 @@ impl SplitSearch {
                 items
                     .iter()
                     .map(|i| i.content.created_at.timestamp_micros()),
+                keep,
             )
         })();
         let _ = std::fs::remove_dir_all(&dir);
@@ -891,6 +982,7 @@ impl SplitSearch {
         dir: &Path,
         metas: &[SegmentMeta],
         created: impl Iterator<Item = i64>,
+        keep: bool,
     ) -> Result<SplitRow, IndexError> {
         let mut files = segment_files(dir, metas);
         files.push("meta.json".into());
@@ -905,6 +997,12 @@ impl SplitSearch {
         let size = bytes.len() as u64;
         self.store.stage_split(&id, partition, max_seq)?;
         let version_id = self.store.put_split_object(&id, bytes)?;
+        // A node searches the partitions it indexes: their splits are cached from here (not
+        // the bootstrap's, built for every partition). If the publish fails, the next
+        // housekeeping drops it from the cache.
+        if keep {
+            self.adopt(&id, dir, &files);
+        }
         Ok(SplitRow {
             id,
             partition,
@@ -967,7 +1065,7 @@ impl SplitSearch {
         let split = if items.is_empty() {
             None
         } else {
-            Some(self.write_split(partition, to, &items)?)
+            Some(self.write_split(partition, to, &items, true)?)
         };
         let tombstones = ids
             .iter()
@@ -1040,7 +1138,14 @@ impl SplitSearch {
                     let created = inputs
                         .iter()
                         .flat_map(|s| s.min_created_us.into_iter().chain(s.max_created_us));
-                    Some(self.stage_and_write(partition, checkpoint, &dir, &[meta], created)?)
+                    Some(self.stage_and_write(
+                        partition,
+                        checkpoint,
+                        &dir,
+                        &[meta],
+                        created,
+                        true,
+                    )?)
                 }
             };
             self.store.publish_splits(&SplitPublish {
@@ -1079,7 +1184,7 @@ impl SplitSearch {
                 items.push(item);
                 if items.len() >= BOOTSTRAP_SPLIT {
                     let items = std::mem::take(items);
-                    written.push(self.write_split(partition, at, &items)?);
+                    written.push(self.write_split(partition, at, &items, false)?);
                 }
             }
             // Renewed as it goes: a long bootstrap keeps its lease, and its staged splits
@@ -1090,7 +1195,7 @@ impl SplitSearch {
         }
         for (partition, items) in pending {
             if !items.is_empty() {
-                written.push(self.write_split(partition, at, &items)?);
+                written.push(self.write_split(partition, at, &items, false)?);
                 let staged: Vec<String> = written.iter().map(|s| s.id.clone()).collect();
                 self.store.touch_staged_splits(&staged)?;
             }
@@ -1392,6 +1497,11 @@ impl SplitWorker {
                 self.settle(partition, merged, failure);
             }
         }
+        if !self.held.is_empty() && head.bootstrapped {
+            let partitions: HashSet<i16> = self.held.keys().copied().collect();
+            let catalog = self.search.catalog_now()?;
+            self.search.prefetch(&catalog, &partitions, PREFETCH_BUDGET);
+        }
         if self
             .housekept
             .is_none_or(|at| now.duration_since(at) >= HOUSEKEEPING)
@@ -1399,7 +1509,16 @@ impl SplitWorker {
             self.housekept = Some(now);
             let catalog = store.split_catalog()?;
             let published = catalog.splits.iter().map(|s| s.id.clone()).collect();
-            self.search.trim_cache(&published, catalog.head.generation);
+            // The splits of the partitions this node indexes, and so searches; a node that
+            // holds none (it starts or stands back) keeps what it has.
+            let keep = catalog
+                .splits
+                .iter()
+                .filter(|s| self.held.is_empty() || self.held.contains_key(&s.partition))
+                .map(|s| s.id.clone())
+                .collect();
+            self.search
+                .trim_cache(&published, &keep, catalog.head.generation);
             if let Some(lease) = self.lease("split-janitor")? {
                 let collected = store
                     .trim_split_feed()
@@ -2038,6 +2157,75 @@ mod tests {
         store.release_lease("split-node/b/1", "b/1").unwrap();
         a.step().unwrap();
         assert_eq!(held(&a).len(), SEARCH_PARTITIONS as usize);
+    }
+
+    #[test]
+    fn a_node_caches_the_splits_of_the_partitions_it_indexes_and_only_those() {
+        if !Cluster::available() {
+            return;
+        }
+        let fixture = Cluster::new();
+        let store = fixture.open();
+        let dirs = tempfile::tempdir().unwrap();
+        let written = |round: &str| -> Vec<NewInteraction> {
+            (0..32)
+                .map(|n| {
+                    item(
+                        &format!("user{n}@contoso.com"),
+                        &format!("{round}{n}"),
+                        "budget",
+                    )
+                })
+                .collect()
+        };
+        // Stored before splits are on: a's bootstrap builds splits for every partition.
+        let early = written("e");
+        store.write_interactions(&early).unwrap();
+        let open = |sub: &str| SplitSearch::open(Arc::clone(&store), &dirs.path().join(sub));
+        let (search_a, search_b) = (open("a").unwrap(), open("b").unwrap());
+        let mut a = SplitWorker::new(Arc::clone(&search_a), Default::default(), "a/1");
+        let mut b = SplitWorker::new(Arc::clone(&search_b), Default::default(), "b/1");
+        for _ in 0..2 {
+            a.step().unwrap();
+            b.step().unwrap();
+        }
+        std::thread::sleep(LEASE_RETRY + Duration::from_millis(200));
+        b.step().unwrap();
+        assert!(!a.held.is_empty() && !b.held.is_empty());
+        // Stored after: each partition's indexer builds its split and keeps it.
+        store.write_interactions(&written("l")).unwrap();
+        for worker in [&mut a, &mut b] {
+            worker.housekept = None;
+            worker.step().unwrap();
+        }
+        let catalog = store.split_catalog().unwrap();
+        let partitions: HashSet<i16> = catalog.splits.iter().map(|s| s.partition).collect();
+        assert!(partitions.len() > 4, "{partitions:?}");
+        for (worker, search) in [(&a, &search_a), (&b, &search_b)] {
+            let cached: HashSet<String> = search.cache.lock().unwrap().keys().cloned().collect();
+            for split in &catalog.splits {
+                // Before any search: the splits of its partitions are there (bootstrap's
+                // fetched, its own kept), the others' are not (a held every partition
+                // before b came, and let them go).
+                assert_eq!(
+                    cached.contains(&split.id),
+                    worker.held.contains_key(&split.partition),
+                    "{} split {} of partition {}",
+                    worker.holder,
+                    split.id,
+                    split.partition
+                );
+            }
+        }
+        // A split is kept only when asked: the bootstrap's are not.
+        let items = store.get_interactions(&[early[0].id]).unwrap();
+        let items: Vec<StoredInteraction> = items.into_iter().flatten().collect();
+        let kept = search_a.write_split(0, 0, &items, true).unwrap();
+        let not_kept = search_a.write_split(0, 0, &items, false).unwrap();
+        let cache = search_a.cache.lock().unwrap();
+        assert!(cache.contains_key(&kept.id));
+        assert!(!cache.contains_key(&not_kept.id));
+        assert_eq!(cache[&kept.id].searcher.num_docs(), 1);
     }
 
     #[test]

@@ -74,6 +74,8 @@ const SPLIT_GRACE: Duration = Duration::from_secs(120);
 /// How long one step of the worker spends downloading the splits of its partitions at most
 /// (it renews its leases between steps).
 const PREFETCH_BUDGET: Duration = Duration::from_secs(2);
+/// How long a split of a partition another node indexes stays in the cache unused.
+const FOREIGN_IDLE: Duration = Duration::from_secs(600);
 /// How often the garbage of the catalog is collected, the feed trimmed and the local cache
 /// trimmed to the published splits.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
@@ -191,6 +193,8 @@ fn build(dir: &Path, fields: &Fields, items: &[StoredInteraction]) -> Result<Ind
 /// A split in the local cache, opened.
 struct Cached {
     dir: PathBuf,
+    /// When a search or a merge last asked for it.
+    used: Mutex<Instant>,
     metas: Vec<SegmentMeta>,
     /// The split alone, to find the documents of tombstoned items.
     searcher: Searcher,
@@ -208,6 +212,7 @@ impl Cached {
             .searcher();
         Ok(Cached {
             dir,
+            used: Mutex::new(Instant::now()),
             metas,
             searcher,
         })
@@ -749,6 +754,7 @@ impl SplitSearch {
             .unwrap_or_else(|e| e.into_inner())
             .get(&split.id)
         {
+            *cached.used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             return Ok(Arc::clone(cached));
         }
         // Ids name directories: only what an indexer writes (a ULID) is taken.
@@ -918,10 +924,11 @@ impl SplitSearch {
         opened
     }
 
-    /// Drops from the local cache every split not in `keep` (searchers still reading one
-    /// keep its files open until they go), and the view if it is older than `generation`
-    /// (it may hold merged-away files open). Leaf views go once one of their splits is no
-    /// longer `published`.
+    /// Drops from the local cache every split no longer `published`, and those not in `keep`
+    /// (another node's partitions, read here when that node did not answer) once unused for
+    /// `FOREIGN_IDLE`; searchers still reading one keep its files open until they go. Drops
+    /// the view if it is older than `generation` (it may hold merged-away files open), and
+    /// leaf views of splits no longer published.
     fn trim_cache(&self, published: &HashSet<String>, keep: &HashSet<String>, generation: u64) {
         {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
@@ -937,9 +944,18 @@ impl SplitSearch {
             .retain(|(ids, _), _| ids.iter().all(|id| published.contains(id)));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = cache
-            .keys()
-            .filter(|id| !keep.contains(*id))
-            .cloned()
+            .iter()
+            .filter(|(id, cached)| {
+                !published.contains(*id)
+                    || (!keep.contains(*id)
+                        && cached
+                            .used
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .elapsed()
+                            >= FOREIGN_IDLE)
+            })
+            .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
             cache.remove(&id);
@@ -2194,7 +2210,12 @@ mod tests {
         assert!(!a.held.is_empty() && !b.held.is_empty());
         // Stored after: each partition's indexer builds its split and keeps it.
         store.write_interactions(&written("l")).unwrap();
-        for worker in [&mut a, &mut b] {
+        for (worker, search) in [(&mut a, &search_a), (&mut b, &search_b)] {
+            // As if the splits read before were last used long ago.
+            for cached in search.cache.lock().unwrap().values() {
+                let long_ago = Instant::now().checked_sub(FOREIGN_IDLE).unwrap();
+                *cached.used.lock().unwrap() = long_ago;
+            }
             worker.housekept = None;
             worker.step().unwrap();
         }
@@ -2217,6 +2238,16 @@ mod tests {
                 );
             }
         }
+        // A split of a's partitions read on b (as when a does not answer) stays while used.
+        let foreign = catalog
+            .splits
+            .iter()
+            .find(|s| !b.held.contains_key(&s.partition))
+            .unwrap();
+        search_b.cached(foreign).unwrap();
+        b.housekept = None;
+        b.step().unwrap();
+        assert!(search_b.cache.lock().unwrap().contains_key(&foreign.id));
         // A split is kept only when asked: the bootstrap's are not.
         let items = store.get_interactions(&[early[0].id]).unwrap();
         let items: Vec<StoredInteraction> = items.into_iter().flatten().collect();

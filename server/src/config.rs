@@ -216,6 +216,18 @@ pub struct ClusterConfig {
     /// call leaf searches: set it where the database's readers are not trusted with search.
     #[serde(default)]
     pub node_key_file: Option<PathBuf>,
+    /// With `[tls]` and `search = "splits"`: a PEM CA bundle that signed the nodes' server
+    /// certificates. This node then registers its address as `https://` and calls the other
+    /// nodes' leaf searches over TLS, verifying their certificates against it (and presents
+    /// its own `[tls]` certificate when they ask for a client certificate). Without it a
+    /// node with `[tls]` is not asked for leaf searches: it searches every split it needs
+    /// itself.
+    #[serde(default)]
+    pub node_ca_file: Option<PathBuf>,
+    /// The name the nodes' certificates are checked for (for example one name every node's
+    /// certificate carries); by default the host of each node's address.
+    #[serde(default)]
+    pub node_tls_domain: Option<String>,
 }
 
 /// See `ClusterConfig::search`.

@@ -166,13 +166,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 (!config.listen.ip().is_unspecified() && config.listen.port() != 0)
                     .then(|| config.listen.to_string())
             });
+            // With TLS, leaf searches between nodes are over TLS too, checked against
+            // `node_ca_file`; without it this node is not asked (never plain text beside a
+            // TLS front door).
+            let leaf_tls = match (&config.tls, &cluster.node_ca_file) {
+                (Some(tls), Some(ca)) => Some(search::fanout::LeafTls {
+                    ca: Certificate::from_pem(read(ca)?),
+                    identity: Some(Identity::from_pem(
+                        read(&tls.cert_file)?,
+                        read(&tls.key_file)?,
+                    )),
+                    domain: cluster.node_tls_domain.clone(),
+                }),
+                (None, Some(_)) => anyhow::bail!(
+                    "cluster.node_ca_file needs [tls]: leaf searches are over TLS only when \
+                     this node's gRPC listener is"
+                ),
+                _ => None,
+            };
             match &advertise {
                 Some(address) if config.tls.is_none() => cluster_store
                     .register_search_node(&holder, address)
                     .context("cannot register this node's address for leaf searches")?,
+                Some(address) if leaf_tls.is_some() => cluster_store
+                    .register_search_node(&holder, &format!("https://{address}"))
+                    .context("cannot register this node's address for leaf searches")?,
                 Some(_) => tracing::warn!(
-                    "cluster.advertise is ignored with TLS: leaf searches between nodes are \
-                     plaintext only; this node searches every split it needs itself"
+                    "cluster.advertise is ignored: with [tls], leaf searches between nodes \
+                     need cluster.node_ca_file; this node searches every split it needs itself"
                 ),
                 None => {}
             }
@@ -197,6 +218,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 split_search,
                 &holder,
                 node_key,
+                leaf_tls,
+                config.tls.is_none(),
                 tokio::runtime::Handle::current(),
             );
             (index, indexer, Some(Arc::new(fanout)))

@@ -632,3 +632,134 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
     assert!(verification.intact, "{verification:?}");
     assert!(verification.num_entries > 5, "{verification:?}");
 }
+
+/// With `[tls]` and `cluster.node_ca_file`, nodes answer each other's leaf searches over TLS
+/// with client certificates (the nodes' own): a search on one node is answered in part by the
+/// other, and never falls back to reading that node's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaf_searches_between_nodes_go_over_tls() {
+    use holdfast_client::{ClientConfig, TlsOptions};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let Some(engines) = engines() else { return };
+    if std::env::var("HOLDFAST_TEST_BACKEND").as_deref() != Ok("cluster-splits") {
+        return;
+    }
+    let secrets = tempfile::tempdir().unwrap();
+    write_cluster_secrets(&engines, secrets.path()).await;
+    std::fs::write(secrets.path().join("node.key"), NODE_KEY).unwrap();
+    // One CA; one certificate for the nodes (server and client), for the name "localhost".
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let node_key = KeyPair::generate().unwrap();
+    let node_cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&node_key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca_file = write("ca.pem", ca.pem());
+    let cert_file = write("node.pem", node_cert.pem());
+    let key_file = write("node.pem.key", node_key.serialize_pem());
+    let bucket = format!("holdfast-cluster-tls-{}", free_port());
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let config = format!(
+            "{}node_ca_file = {ca_file:?}\nnode_tls_domain = \"localhost\"\n\n[tls]\n\
+             cert_file = {cert_file:?}\nkey_file = {key_file:?}\nclient_ca_file = {ca_file:?}\n",
+            node_config(&format!("node{n}"), secrets.path(), &engines, &bucket),
+        );
+        nodes.push(TestServer::start_with_config(config).await);
+    }
+    let connect = |node: &TestServer, token: &str| {
+        HoldfastClient::connect(ClientConfig {
+            addr: format!("https://127.0.0.1:{}", node.port),
+            token: token.into(),
+            tls: Some(TlsOptions {
+                ca_file: Some(ca_file.clone()),
+                domain: Some("localhost".into()),
+                client_cert_file: Some(cert_file.clone()),
+                client_key_file: Some(key_file.clone()),
+            }),
+        })
+    };
+    let acked: Acked = Arc::default();
+    let ingester = connect(&nodes[0], INGEST_TOKEN).await.unwrap();
+    // Many mailboxes: their partitions are placed on both nodes.
+    let mailbox = |i: usize| format!("t{i}@contoso.com");
+    let items = (0..40)
+        .map(|i| {
+            InteractionBuilder::new(mailbox(i), format!("tls-{i}"))
+                .app("Copilot")
+                .prompt(format!("clusterword item {i}"))
+                .response("noted")
+                .build()
+        })
+        .collect();
+    assert!(ingest(&ingester, items, &acked).await);
+    let acked = acked.lock().unwrap().clone();
+    let reviewer = connect(&nodes[1], EDISCOVERY_TOKEN).await.unwrap();
+    let case = reviewer
+        .create_case(pb::CreateCaseRequest {
+            name: "tls".into(),
+            description: String::new(),
+            members: vec![],
+            custodians: (0..40).map(mailbox).collect(),
+        })
+        .await
+        .unwrap();
+    let answered = r#"holdfast_split_leaf_answers_total{from="node",call="search"}"#;
+    let fallback = r#"holdfast_split_leaf_answers_total{from="fallback",call="search"}"#;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        // Both nodes must be live (each indexes its partitions) before a search fans out.
+        let total = reviewer
+            .search(pb::SearchRequest {
+                case_id: case.id.clone(),
+                query: "clusterword".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.total)
+            .unwrap_or(0);
+        if total == acked.len() as u64 && metric(&nodes[1], answered) > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "found {total} of {}; leaf answers {}, fallbacks {}",
+            acked.len(),
+            metric(&nodes[1], answered),
+            metric(&nodes[1], fallback)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        metric(&nodes[1], fallback),
+        0.0,
+        "a leaf call over TLS failed"
+    );
+    // Plain text against a node's TLS port is refused, node key or not.
+    use holdfast_proto::cluster::v1 as leaf;
+    let plain =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", nodes[0].port))
+            .unwrap()
+            .connect()
+            .await;
+    if let Ok(channel) = plain {
+        let mut client = leaf::leaf_service_client::LeafServiceClient::new(channel);
+        let mut request = tonic::Request::new(leaf::LeafSearchRequest {
+            query: "clusterword".into(),
+            top: 10,
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("x-holdfast-node-key", NODE_KEY.parse().unwrap());
+        assert!(client.search_splits(request).await.is_err());
+    }
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_proto::cluster::v1 as pb;
 use pb::leaf_service_client::LeafServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::index::IndexError;
 use super::kql;
@@ -59,23 +59,44 @@ pub struct FanOut {
     search: Arc<SplitSearch>,
     holder: String,
     key: String,
+    tls: Option<LeafTls>,
+    /// Whether nodes registered without TLS may be called (not by a node with TLS).
+    plaintext: bool,
     runtime: tokio::runtime::Handle,
     clients: Mutex<HashMap<String, LeafServiceClient<Channel>>>,
     nodes: Mutex<Option<(Instant, Nodes)>>,
 }
 
+/// How this node reaches nodes registered at `https://` addresses.
+#[derive(Clone)]
+pub struct LeafTls {
+    /// PEM CA bundle the other nodes' server certificates are checked against.
+    pub ca: Certificate,
+    /// This node's certificate and key, presented when a node asks for a client certificate.
+    pub identity: Option<Identity>,
+    /// The name certificates are checked for; by default each address's host.
+    pub domain: Option<String>,
+}
+
 impl FanOut {
-    /// `holder`: this node's lease holder; `key`: the cluster's node key.
+    /// `holder`: this node's lease holder; `key`: the cluster's node key; `tls`: how to
+    /// reach nodes that answer over TLS; `plaintext`: whether nodes without TLS may be
+    /// called (false on a node with TLS: what its front door protects never travels in plain
+    /// text between nodes).
     pub fn new(
         search: Arc<SplitSearch>,
         holder: &str,
         key: String,
+        tls: Option<LeafTls>,
+        plaintext: bool,
         runtime: tokio::runtime::Handle,
     ) -> FanOut {
         FanOut {
             search,
             holder: holder.to_string(),
             key,
+            tls,
+            plaintext,
             runtime,
             clients: Mutex::new(HashMap::new()),
             nodes: Mutex::new(None),
@@ -120,8 +141,36 @@ impl FanOut {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| error.to_string())?
+        // A node with TLS registers `https://host:port`; one without, `host:port`.
+        let endpoint = match address.strip_prefix("https://") {
+            Some(host_port) => {
+                let tls = self.tls.as_ref().ok_or(
+                    "the node answers over TLS and this node has no cluster.node_ca_file \
+                     to check it",
+                )?;
+                let mut config = ClientTlsConfig::new().ca_certificate(tls.ca.clone());
+                if let Some(identity) = &tls.identity {
+                    config = config.identity(identity.clone());
+                }
+                if let Some(domain) = &tls.domain {
+                    config = config.domain_name(domain.clone());
+                }
+                Endpoint::from_shared(format!("https://{host_port}"))
+                    .map_err(|error| error.to_string())?
+                    .tls_config(config)
+                    .map_err(|error| error.to_string())?
+            }
+            None if self.plaintext => Endpoint::from_shared(format!("http://{address}"))
+                .map_err(|error| error.to_string())?,
+            None => {
+                return Err(
+                    "the node answers without TLS and this node has [tls]: its share \
+                            is read here"
+                        .into(),
+                )
+            }
+        };
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();

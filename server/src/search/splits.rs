@@ -1849,6 +1849,8 @@ mod tests {
             Arc::clone(&search),
             "a/1",
             "key".into(),
+            None,
+            true,
             runtime.handle().clone(),
         );
         let text = crate::search::fanout::QueryText {

@@ -414,7 +414,7 @@ impl FanOut {
             let task = match self.client(&address) {
                 Ok(client) => Some(self.runtime.spawn(remote(client, &share))),
                 Err(error) => {
-                    tracing::warn!(node = %holder, %error, "a node's address is not valid");
+                    tracing::warn!(node = %holder, %error, "cannot call a node");
                     None
                 }
             };

@@ -564,6 +564,39 @@ impl Config {
             if cluster.s3_bucket.is_empty() || cluster.s3_endpoint.is_empty() {
                 return invalid("cluster.s3_endpoint and cluster.s3_bucket must be set".into());
             }
+            if let Some(ca) = &cluster.node_ca_file {
+                if self.tls.is_none() {
+                    return invalid(
+                        "cluster.node_ca_file needs [tls]: leaf searches between nodes are over \
+                         TLS only when this node's gRPC listener is"
+                            .into(),
+                    );
+                }
+                // tonic skips what it cannot parse: an empty trust store would fail every
+                // call between nodes, silently.
+                let text = std::fs::read_to_string(ca).map_err(|error| {
+                    ConfigError::Invalid(format!("cluster.node_ca_file {}: {error}", ca.display()))
+                })?;
+                if !text.contains("-----BEGIN CERTIFICATE-----") {
+                    return invalid(format!(
+                        "cluster.node_ca_file {} holds no PEM certificate",
+                        ca.display()
+                    ));
+                }
+            }
+            if let Some(domain) = &cluster.node_tls_domain {
+                let valid = !domain.is_empty()
+                    && domain.len() <= 253
+                    && domain
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
+                if !valid {
+                    return invalid(format!(
+                        "cluster.node_tls_domain must be a DNS name or an IP address, not \
+                         {domain:?}"
+                    ));
+                }
+            }
         }
         check_range(
             "index.commit_interval_ms",
@@ -1000,5 +1033,37 @@ mod tests {
             toml::from_str("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nroles = [\"ingest\"]\n")
                 .unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn leaf_tls_settings_are_checked_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(&not_pem, "just text").unwrap();
+        let config = |ca: &std::path::Path, tls: bool, domain: &str| -> Config {
+            let tls = if tls {
+                "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+            } else {
+                ""
+            };
+            toml::from_str(&format!(
+                "{tls}[cluster]\nnode = \"n1\"\ns3_endpoint = \"http://127.0.0.1:1\"\n\
+                 s3_bucket = \"b\"\nnode_ca_file = {ca:?}\nnode_tls_domain = {domain:?}\n"
+            ))
+            .unwrap()
+        };
+        config(&ca, true, "holdfast.internal").validate().unwrap();
+        config(&ca, true, "10.0.0.1").validate().unwrap();
+        let refused = |config: Config| config.validate().unwrap_err().to_string();
+        assert!(refused(config(&ca, false, "a")).contains("needs [tls]"));
+        assert!(refused(config(&not_pem, true, "a")).contains("no PEM certificate"));
+        assert!(refused(config(&dir.path().join("gone.pem"), true, "a")).contains("node_ca_file"));
+        assert!(refused(config(&ca, true, "a b/c")).contains("node_tls_domain"));
     }
 }

@@ -178,10 +178,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                     )),
                     domain: cluster.node_tls_domain.clone(),
                 }),
-                (None, Some(_)) => anyhow::bail!(
-                    "cluster.node_ca_file needs [tls]: leaf searches are over TLS only when \
-                     this node's gRPC listener is"
-                ),
+                // `Config::validate` refuses a node_ca_file without [tls].
                 _ => None,
             };
             match &advertise {

@@ -646,7 +646,6 @@ async fn leaf_searches_between_nodes_go_over_tls() {
     }
     let secrets = tempfile::tempdir().unwrap();
     write_cluster_secrets(&engines, secrets.path()).await;
-    std::fs::write(secrets.path().join("node.key"), NODE_KEY).unwrap();
     // One CA; one certificate for the nodes (server and client), for the name "localhost".
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -668,10 +667,18 @@ async fn leaf_searches_between_nodes_go_over_tls() {
     let bucket = format!("holdfast-cluster-tls-{}", free_port());
     let mut nodes = Vec::new();
     for n in 1..=2 {
+        // The node key derived from the database's page-token key (no node_key_file).
+        let cluster = node_config(&format!("node{n}"), secrets.path(), &engines, &bucket).replace(
+            &format!(
+                "node_key_file = \"{}/node.key\"\n",
+                secrets.path().display()
+            ),
+            "",
+        );
+        assert!(!cluster.contains("node_key_file"));
         let config = format!(
-            "{}node_ca_file = {ca_file:?}\nnode_tls_domain = \"localhost\"\n\n[tls]\n\
+            "{cluster}node_ca_file = {ca_file:?}\nnode_tls_domain = \"localhost\"\n\n[tls]\n\
              cert_file = {cert_file:?}\nkey_file = {key_file:?}\nclient_ca_file = {ca_file:?}\n",
-            node_config(&format!("node{n}"), secrets.path(), &engines, &bucket),
         );
         nodes.push(TestServer::start_with_config(config).await);
     }
@@ -743,23 +750,23 @@ async fn leaf_searches_between_nodes_go_over_tls() {
         0.0,
         "a leaf call over TLS failed"
     );
-    // Plain text against a node's TLS port is refused, node key or not.
+    // A leaf call in plain text to a node's TLS port is refused (at connect or at the call).
     use holdfast_proto::cluster::v1 as leaf;
     let plain =
         tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", nodes[0].port))
             .unwrap()
             .connect()
             .await;
-    if let Ok(channel) = plain {
-        let mut client = leaf::leaf_service_client::LeafServiceClient::new(channel);
-        let mut request = tonic::Request::new(leaf::LeafSearchRequest {
-            query: "clusterword".into(),
-            top: 10,
-            ..Default::default()
-        });
-        request
-            .metadata_mut()
-            .insert("x-holdfast-node-key", NODE_KEY.parse().unwrap());
-        assert!(client.search_splits(request).await.is_err());
-    }
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => leaf::leaf_service_client::LeafServiceClient::new(channel)
+            .search_splits(leaf::LeafSearchRequest {
+                query: "clusterword".into(),
+                top: 10,
+                ..Default::default()
+            })
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plain-text leaf call reached a TLS node");
 }

@@ -382,10 +382,19 @@ impl FanOut {
         Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
     {
         let nodes = self.nodes()?;
-        // Nodes that can be asked: those that said where; this node in any case.
+        // Nodes that can be asked: those that said where, over a transport this node uses
+        // (TLS, or plain gRPC when this node has no TLS); this node in any case.
         let mut live: Vec<String> = nodes
             .iter()
-            .filter(|(holder, address)| address.is_some() || *holder == self.holder)
+            .filter(|(holder, address)| {
+                *holder == self.holder
+                    || address.as_deref().is_some_and(|address| {
+                        match address.starts_with("https://") {
+                            true => self.tls.is_some(),
+                            false => self.plaintext,
+                        }
+                    })
+            })
             .map(|(holder, _)| holder.clone())
             .collect();
         if !live.contains(&self.holder) {

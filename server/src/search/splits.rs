@@ -74,6 +74,8 @@ const SPLIT_GRACE: Duration = Duration::from_secs(120);
 /// How long one step of the worker spends downloading the splits of its partitions at most
 /// (it renews its leases between steps).
 const PREFETCH_BUDGET: Duration = Duration::from_secs(2);
+/// How long a split whose prefetch failed waits before it is tried again.
+const PREFETCH_RETRY: Duration = Duration::from_secs(60);
 /// How long a split of a partition another node indexes stays in the cache unused.
 const FOREIGN_IDLE: Duration = Duration::from_secs(600);
 /// How often the garbage of the catalog is collected, the feed trimmed and the local cache
@@ -193,8 +195,8 @@ fn build(dir: &Path, fields: &Fields, items: &[StoredInteraction]) -> Result<Ind
 /// A split in the local cache, opened.
 struct Cached {
     dir: PathBuf,
-    /// When a search or a merge last asked for it.
-    used: Mutex<Instant>,
+    /// When a search or a merge last asked for it (`None`: never; only fetched ahead).
+    used: Mutex<Option<Instant>>,
     metas: Vec<SegmentMeta>,
     /// The split alone, to find the documents of tombstoned items.
     searcher: Searcher,
@@ -212,7 +214,7 @@ impl Cached {
             .searcher();
         Ok(Cached {
             dir,
-            used: Mutex::new(Instant::now()),
+            used: Mutex::new(None),
             metas,
             searcher,
         })
@@ -746,15 +748,28 @@ impl SplitSearch {
         Ok(view)
     }
 
-    /// The split, from the local cache or downloaded into it.
+    /// The split, from the local cache or downloaded into it, for a search or a merge.
     fn cached(&self, split: &SplitRow) -> Result<Arc<Cached>, IndexError> {
+        let cached = self.fetch(split)?;
+        *cached.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(cached)
+    }
+
+    fn is_cached(&self, id: &str) -> bool {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    /// The split, from the local cache or downloaded into it.
+    fn fetch(&self, split: &SplitRow) -> Result<Arc<Cached>, IndexError> {
         if let Some(cached) = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&split.id)
         {
-            *cached.used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             return Ok(Arc::clone(cached));
         }
         // Ids name directories: only what an indexer writes (a ULID) is taken.
@@ -834,46 +849,29 @@ impl SplitSearch {
         }
     }
 
-    /// Downloads into the local cache the published splits of `partitions` (those this node
-    /// indexes, and so is asked to search) that it lacks, until `budget` has passed: the
-    /// first search after a restart, a move of partitions or another node's merge then
-    /// waits for no download. Answers how many it downloaded.
-    fn prefetch(
-        &self,
-        catalog: &SplitCatalog,
-        partitions: &HashSet<i16>,
-        budget: Duration,
-    ) -> usize {
+    /// Downloads `splits` into the local cache (those of the partitions this node indexes,
+    /// and so is asked to search, that it lacks) until `budget` has passed: the first
+    /// search after a restart, a move of partitions or another node's merge then waits for
+    /// no download. Answers the ids that failed (a damaged object, a newer schema).
+    fn prefetch(&self, splits: &[SplitRow], budget: Duration) -> Vec<String> {
         let started = Instant::now();
-        let mut fetched = 0;
-        for split in &catalog.splits {
+        let mut failed = Vec::new();
+        for split in splits {
             if started.elapsed() >= budget {
                 break;
             }
-            if !partitions.contains(&split.partition)
-                || self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(&split.id)
-            {
-                continue;
-            }
-            match self.cached(split) {
-                Ok(_) => {
-                    fetched += 1;
-                    metrics::counter!("holdfast_split_prefetches_total").increment(1);
-                }
+            match self.fetch(split) {
+                Ok(_) => metrics::counter!("holdfast_split_prefetches_total").increment(1),
                 // Merged away since the catalog was read: nothing to fetch.
                 Err(IndexError::SplitGone(_)) => {}
                 Err(error) => {
                     tracing::warn!(%error, split = %split.id, "search splits: a prefetch failed");
                     metrics::counter!("holdfast_split_prefetch_failures_total").increment(1);
-                    break;
+                    failed.push(split.id.clone());
                 }
             }
         }
-        fetched
+        failed
     }
 
     /// Opens a view of `catalog`: its published splits with their delete sets.
@@ -926,7 +924,7 @@ impl SplitSearch {
 
     /// Drops from the local cache every split no longer `published`, and those not in `keep`
     /// (another node's partitions, read here when that node did not answer) once unused for
-    /// `FOREIGN_IDLE`; searchers still reading one keep its files open until they go. Drops
+    /// `FOREIGN_IDLE` (at once if no search or merge ever used it); searchers still reading one keep its files open until they go. Drops
     /// the view if it is older than `generation` (it may hold merged-away files open), and
     /// leaf views of splits no longer published.
     fn trim_cache(&self, published: &HashSet<String>, keep: &HashSet<String>, generation: u64) {
@@ -952,8 +950,7 @@ impl SplitSearch {
                             .used
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .elapsed()
-                            >= FOREIGN_IDLE)
+                            .is_none_or(|at| at.elapsed() >= FOREIGN_IDLE))
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -1278,8 +1275,11 @@ pub struct SplitWorker {
     tried: HashMap<i16, Instant>,
     advanced: HashMap<i16, Instant>,
     housekept: Option<Instant>,
-    /// When this node last renewed its presence lease.
+    /// When this node last renewed its presence lease, and that lease.
     present: Option<Instant>,
+    presence: Option<SplitLease>,
+    /// Splits whose prefetch failed, with when: tried again after `PREFETCH_RETRY`.
+    prefetch_failed: HashMap<String, Instant>,
     /// Consecutive failures of each partition's work here.
     failures: HashMap<i16, u32>,
     /// Until when this node stands back (see `settle`).
@@ -1321,6 +1321,8 @@ impl SplitWorker {
             advanced: HashMap::new(),
             housekept: None,
             present: None,
+            presence: None,
+            prefetch_failed: HashMap::new(),
             failures: HashMap::new(),
             sick_until: None,
         }
@@ -1383,7 +1385,8 @@ impl SplitWorker {
             .is_none_or(|at| now.duration_since(at) >= LEASE_TTL / 2)
         {
             let name = format!("split-node/{}", self.holder);
-            if self.lease(&name)?.is_some() {
+            if let Some(lease) = self.lease(&name)? {
+                self.presence = Some(lease);
                 self.present = Some(now);
             }
         }
@@ -1513,11 +1516,6 @@ impl SplitWorker {
                 self.settle(partition, merged, failure);
             }
         }
-        if !self.held.is_empty() && head.bootstrapped {
-            let partitions: HashSet<i16> = self.held.keys().copied().collect();
-            let catalog = self.search.catalog_now()?;
-            self.search.prefetch(&catalog, &partitions, PREFETCH_BUDGET);
-        }
         if self
             .housekept
             .is_none_or(|at| now.duration_since(at) >= HOUSEKEEPING)
@@ -1530,7 +1528,7 @@ impl SplitWorker {
             let keep = catalog
                 .splits
                 .iter()
-                .filter(|s| self.held.is_empty() || self.held.contains_key(&s.partition))
+                .filter(|s| self.held.contains_key(&s.partition))
                 .map(|s| s.id.clone())
                 .collect();
             self.search
@@ -1545,7 +1543,53 @@ impl SplitWorker {
                 }
             }
         }
+        if head.bootstrapped && !self.held.is_empty() {
+            self.prefetch_held();
+        }
         Ok(())
+    }
+
+    /// Fetches ahead the splits of the partitions this node holds that its cache lacks
+    /// (see `SplitSearch::prefetch`), renewing its leases meanwhile. Never fails the step:
+    /// a split that cannot be fetched is left for `PREFETCH_RETRY` (a search that needs it
+    /// downloads it, or answers why not).
+    fn prefetch_held(&mut self) {
+        let catalog = match self.search.catalog_now() {
+            Ok(catalog) => catalog,
+            Err(error) => {
+                tracing::warn!(%error, "search splits: no catalog to prefetch from");
+                return;
+            }
+        };
+        let now = Instant::now();
+        self.prefetch_failed
+            .retain(|_, at| now.duration_since(*at) < PREFETCH_RETRY);
+        let missing: Vec<SplitRow> = catalog
+            .splits
+            .iter()
+            .filter(|s| self.held.contains_key(&s.partition))
+            .filter(|s| !self.prefetch_failed.contains_key(&s.id) && !self.search.is_cached(&s.id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let leases: Vec<SplitLease> = self
+            .held
+            .values()
+            .map(|(lease, _)| lease.clone())
+            .chain(self.presence.clone())
+            .collect();
+        let leases: Vec<&SplitLease> = leases.iter().collect();
+        let search = Arc::clone(&self.search);
+        let failed = catch(|| {
+            search.with_heartbeat(&leases, || Ok(search.prefetch(&missing, PREFETCH_BUDGET)))
+        })
+        // A panic (a damaged split): none of these is tried again for a while.
+        .unwrap_or_else(|_| missing.iter().map(|s| s.id.clone()).collect());
+        for id in failed {
+            self.prefetch_failed.insert(id, now);
+        }
     }
 
     /// What a partition's work came to: a lost lease gives the partition up; another
@@ -2213,10 +2257,9 @@ mod tests {
         // Stored after: each partition's indexer builds its split and keeps it.
         store.write_interactions(&written("l")).unwrap();
         for (worker, search) in [(&mut a, &search_a), (&mut b, &search_b)] {
-            // As if the splits read before were last used long ago.
+            // As if no search had used the splits read before.
             for cached in search.cache.lock().unwrap().values() {
-                let long_ago = Instant::now().checked_sub(FOREIGN_IDLE).unwrap();
-                *cached.used.lock().unwrap() = long_ago;
+                *cached.used.lock().unwrap() = None;
             }
             worker.housekept = None;
             worker.step().unwrap();
@@ -2259,6 +2302,35 @@ mod tests {
         assert!(cache.contains_key(&kept.id));
         assert!(!cache.contains_key(&not_kept.id));
         assert_eq!(cache[&kept.id].searcher.num_docs(), 1);
+        // The kept files are exactly the object other nodes download.
+        let object = store.get_split_object(&kept).unwrap().unwrap();
+        let unpacked = dirs.path().join("unpacked");
+        unpack(&object, &unpacked).unwrap();
+        let files = |dir: &Path| {
+            // Not tantivy's lock files (opening an index writes them).
+            let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| {
+                    let entry = entry.unwrap();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    (name, std::fs::read(entry.path()).unwrap())
+                })
+                .filter(|(name, _)| !name.starts_with('.'))
+                .collect();
+            files.sort();
+            files
+        };
+        let (kept_files, object_files) = (files(&cache[&kept.id].dir), files(&unpacked));
+        let names = |files: &[(String, Vec<u8>)]| -> Vec<String> {
+            files.iter().map(|(name, _)| name.clone()).collect()
+        };
+        assert!(!object_files.is_empty());
+        assert!(
+            kept_files == object_files,
+            "kept {:?}, object {:?}",
+            names(&kept_files),
+            names(&object_files)
+        );
     }
 
     #[test]

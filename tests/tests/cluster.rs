@@ -338,6 +338,19 @@ async fn searches_fan_out_over_the_nodes(
     assert!(refused.message().starts_with("invalid top:"), "{refused}");
 }
 
+/// How many items a search for "clusterword" in the case finds now (0 while it fails).
+async fn clusterword_total(reviewer: &HoldfastClient, case_id: &str) -> u64 {
+    reviewer
+        .search(pb::SearchRequest {
+            case_id: case_id.to_string(),
+            query: "clusterword".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.total)
+        .unwrap_or(0)
+}
+
 async fn export_ids(
     client: &HoldfastClient,
     case_id: &str,
@@ -534,15 +547,7 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
         let reviewer = node.client(EDISCOVERY_TOKEN).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let found = reviewer
-                .search(pb::SearchRequest {
-                    case_id: case.id.clone(),
-                    query: "clusterword".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(|r| r.total)
-                .unwrap_or(0);
+            let found = clusterword_total(&reviewer, &case.id).await;
             // The killed node may have stored a batch whose answer never came: more may be
             // found than were acknowledged, never fewer.
             if found >= acked.len() as u64 {
@@ -724,15 +729,7 @@ async fn leaf_searches_between_nodes_go_over_tls() {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         // Both nodes must be live (each indexes its partitions) before a search fans out.
-        let total = reviewer
-            .search(pb::SearchRequest {
-                case_id: case.id.clone(),
-                query: "clusterword".into(),
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.total)
-            .unwrap_or(0);
+        let total = clusterword_total(&reviewer, &case.id).await;
         if total == acked.len() as u64 && metric(&nodes[1], answered) > 0.0 {
             break;
         }

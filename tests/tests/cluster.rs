@@ -12,19 +12,17 @@ use common::*;
 use holdfast_client::{pb, HoldfastClient, InteractionBuilder};
 
 /// The config of node `node`: the tests' tokens, items destroyable as soon as nothing
-/// retains or holds them, no periodic passes (the test runs them), the shared engines, and
-/// the nodes' key in `secrets/node.key`.
+/// retains or holds them, no periodic passes (the test runs them), and the shared engines
+/// (the `[cluster]` table last, so that a caller may add to it).
 fn node_config(node: &str, secrets: &std::path::Path, engines: &Engines, bucket: &str) -> String {
     format!(
         r#"{tokens}
 [retention]
 holds_area_minimum_age_hours = 0
 sweep_interval_seconds = 0
-{cluster}node_key_file = "{secrets}/node.key"
-"#,
+{cluster}"#,
         tokens = default_config(),
         cluster = cluster_section(node, secrets, engines, bucket),
-        secrets = secrets.display(),
     )
 }
 
@@ -462,7 +460,12 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
     let bucket = format!("holdfast-cluster-{}", free_port());
     let mut nodes = Vec::new();
     for n in 1..=3 {
-        let config = node_config(&format!("node{n}"), secrets.path(), &engines, &bucket);
+        // The nodes' key from a file (the test calls leaf searches with it).
+        let config = format!(
+            "{}node_key_file = \"{}/node.key\"\n",
+            node_config(&format!("node{n}"), secrets.path(), &engines, &bucket),
+            secrets.path().display()
+        );
         nodes.push(TestServer::start_with_config(config).await);
     }
     let acked: Acked = Arc::default();
@@ -644,43 +647,30 @@ async fn three_nodes_lose_nothing_acknowledged_to_a_killed_node_or_a_database_re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leaf_searches_between_nodes_go_over_tls() {
     use holdfast_client::{ClientConfig, TlsOptions};
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let Some(engines) = engines() else { return };
     if std::env::var("HOLDFAST_TEST_BACKEND").as_deref() != Ok("cluster-splits") {
         return;
     }
     let secrets = tempfile::tempdir().unwrap();
     write_cluster_secrets(&engines, secrets.path()).await;
-    // One CA; one certificate for the nodes (server and client), for the name "localhost".
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let node_key = KeyPair::generate().unwrap();
-    let node_cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&node_key, &ca, &ca_key)
-        .unwrap();
-    let write = |name: &str, text: String| {
+    // The nodes present the server certificate (for "localhost") to each other as clients
+    // too; the test's client presents the client certificate.
+    let pki = make_pki();
+    let write = |name: &str, text: &str| {
         let path = secrets.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
-    let ca_file = write("ca.pem", ca.pem());
-    let cert_file = write("node.pem", node_cert.pem());
-    let key_file = write("node.pem.key", node_key.serialize_pem());
+    let ca_file = write("ca.pem", &pki.ca);
+    let cert_file = write("node.pem", &pki.server_cert);
+    let key_file = write("node.pem.key", &pki.server_key);
+    let client_cert = write("client.pem", &pki.client_cert);
+    let client_key = write("client.pem.key", &pki.client_key);
     let bucket = format!("holdfast-cluster-tls-{}", free_port());
     let mut nodes = Vec::new();
     for n in 1..=2 {
         // The node key derived from the database's page-token key (no node_key_file).
-        let cluster = node_config(&format!("node{n}"), secrets.path(), &engines, &bucket).replace(
-            &format!(
-                "node_key_file = \"{}/node.key\"\n",
-                secrets.path().display()
-            ),
-            "",
-        );
-        assert!(!cluster.contains("node_key_file"));
+        let cluster = node_config(&format!("node{n}"), secrets.path(), &engines, &bucket);
         let config = format!(
             "{cluster}node_ca_file = {ca_file:?}\nnode_tls_domain = \"localhost\"\n\n[tls]\n\
              cert_file = {cert_file:?}\nkey_file = {key_file:?}\nclient_ca_file = {ca_file:?}\n",
@@ -694,8 +684,8 @@ async fn leaf_searches_between_nodes_go_over_tls() {
             tls: Some(TlsOptions {
                 ca_file: Some(ca_file.clone()),
                 domain: Some("localhost".into()),
-                client_cert_file: Some(cert_file.clone()),
-                client_key_file: Some(key_file.clone()),
+                client_cert_file: Some(client_cert.clone()),
+                client_key_file: Some(client_key.clone()),
             }),
         })
     };

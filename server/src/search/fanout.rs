@@ -136,7 +136,20 @@ impl FanOut {
         Ok(nodes)
     }
 
+    /// Whether this node calls a node registered at `address`: over TLS when it has a CA
+    /// to check it, in plain text only when this node has no TLS itself.
+    fn callable(&self, address: &str) -> bool {
+        if address.starts_with("https://") {
+            self.tls.is_some()
+        } else {
+            self.plaintext
+        }
+    }
+
     fn client(&self, address: &str) -> Result<LeafServiceClient<Channel>, String> {
+        if !self.callable(address) {
+            return Err("this node does not call that node (TLS on one side only)".into());
+        }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
@@ -144,10 +157,7 @@ impl FanOut {
         // A node with TLS registers `https://host:port`; one without, `host:port`.
         let endpoint = match address.strip_prefix("https://") {
             Some(host_port) => {
-                let tls = self.tls.as_ref().ok_or(
-                    "the node answers over TLS and this node has no cluster.node_ca_file \
-                     to check it",
-                )?;
+                let tls = self.tls.as_ref().ok_or("no cluster.node_ca_file")?;
                 let mut config = ClientTlsConfig::new().ca_certificate(tls.ca.clone());
                 if let Some(identity) = &tls.identity {
                     config = config.identity(identity.clone());
@@ -160,15 +170,8 @@ impl FanOut {
                     .tls_config(config)
                     .map_err(|error| error.to_string())?
             }
-            None if self.plaintext => Endpoint::from_shared(format!("http://{address}"))
+            None => Endpoint::from_shared(format!("http://{address}"))
                 .map_err(|error| error.to_string())?,
-            None => {
-                return Err(
-                    "the node answers without TLS and this node has [tls]: its share \
-                            is read here"
-                        .into(),
-                )
-            }
         };
         let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
@@ -387,13 +390,7 @@ impl FanOut {
         let mut live: Vec<String> = nodes
             .iter()
             .filter(|(holder, address)| {
-                *holder == self.holder
-                    || address.as_deref().is_some_and(|address| {
-                        match address.starts_with("https://") {
-                            true => self.tls.is_some(),
-                            false => self.plaintext,
-                        }
-                    })
+                *holder == self.holder || address.as_deref().is_some_and(|a| self.callable(a))
             })
             .map(|(holder, _)| holder.clone())
             .collect();

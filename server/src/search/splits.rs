@@ -72,7 +72,7 @@ const IDLE_ADVANCE: Duration = Duration::from_secs(5);
 /// staging to publishing, and than any node takes to download a split it has just listed.
 const SPLIT_GRACE: Duration = Duration::from_secs(120);
 /// How long one step of the worker spends downloading the splits of its partitions at most
-/// (it renews its leases between steps).
+/// (the step after it indexes again).
 const PREFETCH_BUDGET: Duration = Duration::from_secs(2);
 /// How long a split whose prefetch failed waits before it is tried again.
 const PREFETCH_RETRY: Duration = Duration::from_secs(60);
@@ -495,13 +495,17 @@ impl SplitSearch {
 
     /// The catalog now (read again only when its generation moved).
     fn catalog_now(&self) -> Result<Arc<SplitCatalog>, IndexError> {
-        let generation = self.store.split_head()?.generation;
+        self.catalog_at(self.store.split_head()?.generation)
+    }
+
+    /// The catalog as of `generation` or later (read again only when the one kept is older).
+    fn catalog_at(&self, generation: u64) -> Result<Arc<SplitCatalog>, IndexError> {
         if let Some(catalog) = self
             .catalog
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .filter(|catalog| catalog.head.generation == generation)
+            .filter(|catalog| catalog.head.generation >= generation)
         {
             return Ok(Arc::clone(catalog));
         }
@@ -924,9 +928,10 @@ impl SplitSearch {
 
     /// Drops from the local cache every split no longer `published`, and those not in `keep`
     /// (another node's partitions, read here when that node did not answer) once unused for
-    /// `FOREIGN_IDLE` (at once if no search or merge ever used it); searchers still reading one keep its files open until they go. Drops
-    /// the view if it is older than `generation` (it may hold merged-away files open), and
-    /// leaf views of splits no longer published.
+    /// `FOREIGN_IDLE`, at once if no search or merge ever used them; searchers still reading
+    /// one keep its files open until they go. Drops the view if it is older than
+    /// `generation` (it may hold merged-away files open), and leaf views of splits no longer
+    /// published.
     fn trim_cache(&self, published: &HashSet<String>, keep: &HashSet<String>, generation: u64) {
         {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
@@ -1275,9 +1280,8 @@ pub struct SplitWorker {
     tried: HashMap<i16, Instant>,
     advanced: HashMap<i16, Instant>,
     housekept: Option<Instant>,
-    /// When this node last renewed its presence lease, and that lease.
-    present: Option<Instant>,
-    presence: Option<SplitLease>,
+    /// This node's presence lease, and when it last renewed it.
+    present: Option<(SplitLease, Instant)>,
     /// Splits whose prefetch failed, with when: tried again after `PREFETCH_RETRY`.
     prefetch_failed: HashMap<String, Instant>,
     /// Consecutive failures of each partition's work here.
@@ -1321,7 +1325,6 @@ impl SplitWorker {
             advanced: HashMap::new(),
             housekept: None,
             present: None,
-            presence: None,
             prefetch_failed: HashMap::new(),
             failures: HashMap::new(),
             sick_until: None,
@@ -1382,12 +1385,12 @@ impl SplitWorker {
         }
         if self
             .present
-            .is_none_or(|at| now.duration_since(at) >= LEASE_TTL / 2)
+            .as_ref()
+            .is_none_or(|(_, at)| now.duration_since(*at) >= LEASE_TTL / 2)
         {
             let name = format!("split-node/{}", self.holder);
             if let Some(lease) = self.lease(&name)? {
-                self.presence = Some(lease);
-                self.present = Some(now);
+                self.present = Some((lease, now));
             }
         }
         let live = self.search.store.live_split_nodes()?;
@@ -1523,8 +1526,7 @@ impl SplitWorker {
             self.housekept = Some(now);
             let catalog = store.split_catalog()?;
             let published = catalog.splits.iter().map(|s| s.id.clone()).collect();
-            // The splits of the partitions this node indexes, and so searches; a node that
-            // holds none (it starts or stands back) keeps what it has.
+            // The splits of the partitions this node indexes, and so searches.
             let keep = catalog
                 .splits
                 .iter()
@@ -1544,7 +1546,7 @@ impl SplitWorker {
             }
         }
         if head.bootstrapped && !self.held.is_empty() {
-            self.prefetch_held();
+            self.prefetch_held(head.generation);
         }
         Ok(())
     }
@@ -1553,8 +1555,8 @@ impl SplitWorker {
     /// (see `SplitSearch::prefetch`), renewing its leases meanwhile. Never fails the step:
     /// a split that cannot be fetched is left for `PREFETCH_RETRY` (a search that needs it
     /// downloads it, or answers why not).
-    fn prefetch_held(&mut self) {
-        let catalog = match self.search.catalog_now() {
+    fn prefetch_held(&mut self, generation: u64) {
+        let catalog = match self.search.catalog_at(generation) {
             Ok(catalog) => catalog,
             Err(error) => {
                 tracing::warn!(%error, "search splits: no catalog to prefetch from");
@@ -1577,8 +1579,8 @@ impl SplitWorker {
         let leases: Vec<SplitLease> = self
             .held
             .values()
+            .chain(&self.present)
             .map(|(lease, _)| lease.clone())
-            .chain(self.presence.clone())
             .collect();
         let leases: Vec<&SplitLease> = leases.iter().collect();
         let search = Arc::clone(&self.search);
